@@ -1,0 +1,57 @@
+# Two entry points do all set-up on a fresh machine:
+#   make run   - create .venv, install loadlab, run the default profile against the embedded control plane
+#   make test  - create .venv, install test needs (Python and Debian packages), lint, type-check, test
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+PROFILE  ?= profiles/http-knee.yaml
+RUNFLAGS ?=
+# Debian packages the tests start for real: a DNS resolver, a reference HTTP load generator.
+TEST_DEBS := unbound wrk dnsperf
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint typecheck unit bench debs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/loadlab run $(PROFILE) $(RUNFLAGS)
+
+# Installs what is missing and nothing else; apt-get update runs only when something is missing.
+debs:
+	@missing=""; \
+	for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check loadlab tests bench
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-test debs
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(VENV)/.installed-test debs
+	$(BIN)/pytest bench --benchmark-only -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Behaviour of simulated node agents (kubelet, telemetry DaemonSet, pod DNS). No I/O here."""

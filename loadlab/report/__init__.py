@@ -1,0 +1,1 @@
+"""Reports over a finished (or partial) results folder. Reads results, never runs load."""
