@@ -1,0 +1,88 @@
+"""Profiles: shipped ones validate; bad ones fail with one line naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadlab.errors import ProfileError
+from loadlab.profile import apply_override, load_profile, planned_steps_bound_s, validate_profile
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+
+
+@pytest.mark.parametrize("path", sorted(PROFILES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_profiles_validate(path: Path) -> None:
+    profile = load_profile(path)
+    assert profile.name == path.stem
+
+
+def _minimal() -> dict[str, object]:
+    return {
+        "name": "t",
+        "api": {"mix": [{"name": "get", "path": "/api"}]},
+        "load": {"rate_per_s": 10, "duration_s": 1},
+    }
+
+
+def test_misspelt_field_is_named() -> None:
+    raw = _minimal()
+    raw["load"] = {"rate_per_s": 10, "duraton_s": 1}
+    with pytest.raises(ProfileError, match=r"unknown field 'load\.duraton_s'"):
+        validate_profile(raw)
+
+
+def test_wrong_type_names_field_and_value() -> None:
+    raw = _minimal()
+    raw["load"] = {"rate_per_s": "fast"}
+    with pytest.raises(ProfileError, match=r"field 'load\.rate_per_s'.*'fast'"):
+        validate_profile(raw)
+
+
+def test_open_loop_without_rate_or_ramp_is_refused() -> None:
+    raw = _minimal()
+    raw["load"] = {"mode": "open"}
+    with pytest.raises(ProfileError, match="needs rate_per_s or a ramp"):
+        validate_profile(raw)
+
+
+def test_profile_without_targets_is_refused() -> None:
+    raw = _minimal()
+    del raw["api"]
+    with pytest.raises(ProfileError, match="'api' or a 'dns' section"):
+        validate_profile(raw)
+
+
+def test_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="no such file"):
+        load_profile(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nload: [unclosed\n")
+    with pytest.raises(ProfileError, match="line 2"):
+        load_profile(bad)
+
+
+def test_overrides_reach_nested_fields_and_list_items() -> None:
+    raw = _minimal()
+    apply_override(raw, "load.rate_per_s=250")
+    apply_override(raw, "api.mix.0.weight=3")
+    profile = validate_profile(raw)
+    assert profile.load.rate_per_s == 250
+    assert profile.api is not None
+    assert profile.api.mix[0].weight == 3
+
+
+@pytest.mark.parametrize("item", ["noequals", "api.mix.7.weight=1", "=3"])
+def test_bad_override_is_a_profile_error(item: str) -> None:
+    with pytest.raises(ProfileError, match="--set"):
+        apply_override(_minimal(), item)
+
+
+def test_run_time_bound_grows_with_the_ramp() -> None:
+    short = load_profile(PROFILES / "http-knee.yaml", ["load.ramp.max_per_s=400"])
+    long = load_profile(PROFILES / "http-knee.yaml", ["load.ramp.max_per_s=100000"])
+    assert planned_steps_bound_s(short) < planned_steps_bound_s(long)
