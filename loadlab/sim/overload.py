@@ -1,0 +1,256 @@
+"""The overload model the sim API server calls: estimate, admit, serve, and crash on OOM.
+
+Usage by the server, per request::
+
+    est = model.estimate(attrs, objects_scanned=..., objects_returned=..., response_bytes=...,
+                         from_cache=..., watchers=...)
+    try:
+        async with model.admit(attrs, est):   # may raise Rejected (429) or OutOfMemory (crash)
+            await model.serve(est)            # the service time, on the injected clock
+            ... do the store operation, respond ...
+    except Rejected as r: 429 with Retry-After: r.retry_after_s
+
+With APF on (default) admission is ``apf.FairQueueing``; off, it is the max-inflight limits
+(read-only 400, mutating 200; long-running requests are not counted, as in kube-apiserver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from loadlab.clock import NS_PER_S, Clock
+from loadlab.sim.apf import FairQueueing, Rejected, Ticket
+from loadlab.sim.cost import RequestAttributes, WorkEstimate, estimate_work
+from loadlab.sim.memory import MemoryAccount, OutOfMemory, Reservation
+from loadlab.sim.overload_config import OverloadConfig
+from loadlab.sim.promtext import PromRegistry
+
+__all__ = [
+    "OutOfMemory",
+    "OverloadModel",
+    "Rejected",
+    "RequestAttributes",
+    "WorkEstimate",
+]
+
+
+class _MaxInflight:
+    """Without APF: fixed read-only and mutating limits, immediate 429 beyond (reference)."""
+
+    def __init__(self, config: OverloadConfig) -> None:
+        self._limits = {
+            "readOnly": config.max_requests_inflight,
+            "mutating": config.max_mutating_inflight,
+        }
+        self._retry_after_s = config.no_apf_retry_after_s
+        self.in_flight = {"readOnly": 0, "mutating": 0}
+
+    def acquire(self, kind: str) -> None:
+        if self.in_flight[kind] >= self._limits[kind]:
+            raise Rejected(self._retry_after_s, "concurrency-limit", "")
+        self.in_flight[kind] += 1
+
+    def release(self, kind: str) -> None:
+        self.in_flight[kind] = max(0, self.in_flight[kind] - 1)
+
+    def reset(self) -> None:
+        self.in_flight = {"readOnly": 0, "mutating": 0}
+
+
+class _Admission:
+    """What one admitted request holds; released once (after serve() for a watch)."""
+
+    def __init__(self, kind: str, ticket: Ticket | None, counted: bool, generation: int) -> None:
+        self.kind = kind
+        self.ticket = ticket
+        self.counted = counted  # counted against max-inflight (APF off, not long-running)
+        self.generation = generation
+        self.memory: Reservation | None = None
+        self.released = False
+
+
+class OverloadModel:
+    """Admission, service time and memory of the sim API server (see module docstring)."""
+
+    def __init__(self, config: OverloadConfig, clock: Clock, metrics: PromRegistry) -> None:
+        self.config = config
+        self._clock = clock
+        self.metrics = metrics
+        self._apf = FairQueueing(config, clock, metrics)
+        self._max_inflight = _MaxInflight(config)
+        self.memory = MemoryAccount(config.memory_limit_bytes)
+        self._generation = 0
+        self._by_task: dict[asyncio.Task[Any], _Admission] = {}
+        self._inflight = metrics.gauge(
+            "apiserver_current_inflight_requests",
+            "Maximal number of currently used inflight request limit of this apiserver per "
+            "request kind in last second.",
+            ("request_kind",),
+        )
+        self._memory_gauge = metrics.gauge(
+            "loadlab_sim_memory_bytes",
+            "Memory the sim API server holds: baseline plus in-flight LIST responses.",
+        )
+        self._restarts = metrics.counter(
+            "loadlab_sim_restarts_total", "Times the sim API server crashed (out of memory)."
+        )
+        self.event_loop_lag = metrics.gauge(
+            "loadlab_sim_event_loop_lag_seconds",
+            "How late the sim's event loop runs a timer (set by the server).",
+        )
+        self._in_flight_requests = {"readOnly": 0, "mutating": 0}
+        self._publish()
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def classify(self, attrs: RequestAttributes) -> tuple[str, str]:
+        """(priority level, flow id)."""
+        return self._apf.classify(attrs)
+
+    def estimate(
+        self,
+        attrs: RequestAttributes,
+        *,
+        objects_scanned: int,
+        objects_returned: int,
+        response_bytes: int,
+        from_cache: bool,
+        watchers: int,
+    ) -> WorkEstimate:
+        """Seats, hold time and memory of a request, before it runs.
+
+        ``objects_scanned`` is what APF counts (see ``cost.count_list_objects``);
+        ``objects_returned`` is accepted for the server's convenience but costs nothing extra:
+        the reference calibrates hold time per object scanned.
+        """
+        del objects_returned
+        level_name, _ = self.classify(attrs)
+        level = self._apf.levels[level_name]
+        return estimate_work(
+            attrs,
+            objects_scanned=objects_scanned,
+            response_bytes=response_bytes,
+            from_cache=from_cache,
+            watchers=watchers,
+            level_nominal_seats=level.nominal_seats,
+            cfg=self.config.cost,
+            response_memory_factor=self.config.response_memory_factor,
+        )
+
+    def admit(
+        self, attrs: RequestAttributes, estimate: WorkEstimate
+    ) -> AbstractAsyncContextManager[None]:
+        """``async with``: wait for seats (or raise Rejected), reserve memory (or raise
+        OutOfMemory), and on exit release both and dispatch waiting requests."""
+        return self._admit(attrs, estimate)
+
+    async def serve(self, estimate: WorkEstimate) -> None:
+        """Spend the service time by awaiting the clock; a watch then frees its seat."""
+        await self._clock.sleep_until(self._clock.now_ns() + int(estimate.hold_s * NS_PER_S))
+        task = asyncio.current_task()
+        admission = self._by_task.get(task) if task is not None else None
+        if admission is not None and admission.ticket is not None and admission.kind == "watch":
+            self._apf.release(admission.ticket)  # real APF: a watch's seat ends at init
+            admission.ticket = None
+
+    def observe_request(self, verb: str, resource: str, code: int | str, seconds: float) -> None:
+        """apiserver_request_total and apiserver_request_duration_seconds (server calls this)."""
+        self.metrics.observe_request(verb, resource, code, seconds)
+
+    def set_baseline_memory(self, nbytes: int) -> None:
+        """Memory for the stored objects (the server's estimate); counted against the limit."""
+        self.memory.set_baseline(nbytes)
+        self._publish()
+
+    def reset(self) -> None:
+        """After a simulated restart: queues emptied (waiters get Rejected), seats and memory
+        freed; counters kept."""
+        self._generation += 1
+        self._apf.reset(self.config.retry_after_min_s)
+        self._max_inflight.reset()
+        self.memory.reset()
+        self._by_task.clear()
+        self._in_flight_requests = {"readOnly": 0, "mutating": 0}
+        self._publish()
+
+    def snapshot(self) -> dict[str, Any]:
+        """In-flight requests, per-level seats and queue lengths, memory (tests / debugging)."""
+        return {
+            "apf_enabled": self.config.apf_enabled,
+            "in_flight": dict(self._in_flight_requests),
+            "levels": {
+                name: {
+                    "executing_seats": level.executing_seats,
+                    "executing_requests": level.executing_requests,
+                    "queued": level.queued,
+                    "nominal_seats": level.nominal_seats,
+                    "retry_after_s": level.retry_after.retry_after_s,
+                }
+                for name, level in self._apf.levels.items()
+            },
+            "memory_in_use_bytes": self.memory.in_use_bytes,
+            "memory_in_flight_bytes": self.memory.in_flight_bytes,
+            "memory_limit_bytes": self.memory.limit_bytes,
+            "restarts": int(self._restarts.get()),
+        }
+
+    # -- internals -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _admit(self, attrs: RequestAttributes, estimate: WorkEstimate) -> AsyncIterator[None]:
+        admission = await self._acquire(attrs, estimate)
+        task = asyncio.current_task()
+        try:
+            try:
+                admission.memory = self.memory.reserve(estimate.memory_bytes)
+            except OutOfMemory:
+                self._restarts.inc()
+                raise
+            finally:
+                self._publish()
+            if task is not None:
+                self._by_task[task] = admission
+            yield
+        finally:
+            if task is not None:
+                self._by_task.pop(task, None)
+            self._release(admission)
+
+    async def _acquire(self, attrs: RequestAttributes, estimate: WorkEstimate) -> _Admission:
+        kind = "mutating" if attrs.is_mutating else "readOnly"
+        watch = attrs.long_running or attrs.verb == "watch"
+        if self.config.apf_enabled:
+            level, flow = self.classify(attrs)
+            ticket = await self._apf.acquire(level, flow, estimate.seats)
+            admission = _Admission("watch" if watch else kind, ticket, False, self._generation)
+        else:
+            if not watch:  # kube-apiserver: long-running requests bypass max-inflight
+                self._max_inflight.acquire(kind)
+            admission = _Admission("watch" if watch else kind, None, not watch, self._generation)
+        if not watch:
+            self._in_flight_requests[kind] += 1
+        self._publish()
+        return admission
+
+    def _release(self, admission: _Admission) -> None:
+        if admission.released or admission.generation != self._generation:
+            return
+        admission.released = True
+        if admission.memory is not None:
+            self.memory.release(admission.memory)
+        if admission.ticket is not None:
+            self._apf.release(admission.ticket)
+        if admission.kind != "watch":
+            self._in_flight_requests[admission.kind] -= 1
+            if admission.counted:
+                self._max_inflight.release(admission.kind)
+        self._publish()
+
+    def _publish(self) -> None:
+        for kind, n in self._in_flight_requests.items():
+            self._inflight.set(n, kind)
+        self._memory_gauge.set(self.memory.in_use_bytes)
