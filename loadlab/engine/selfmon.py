@@ -1,0 +1,122 @@
+"""The generator measuring itself: CPU% and RSS of this process, sampled per interval.
+
+Event-loop lag is not measured here: the schedule lag (dispatch minus intended time) that the
+runner reports to the recorder is exactly the lag that matters for the load it generates.
+
+Process readings come through the small ``ProcessReadings`` protocol, so tests hand in fixed
+numbers; the real one wraps ``psutil.Process``. Time comes from the injected ``Clock``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+from loadlab.clock import NS_PER_S, Clock
+
+BYTES_PER_MB = 1024 * 1024
+
+
+class ProcessReadings(Protocol):
+    """Cumulative CPU time and current resident memory of one process."""
+
+    def cpu_time_s(self) -> float:
+        """User plus system CPU seconds used since the process started."""
+        ...
+
+    def rss_bytes(self) -> int:
+        """Resident set size now."""
+        ...
+
+
+class PsutilReadings:
+    """``ProcessReadings`` of a real process (this one by default)."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self._process = psutil.Process(pid)
+
+    def cpu_time_s(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def rss_bytes(self) -> int:
+        return int(self._process.memory_info().rss)
+
+
+@dataclass(frozen=True)
+class GeneratorSample:
+    """One interval of the generator's own resource use."""
+
+    at_ns: int
+    """End of the interval, on the engine's clock."""
+    cpu_percent: float
+    """CPU used over the interval, in percent of one core (may exceed 100 with threads)."""
+    rss_mb: float
+    """Resident memory at the end of the interval, in MiB."""
+
+
+@dataclass(frozen=True)
+class GeneratorSummary:
+    """The generator's resource use over a run or a step."""
+
+    cpu_percent_mean: float
+    cpu_percent_max: float
+    rss_mb_max: float
+    samples: int
+
+
+class GeneratorMonitor:
+    """Samples CPU% (from CPU-time deltas over clock deltas) and RSS on demand or per interval."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        readings: ProcessReadings | None = None,
+        *,
+        interval_s: float = 1.0,
+        max_samples: int = 86_400,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval must be positive, got {interval_s}")
+        self._clock = clock
+        self._readings = readings if readings is not None else PsutilReadings()
+        self._interval_ns = int(interval_s * NS_PER_S)
+        self._max_samples = max_samples
+        self._last_ns = clock.now_ns()
+        self._last_cpu_s = self._readings.cpu_time_s()
+        self.samples: list[GeneratorSample] = []
+
+    def sample(self) -> GeneratorSample:
+        """Close the current interval: CPU% since the previous sample, RSS now. Keeps it."""
+        now_ns = self._clock.now_ns()
+        cpu_s = self._readings.cpu_time_s()
+        elapsed_s = (now_ns - self._last_ns) / NS_PER_S
+        cpu_percent = 100.0 * (cpu_s - self._last_cpu_s) / elapsed_s if elapsed_s > 0 else 0.0
+        self._last_ns, self._last_cpu_s = now_ns, cpu_s
+        sample = GeneratorSample(now_ns, cpu_percent, self._readings.rss_bytes() / BYTES_PER_MB)
+        if len(self.samples) < self._max_samples:
+            self.samples.append(sample)
+        return sample
+
+    async def run(self, end_ns: int) -> None:
+        """Take a sample every interval until ``end_ns`` (run it as a task beside the runner)."""
+        next_ns = self._clock.now_ns() + self._interval_ns
+        while next_ns <= end_ns:
+            await self._clock.sleep_until(next_ns)
+            self.sample()
+            next_ns += self._interval_ns
+
+    def summary(self, since_ns: int | None = None) -> GeneratorSummary:
+        """Mean and max CPU%, max RSS over the samples taken at or after ``since_ns``."""
+        chosen = [s for s in self.samples if since_ns is None or s.at_ns >= since_ns]
+        if not chosen:
+            return GeneratorSummary(0.0, 0.0, 0.0, 0)
+        cpu = [s.cpu_percent for s in chosen]
+        return GeneratorSummary(
+            cpu_percent_mean=sum(cpu) / len(cpu),
+            cpu_percent_max=max(cpu),
+            rss_mb_max=max(s.rss_mb for s in chosen),
+            samples=len(chosen),
+        )

@@ -1,0 +1,1 @@
+"""Tests of the load engine: schedules, op mix, runners, self-measurement."""

@@ -1,0 +1,137 @@
+"""Test doubles for the engine: a recorder that keeps every call and a slot-limited fake server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from loadlab.clock import Clock, FakeClock
+from loadlab.targets.base import CompletionSink, Outcome
+
+
+@dataclass(frozen=True)
+class Completion:
+    op: int
+    outcome: Outcome
+    intended_ns: int
+    sent_ns: int
+    done_ns: int
+
+
+@dataclass
+class FakeRecorder:
+    """Records every call the runner and the target make (a RunObserver)."""
+
+    dispatches: list[tuple[int, int]] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
+
+    def on_dispatch(self, intended_ns: int, dispatched_ns: int) -> None:
+        self.dispatches.append((intended_ns, dispatched_ns))
+
+    def on_skipped(self, count: int) -> None:
+        self.skipped.append(count)
+
+    def complete(
+        self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
+    ) -> None:
+        self.completions.append(Completion(op, outcome, intended_ns, sent_ns, done_ns))
+
+
+class SlotServerTarget:
+    """A fake server with ``slots`` workers, each holding a request for ``service_ns``.
+
+    Requests beyond the slots wait in a FIFO queue (they count as in flight). ``send_cost_ns``
+    advances a FakeClock inside ``submit``, imitating a generator that blocks while sending.
+    """
+
+    name: str = "fake"
+    op_names: tuple[str, ...] = ("a", "b")
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        *,
+        slots: int,
+        service_ns: int,
+        send_cost_ns: int = 0,
+    ) -> None:
+        self._clock = clock
+        self._slots = slots
+        self._service_ns = service_ns
+        self._send_cost_ns = send_cost_ns
+        self._queue: deque[tuple[int, int, int]] = deque()
+        self._active = 0
+        self._in_flight = 0
+        self._sink: CompletionSink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.max_in_flight = 0
+
+    async def open(self, sink: CompletionSink) -> None:
+        self._sink = sink
+
+    def submit(self, op: int, intended_ns: int) -> None:
+        if self._send_cost_ns:
+            self._clock.advance(self._send_cost_ns)
+        self._queue.append((op, intended_ns, self._clock.now_ns()))
+        self._in_flight += 1
+        if self._active < self._slots:
+            self._active += 1
+            task = asyncio.ensure_future(self._serve())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    async def _serve(self) -> None:
+        assert self._sink is not None
+        while self._queue:
+            op, intended_ns, sent_ns = self._queue.popleft()
+            await self._clock.sleep_until(self._clock.now_ns() + self._service_ns)
+            self._in_flight -= 1
+            self._sink.complete(op, Outcome.OK, intended_ns, sent_ns, self._clock.now_ns())
+        self._active -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def drain(self, deadline_ns: int) -> None:
+        while self.in_flight and self._clock.now_ns() < deadline_ns:
+            await self._clock.sleep_until(min(deadline_ns, self._clock.now_ns() + self._service_ns))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class FailAtOnceTarget:
+    """A target that completes every request synchronously inside submit (a refused socket)."""
+
+    name: str = "fail"
+    op_names: tuple[str, ...] = ("a",)
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._sink: CompletionSink | None = None
+        self.submits = 0
+
+    async def open(self, sink: CompletionSink) -> None:
+        self._sink = sink
+
+    def submit(self, op: int, intended_ns: int) -> None:
+        assert self._sink is not None
+        self.submits += 1
+        now = self._clock.now_ns()
+        self._sink.complete(op, Outcome.CONN_ERROR, intended_ns, now, now)
+
+    @property
+    def in_flight(self) -> int:
+        return 0
+
+    async def drain(self, deadline_ns: int) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,200 @@
+"""Runners driven by a FakeClock against a fake slot-limited server: no sleeping, no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import pytest
+
+from loadlab.clock import NS_PER_MS, NS_PER_S, FakeClock
+from loadlab.engine.mix import OpMix
+from loadlab.engine.runner import ClosedLoopRunner, OpenLoopRunner, OpenLoopStats
+from loadlab.engine.schedule import ConstantRate
+from loadlab.targets.base import Outcome
+
+from .fakes import FailAtOnceTarget, FakeRecorder, SlotServerTarget
+
+T = TypeVar("T")
+START_NS = 1_000 * NS_PER_S
+
+
+def run_fake(clock: FakeClock, aw: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await asyncio.wait_for(clock.run(aw), timeout=30)
+
+    return asyncio.run(main())
+
+
+def open_loop(
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    slots: int,
+    service_ms: int,
+    max_backlog: int = 1_000_000,
+    max_lag_ms: int = 10,
+    send_cost_ns: int = 0,
+) -> tuple[OpenLoopStats, FakeRecorder, SlotServerTarget]:
+    clock = FakeClock(START_NS)
+    end_ns = START_NS + int(duration_s * NS_PER_S)
+    target = SlotServerTarget(
+        clock, slots=slots, service_ns=service_ms * NS_PER_MS, send_cost_ns=send_cost_ns
+    )
+    recorder = FakeRecorder()
+
+    async def go() -> OpenLoopStats:
+        await target.open(recorder)
+        runner = OpenLoopRunner(
+            clock,
+            target,
+            ConstantRate(rate_per_s, start_ns=START_NS, end_ns=end_ns),
+            OpMix([1, 1], seed=0),
+            recorder,
+            end_ns=end_ns,
+            max_lag_ns=max_lag_ms * NS_PER_MS,
+            max_backlog=max_backlog,
+        )
+        stats = await runner.run()
+        await target.drain(end_ns + 60 * NS_PER_S)
+        await target.close()
+        return stats
+
+    return run_fake(clock, go()), recorder, target
+
+
+def test_open_loop_under_capacity_sends_every_planned_request_on_time() -> None:
+    stats, rec, _ = open_loop(rate_per_s=100, duration_s=10, slots=4, service_ms=10)
+    assert stats == OpenLoopStats(
+        planned=1000, dispatched=1000, skipped=0, overflowed=0, max_lag_ns=0
+    )
+    assert len(rec.dispatches) == 1000
+    assert all(intended == dispatched for intended, dispatched in rec.dispatches)
+    assert len(rec.completions) == 1000
+    assert {c.done_ns - c.intended_ns for c in rec.completions} == {10 * NS_PER_MS}
+    assert {c.op for c in rec.completions} == {0, 1}
+
+
+def test_open_loop_over_capacity_achieves_slots_over_service_time() -> None:
+    # Capacity 4 slots / 10 ms = 400/s, offered 1000/s for 2 s.
+    stats, rec, _ = open_loop(rate_per_s=1000, duration_s=2, slots=4, service_ms=10)
+    assert stats.dispatched == 2000
+    end_ns = START_NS + 2 * NS_PER_S
+    done_in_window = sum(c.done_ns <= end_ns for c in rec.completions)
+    assert done_in_window == pytest.approx(400 * 2, abs=4)
+
+
+def test_open_loop_charges_queueing_to_the_server_from_the_intended_time() -> None:
+    _, rec, _ = open_loop(rate_per_s=1000, duration_s=2, slots=4, service_ms=10)
+    by_intended = sorted(rec.completions, key=lambda c: c.intended_ns)
+    first, last = by_intended[0], by_intended[-1]
+    assert first.done_ns - first.intended_ns == 10 * NS_PER_MS
+    # The last request waited behind ~1200 others: about 3 s late, not 10 ms.
+    assert last.done_ns - last.intended_ns > 2 * NS_PER_S
+    # The generator itself never fell behind.
+    assert all(i == d for i, d in rec.dispatches)
+
+
+def test_open_loop_overflows_instead_of_queueing_past_the_backlog() -> None:
+    stats, rec, target = open_loop(
+        rate_per_s=1000, duration_s=1, slots=4, service_ms=10, max_backlog=20
+    )
+    overflows = [c for c in rec.completions if c.outcome is Outcome.OVERFLOW]
+    assert stats.overflowed == len(overflows) > 500
+    assert stats.dispatched + stats.overflowed == stats.planned == 1000
+    assert target.max_in_flight <= 20
+    assert all(c.done_ns == c.sent_ns for c in overflows)
+    assert len(rec.dispatches) == 1000  # every completion has its dispatch
+    assert stats.skipped == 0
+
+
+def test_open_loop_skips_sends_once_the_generator_lags_past_the_bound() -> None:
+    # Each send blocks the generator for 3 ms while the schedule asks for one every 1 ms.
+    stats, rec, _ = open_loop(
+        rate_per_s=1000,
+        duration_s=1,
+        slots=100,
+        service_ms=1,
+        send_cost_ns=3 * NS_PER_MS,
+        max_lag_ms=5,
+    )
+    assert stats.skipped > 0
+    assert sum(rec.skipped) == stats.skipped
+    assert stats.dispatched + stats.skipped == stats.planned == 1000
+    assert 0 < stats.max_lag_ns <= 5 * NS_PER_MS
+    assert max(d - i for i, d in rec.dispatches) == stats.max_lag_ns
+
+
+def test_open_loop_batches_every_send_that_is_already_due() -> None:
+    # Sends cost 2.5 ms at 1 ms spacing: each wake finds 2-3 sends due, and a generous lag bound
+    # lets them all out (late, with their lag recorded) rather than skipping.
+    stats, rec, _ = open_loop(
+        rate_per_s=1000,
+        duration_s=0.1,
+        slots=100,
+        service_ms=1,
+        send_cost_ns=2 * NS_PER_MS + NS_PER_MS // 2,
+        max_lag_ms=1000,
+    )
+    assert stats.skipped == 0
+    assert stats.dispatched == 100
+    lags = [d - i for i, d in rec.dispatches]
+    assert lags == sorted(lags)  # falls further behind, by construction
+    assert stats.max_lag_ns == lags[-1] > 0
+
+
+def test_closed_loop_keeps_concurrency_in_flight_and_achieves_concurrency_over_latency() -> None:
+    clock = FakeClock(START_NS)
+    end_ns = START_NS + NS_PER_S
+    target = SlotServerTarget(clock, slots=100, service_ns=10 * NS_PER_MS)
+    rec = FakeRecorder()
+
+    async def go() -> tuple[int, int]:
+        runner = ClosedLoopRunner(clock, target, OpMix.single(), rec, concurrency=8, end_ns=end_ns)
+        await target.open(runner.sink)
+        stats = await runner.run()
+        await target.drain(end_ns + NS_PER_S)
+        return stats.dispatched, stats.completed
+
+    dispatched, completed = run_fake(clock, go())
+    assert target.max_in_flight == 8
+    assert completed == 8 * 100 - 8 or completed == 8 * 100  # 8 slots x 100 rounds of 10 ms
+    assert dispatched == completed + 8
+    assert {c.done_ns - c.intended_ns for c in rec.completions} == {10 * NS_PER_MS}
+
+
+def test_closed_loop_against_fewer_server_slots_queues_and_achieves_the_server_rate() -> None:
+    clock = FakeClock(START_NS)
+    end_ns = START_NS + NS_PER_S
+    target = SlotServerTarget(clock, slots=4, service_ns=10 * NS_PER_MS)
+    rec = FakeRecorder()
+
+    async def go() -> int:
+        runner = ClosedLoopRunner(clock, target, OpMix.single(), rec, concurrency=8, end_ns=end_ns)
+        await target.open(runner.sink)
+        stats = await runner.run()
+        await target.close()
+        return stats.completed
+
+    completed = run_fake(clock, go())
+    assert completed == pytest.approx(400, abs=4)
+    late = rec.completions[-1]
+    assert late.done_ns - late.intended_ns == 20 * NS_PER_MS  # waits one service time in queue
+
+
+def test_closed_loop_against_a_target_failing_at_once_ends_at_end_time() -> None:
+    clock = FakeClock(START_NS)
+    end_ns = START_NS + NS_PER_S
+    target = FailAtOnceTarget(clock)
+    rec = FakeRecorder()
+
+    async def go() -> int:
+        runner = ClosedLoopRunner(clock, target, OpMix.single(), rec, concurrency=4, end_ns=end_ns)
+        await target.open(runner.sink)
+        stats = await runner.run()
+        return stats.dispatched
+
+    dispatched = run_fake(clock, go())
+    assert dispatched == target.submits == len(rec.completions) > 4
+    assert all(c.outcome is Outcome.CONN_ERROR for c in rec.completions)

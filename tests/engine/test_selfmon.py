@@ -1,0 +1,64 @@
+"""GeneratorMonitor: CPU% from CPU-time deltas over clock deltas, RSS in MiB."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from loadlab.clock import NS_PER_S, FakeClock
+from loadlab.engine.selfmon import GeneratorMonitor, PsutilReadings
+
+
+class ScriptedReadings:
+    """CPU time advances by a fixed share of each clock second; RSS is fixed."""
+
+    def __init__(self, clock: FakeClock, *, cpu_share: float, rss_bytes: int) -> None:
+        self._clock = clock
+        self._cpu_share = cpu_share
+        self._rss_bytes = rss_bytes
+
+    def cpu_time_s(self) -> float:
+        return self._clock.now_ns() / NS_PER_S * self._cpu_share
+
+    def rss_bytes(self) -> int:
+        return self._rss_bytes
+
+
+def test_monitor_reports_cpu_percent_of_one_core_per_interval() -> None:
+    clock = FakeClock(0)
+    monitor = GeneratorMonitor(clock, ScriptedReadings(clock, cpu_share=0.25, rss_bytes=64 << 20))
+    clock.advance(2 * NS_PER_S)
+    sample = monitor.sample()
+    assert sample.cpu_percent == pytest.approx(25.0)
+    assert sample.rss_mb == pytest.approx(64.0)
+    assert sample.at_ns == 2 * NS_PER_S
+
+
+def test_monitor_samples_every_interval_until_the_end() -> None:
+    clock = FakeClock(0)
+    monitor = GeneratorMonitor(
+        clock, ScriptedReadings(clock, cpu_share=0.5, rss_bytes=10 << 20), interval_s=0.5
+    )
+
+    async def go() -> None:
+        await clock.run(monitor.run(end_ns=5 * NS_PER_S))
+
+    asyncio.run(go())
+    assert [s.at_ns for s in monitor.samples] == [i * NS_PER_S // 2 for i in range(1, 11)]
+    summary = monitor.summary(since_ns=3 * NS_PER_S)
+    assert summary.samples == 5
+    assert summary.cpu_percent_mean == pytest.approx(50.0)
+    assert summary.rss_mb_max == pytest.approx(10.0)
+
+
+def test_monitor_summary_of_no_samples_is_zero() -> None:
+    clock = FakeClock(0)
+    monitor = GeneratorMonitor(clock, ScriptedReadings(clock, cpu_share=1.0, rss_bytes=1))
+    assert monitor.summary().samples == 0
+
+
+def test_psutil_readings_of_this_process_are_plausible() -> None:
+    readings = PsutilReadings()
+    assert readings.rss_bytes() > 1 << 20
+    assert readings.cpu_time_s() > 0.0

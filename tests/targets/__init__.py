@@ -1,0 +1,1 @@
+"""Tests of the HTTP and DNS targets against real servers on loopback."""

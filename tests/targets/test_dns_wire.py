@@ -1,0 +1,74 @@
+"""Pre-encoded queries and header-only answer classification."""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+
+from loadlab.targets.base import Outcome
+from loadlab.targets.dns_wire import (
+    DnsQuery,
+    answer_id,
+    classify,
+    encode_query,
+    is_truncated,
+    with_id,
+)
+
+
+def test_encoded_query_parses_back_with_the_patched_id() -> None:
+    encoded = encode_query(DnsQuery("Web.Default.svc.cluster.local", "AAAA"))
+    msg = dns.message.from_wire(with_id(0xBEEF, encoded))
+    assert msg.id == 0xBEEF
+    assert str(msg.question[0].name) == "web.default.svc.cluster.local."
+    assert msg.question[0].rdtype == dns.rdatatype.AAAA
+    assert msg.flags & dns.flags.RD
+
+
+def answer(
+    query: DnsQuery, *, rcode: dns.rcode.Rcode = dns.rcode.NOERROR, tc: bool = False, qid: int = 7
+) -> bytes:
+    request = dns.message.from_wire(with_id(qid, encode_query(query)))
+    response = dns.message.make_response(request)
+    response.set_rcode(rcode)
+    if tc:
+        response.flags |= dns.flags.TC
+    return response.to_wire()
+
+
+@pytest.mark.parametrize(
+    ("rcode", "expect_nxdomain", "outcome"),
+    [
+        (dns.rcode.NOERROR, False, Outcome.OK),
+        (dns.rcode.NXDOMAIN, False, Outcome.NXDOMAIN),
+        (dns.rcode.NXDOMAIN, True, Outcome.OK),
+        (dns.rcode.SERVFAIL, False, Outcome.SERVFAIL),
+        (dns.rcode.REFUSED, True, Outcome.REFUSED),
+        (dns.rcode.NOTIMP, False, Outcome.MALFORMED),
+    ],
+)
+def test_classify_maps_rcodes(
+    rcode: dns.rcode.Rcode, expect_nxdomain: bool, outcome: Outcome
+) -> None:
+    query = DnsQuery("a.cluster.local", expect_nxdomain=expect_nxdomain)
+    assert classify(answer(query, rcode=rcode), encode_query(query)) is outcome
+
+
+def test_classify_accepts_the_question_echoed_in_another_case() -> None:
+    query = DnsQuery("a.cluster.local")
+    wire = answer(DnsQuery("A.Cluster.Local"))
+    assert classify(wire, encode_query(query)) is Outcome.OK
+
+
+def test_classify_refuses_an_answer_to_another_type() -> None:
+    wire = answer(DnsQuery("a.cluster.local", "AAAA"))
+    assert classify(wire, encode_query(DnsQuery("a.cluster.local", "A"))) is Outcome.MALFORMED
+
+
+def test_truncation_and_id_are_read_from_the_header() -> None:
+    wire = answer(DnsQuery("a.cluster.local"), tc=True, qid=0x1234)
+    assert answer_id(wire) == 0x1234
+    assert is_truncated(wire)
+    assert answer_id(b"short") is None
