@@ -1,0 +1,141 @@
+"""Judging one step of a stepped ramp (knee-method.md, "Method", point 3).
+
+A step passes when, checked in this order:
+1. the generator sent >= 99% of the planned requests and kept its schedule (lag p99 bounded);
+   otherwise the step is GENERATOR-LIMITED: neither a pass nor a fail for the server;
+2. the error rate is within its limit;
+3. the p99 of each operation with an SLO is within it;
+4. achieved / offered >= 0.95.
+The first failing check names the verdict (``why``), so a knee can say why it is the knee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from loadlab.metrics.stats import WindowStats
+
+CHECK_SENT = "generator_sent"
+CHECK_LAG = "generator_lag"
+CHECK_ERRORS = "error_rate"
+CHECK_P99 = "p99"  # the check code is "p99:<op>"
+CHECK_ACHIEVED = "achieved_ratio"
+
+
+@dataclass(frozen=True)
+class StepCriteria:
+    """Pass/fail thresholds of one step."""
+
+    min_sent_ratio: float = 0.99
+    """knee-method.md: the generator must send >= 99% of the planned requests."""
+    max_lag_p99_ms: float = 100.0
+    """Generator schedule lag bound. Our choice: a tenth of a 1 s interval."""
+    max_error_rate: float = 0.01
+    """Errors (non-OK incl. 429, timeouts, resets) / completions. Our default: 1%, the usual
+    k6 ``http_req_failed`` threshold ``rate<0.01``."""
+    slo_p99_ms: Mapping[str, float] = field(default_factory=dict)
+    """p99 bound per operation name; operations absent here have no latency check."""
+    min_achieved_ratio: float = 0.95
+    """knee-method.md: achieved / offered >= 0.95."""
+
+
+@dataclass(frozen=True)
+class StepVerdict:
+    """The outcome of one step. Rates are per second."""
+
+    target: str
+    offered: float
+    """Offered (planned) rate, per second."""
+    sent: float
+    """Dispatched rate, per second."""
+    achieved: float
+    """OK completions per second."""
+    error_rate: float
+    p50_ms: float
+    """Corrected p50 over all operations."""
+    p99_ms: float
+    """Corrected p99 over all operations."""
+    passed: bool
+    generator_limited: bool
+    """The generator, not the server, fell short: this step says nothing about the server."""
+    why: str
+    """The first failing check, explained, or ``"ok"``."""
+    check: str | None = None
+    """Code of the first failing check (``generator_sent``, ``generator_lag``, ``error_rate``,
+    ``p99:<op>``, ``achieved_ratio``), or None when the step passed."""
+
+    @property
+    def failed(self) -> bool:
+        """A failure of the server (a generator-limited step is not one)."""
+        return not self.passed and not self.generator_limited
+
+    def as_dict(self) -> dict[str, object]:
+        """The entry of summary.json's ``steps`` list."""
+        return {
+            "target": self.target,
+            "offered": self.offered,
+            "sent": self.sent,
+            "achieved": self.achieved,
+            "error_rate": self.error_rate,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "passed": self.passed,
+            "generator_limited": self.generator_limited,
+            "why": self.why,
+        }
+
+
+def judge_step(stats: WindowStats, offered_per_s: float, criteria: StepCriteria) -> StepVerdict:
+    """Check a step's measuring window against ``criteria``, in the method's order."""
+    duration_s = stats.duration_s if stats.duration_s > 0 else 1.0
+    sent_per_s = stats.sent / duration_s
+    check, why = _first_failure(stats, offered_per_s, criteria)
+    generator_limited = check in (CHECK_SENT, CHECK_LAG)
+    return StepVerdict(
+        target=stats.target,
+        offered=offered_per_s,
+        sent=sent_per_s,
+        achieved=stats.achieved_per_s,
+        error_rate=stats.error_rate,
+        p50_ms=stats.latency.p50_ms,
+        p99_ms=stats.latency.p99_ms,
+        passed=check is None,
+        generator_limited=generator_limited,
+        why=why,
+        check=check,
+    )
+
+
+def _first_failure(
+    stats: WindowStats, offered_per_s: float, criteria: StepCriteria
+) -> tuple[str | None, str]:
+    sent_ratio = stats.sent_ratio
+    if stats.planned == 0 and offered_per_s > 0:
+        sent_ratio = 0.0  # a rate was asked for and nothing was planned: the generator stalled
+    if sent_ratio < criteria.min_sent_ratio:
+        return CHECK_SENT, (
+            f"generator-limited: sent {sent_ratio:.1%} of planned (< {criteria.min_sent_ratio:.0%})"
+        )
+    if stats.lag_p99_ms > criteria.max_lag_p99_ms:
+        return CHECK_LAG, (
+            f"generator-limited: schedule lag p99 {stats.lag_p99_ms:.1f} ms "
+            f"> {criteria.max_lag_p99_ms:g} ms"
+        )
+    if stats.error_rate > criteria.max_error_rate:
+        worst = max(stats.errors_by_outcome.items(), key=lambda kv: kv[1], default=None)
+        mostly = f", mostly {worst[0]}" if worst else ""
+        return CHECK_ERRORS, (
+            f"error rate {stats.error_rate:.2%} > {criteria.max_error_rate:.2%}{mostly}"
+        )
+    for op, slo_ms in criteria.slo_p99_ms.items():
+        latency = stats.latency_by_op.get(op)
+        if latency is not None and latency.p99_ms > slo_ms:
+            return f"{CHECK_P99}:{op}", f"p99 of {op} {latency.p99_ms:.1f} ms > SLO {slo_ms:g} ms"
+    achieved_ratio = stats.achieved_per_s / offered_per_s if offered_per_s > 0 else 1.0
+    if achieved_ratio < criteria.min_achieved_ratio:
+        return CHECK_ACHIEVED, (
+            f"achieved {stats.achieved_per_s:.1f}/s is {achieved_ratio:.1%} of offered "
+            f"{offered_per_s:.1f}/s (< {criteria.min_achieved_ratio:.0%})"
+        )
+    return None, "ok"

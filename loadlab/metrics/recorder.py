@@ -1,0 +1,239 @@
+"""Per-target latency recording: HdrHistograms per (operation, outcome), rotated every interval.
+
+The ``Recorder`` is the engine's ``CompletionSink``. Each completion is recorded twice, in
+microseconds: from its *intended* send time (corrected for coordinated omission, as wrk2 does)
+and from its actual send time. ``rotate`` closes the interval and returns an ``IntervalSnapshot``
+holding the interval's histograms as ``encode()`` blobs: small, picklable (live histograms are
+not), and exactly what the hlog lines carry. Percentiles are never computed here: they cost a
+linear scan (~0.9 ms, anchors.md), so ``loadlab.metrics.stats`` computes them once per window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from hdrh.histogram import HdrHistogram
+
+from loadlab.targets.base import Outcome
+
+LOWEST_US = 1
+"""Smallest distinguishable latency: 1 us."""
+HIGHEST_US = 3_600_000_000
+"""Largest trackable latency: one hour; larger values are clamped to it, never dropped."""
+SIGNIFICANT_DIGITS = 3
+"""Value precision: 0.1% (HdrHistogram's usual latency setting)."""
+
+N_OUTCOMES = len(Outcome)
+_NS_PER_US = 1_000
+
+HistKey = tuple[int, Outcome]
+"""(operation index into the target's ``op_names``, outcome)."""
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty latency histogram in microseconds, 1 us .. 1 h, 3 significant digits."""
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def merge_blobs(blobs: Iterable[bytes]) -> HdrHistogram:
+    """Decode ``encode()`` blobs and add them into one fresh histogram (``HdrHistogram.add``)."""
+    merged = new_histogram()
+    for blob in blobs:
+        merged.add(HdrHistogram.decode(blob))
+    return merged
+
+
+@dataclass(frozen=True)
+class IntervalSnapshot:
+    """What one target recorded during one interval (normally one second).
+
+    Histograms are ``HdrHistogram.encode()`` blobs, in microseconds; decode them with
+    ``HdrHistogram.decode`` or merge them with ``merge_blobs``. Keys absent from ``counts``
+    saw no completion in the interval.
+    """
+
+    target: str
+    """``api`` or ``dns``."""
+    op_names: tuple[str, ...]
+    """Name of each operation; ``HistKey`` op indices refer to this tuple."""
+    ok_outcomes: tuple[frozenset[Outcome], ...]
+    """Per operation, the outcomes that are not errors."""
+    origin_ns: int
+    """The recorder's ``start_ns``: run time zero on the engine's clock."""
+    start_ns: int
+    """Interval start, engine clock."""
+    end_ns: int
+    """Interval end, engine clock."""
+    sent: int
+    """Requests dispatched during the interval (``on_dispatch`` calls)."""
+    skipped: int
+    """Requests planned during the interval but never sent (``on_skipped``)."""
+    completed: int
+    """Completions recorded during the interval, any outcome."""
+    errors: int
+    """Completions whose outcome is not in ``ok_outcomes`` of their operation."""
+    counts: Mapping[HistKey, int]
+    """Completions per (op, outcome)."""
+    corrected: Mapping[HistKey, bytes]
+    """Latency from the intended send time (coordinated-omission corrected), per (op, outcome)."""
+    uncorrected: Mapping[HistKey, bytes]
+    """Latency from the actual send time, per (op, outcome)."""
+    lag: bytes
+    """Schedule lag (dispatched minus intended), one value per ``on_dispatch``."""
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def start_s(self) -> float:
+        """Interval start in seconds since the run's origin."""
+        return (self.start_ns - self.origin_ns) / 1e9
+
+    @property
+    def end_s(self) -> float:
+        return (self.end_ns - self.origin_ns) / 1e9
+
+    def is_error(self, key: HistKey) -> bool:
+        op, outcome = key
+        return outcome not in self.ok_outcomes[op]
+
+    @property
+    def ok(self) -> int:
+        """Completions that are not errors."""
+        return self.completed - self.errors
+
+    def errors_by_outcome(self) -> dict[str, int]:
+        """Error completions per outcome label (``429``, ``timeout``, ...)."""
+        by_label: dict[str, int] = {}
+        for key, n in self.counts.items():
+            if self.is_error(key):
+                label = key[1].label
+                by_label[label] = by_label.get(label, 0) + n
+        return by_label
+
+    def tag(self, key: HistKey) -> str:
+        """``<op>/<outcome>``, the hlog tag of a key."""
+        return f"{self.op_names[key[0]]}/{key[1].label}"
+
+
+class Recorder:
+    """Records one target's completions and dispatches; it is the engine's ``CompletionSink``.
+
+    Hot path: an index into a flat per-(op, outcome) table, one ``record_value`` per histogram.
+    Histograms are allocated lazily for keys that occur; at ``rotate`` they are encoded into the
+    snapshot and dropped, and fresh ones are allocated on next use (allocating, ~0.1 ms, is
+    cheaper here than ``HdrHistogram.reset``, a Python loop of ~0.7 ms).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        op_names: Sequence[str],
+        *,
+        ok_outcomes: Sequence[frozenset[Outcome]] | None = None,
+        start_ns: int,
+    ) -> None:
+        if not op_names:
+            raise ValueError("a target needs at least one operation")
+        if ok_outcomes is None:
+            ok_outcomes = [frozenset({Outcome.OK})] * len(op_names)
+        if len(ok_outcomes) != len(op_names):
+            raise ValueError(
+                f"ok_outcomes has {len(ok_outcomes)} entries for {len(op_names)} operations"
+            )
+        self.target = target
+        self.op_names = tuple(op_names)
+        self.ok_outcomes = tuple(frozenset(o) for o in ok_outcomes)
+        self.start_ns = start_ns
+        n_slots = len(self.op_names) * N_OUTCOMES
+        self._is_error = [
+            Outcome(i % N_OUTCOMES) not in self.ok_outcomes[i // N_OUTCOMES] for i in range(n_slots)
+        ]
+        self._corrected: list[HdrHistogram | None] = [None] * n_slots
+        self._uncorrected: list[HdrHistogram | None] = [None] * n_slots
+        self._lag = new_histogram()
+        self._interval_start_ns = start_ns
+        self._sent = 0
+        self._skipped = 0
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def complete(
+        self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
+    ) -> None:
+        slot = op * N_OUTCOMES + outcome
+        corrected = self._corrected[slot]
+        uncorrected = self._uncorrected[slot]
+        if corrected is None or uncorrected is None:
+            corrected = self._corrected[slot] = new_histogram()
+            uncorrected = self._uncorrected[slot] = new_histogram()
+        corrected.record_value(_clamp_us((done_ns - intended_ns) // _NS_PER_US))
+        uncorrected.record_value(_clamp_us((done_ns - sent_ns) // _NS_PER_US))
+
+    def on_dispatch(self, intended_ns: int, dispatched_ns: int) -> None:
+        """One request left for the wire; its schedule lag is ``dispatched - intended``."""
+        self._sent += 1
+        self._lag.record_value(_clamp_us((dispatched_ns - intended_ns) // _NS_PER_US))
+
+    def on_skipped(self, count: int) -> None:
+        """``count`` requests were planned but will never be sent."""
+        self._skipped += count
+
+    # -- interval boundary --------------------------------------------------------------------
+
+    def rotate(self, now_ns: int) -> IntervalSnapshot:
+        """Close the current interval at ``now_ns`` and open the next one."""
+        counts: dict[HistKey, int] = {}
+        corrected: dict[HistKey, bytes] = {}
+        uncorrected: dict[HistKey, bytes] = {}
+        completed = 0
+        errors = 0
+        for slot, hist in enumerate(self._corrected):
+            if hist is None:
+                continue
+            n = hist.get_total_count()
+            other = self._uncorrected[slot]
+            self._corrected[slot] = None
+            self._uncorrected[slot] = None
+            if n == 0 or other is None:
+                continue
+            key = (slot // N_OUTCOMES, Outcome(slot % N_OUTCOMES))
+            counts[key] = n
+            corrected[key] = hist.encode()
+            uncorrected[key] = other.encode()
+            completed += n
+            if self._is_error[slot]:
+                errors += n
+        snapshot = IntervalSnapshot(
+            target=self.target,
+            op_names=self.op_names,
+            ok_outcomes=self.ok_outcomes,
+            origin_ns=self.start_ns,
+            start_ns=self._interval_start_ns,
+            end_ns=now_ns,
+            sent=self._sent,
+            skipped=self._skipped,
+            completed=completed,
+            errors=errors,
+            counts=counts,
+            corrected=corrected,
+            uncorrected=uncorrected,
+            lag=self._lag.encode(),
+        )
+        self._lag = new_histogram()
+        self._interval_start_ns = now_ns
+        self._sent = 0
+        self._skipped = 0
+        return snapshot
+
+
+def _clamp_us(value_us: int) -> int:
+    # A negative value (a clock step, or a completion stamped before its send) would be dropped
+    # by hdrh; above one hour it would be dropped too. Clamp both ends so every sample counts.
+    if value_us < 0:
+        return 0
+    if value_us > HIGHEST_US:
+        return HIGHEST_US
+    return value_us

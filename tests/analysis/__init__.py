@@ -1,0 +1,1 @@
+"""Tests of loadlab.analysis: step verdicts, ramp search, knee, SLOs."""

@@ -1,0 +1,1 @@
+"""Tests of loadlab.metrics: recording, interval logs, timeline, window stats."""
