@@ -2,11 +2,140 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
+
+from loadlab import __version__
+from loadlab.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoadlabError, UsageError
+
+SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+
+EPILOG = """\
+exit codes:
+  0  the run completed and its SLOs passed
+  1  an SLO failed
+  2  bad command line or profile (one line names the field and what was expected)
+  3  a target could not be reached, or did not speak HTTP/DNS
+  4  inconclusive: the load generator, not the server, was the limit
+  130 interrupted (partial results are kept)
+
+examples:
+  loadlab run profiles/http-knee.yaml                 # knee of the embedded control plane
+  loadlab run profiles/http-knee.yaml --api http://127.0.0.1:6443
+  loadlab run profiles/dns-knee.yaml --dns 127.0.0.1:5353 --set load.ramp.max_per_s=20000
+  loadlab sim --nodes 5000 --pods-per-node 30        # the embedded control plane, standalone
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loadlab",
+        description=(
+            "Find at what load a Kubernetes control plane (API server, cluster DNS) saturates, "
+            "and how it then fails. Without --api/--dns, loadlab starts its embedded simulated "
+            "control plane on loopback and aims at that."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"loadlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run a load profile and write results",
+        description=(
+            "Run PROFILE (a YAML file; see profiles/) and write summary.json, timeline.csv and "
+            "HdrHistogram logs to the output folder as the run goes."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("profile", help="profile YAML file, or the name of a shipped profile")
+    run.add_argument(
+        "--api", metavar="URL", help="API server base URL (loopback), e.g. http://127.0.0.1:6443"
+    )
+    run.add_argument(
+        "--dns", metavar="HOST:PORT", help="DNS resolver (loopback), e.g. 127.0.0.1:5353"
+    )
+    run.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        help="results folder (default results/<profile>-<UTC time>)",
+    )
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile field, e.g. --set load.ramp.max_per_s=5000 (repeatable)",
+    )
+    run.add_argument("--quiet", action="store_true", help="no live progress, even on a terminal")
+
+    sim = sub.add_parser(
+        "sim",
+        help="run the embedded control plane in the foreground",
+        description="Run the simulated kube-apiserver and cluster DNS on loopback until Ctrl-C.",
+    )
+    from loadlab.sim.cli import add_sim_arguments
+
+    add_sim_arguments(sim)
+
+    sub.add_parser("profiles", help="list the shipped profiles")
+    return parser
+
+
+def resolve_profile_path(name: str) -> Path:
+    """A path as given, or a shipped profile by name (``http-knee``)."""
+    path = Path(name)
+    if path.exists() or path.suffix:
+        return path
+    shipped = SHIPPED_PROFILES / f"{name}.yaml"
+    return shipped if shipped.exists() else path
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``loadlab`` console script."""
-    del argv
-    print("loadlab: not wired yet", file=sys.stderr)
-    return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            from loadlab.launch import run_command
+
+            return run_command(
+                resolve_profile_path(args.profile),
+                api=args.api,
+                dns=args.dns,
+                out=args.out,
+                overrides=args.overrides,
+                quiet=args.quiet,
+            )
+        if args.command == "sim":
+            from loadlab.sim.cli import sim_command
+
+            return sim_command(args)
+        if args.command == "profiles":
+            for path in sorted(SHIPPED_PROFILES.glob("*.yaml")):
+                print(f"{path.stem:20} {_description(path)}")
+            return 0
+        parser.print_help()
+        return EXIT_USAGE
+    except LoadlabError as exc:
+        print(f"loadlab: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("loadlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _description(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("description:"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+__all__ = ["UsageError", "main"]

@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_SLO_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_INCONCLUSIVE = 4  # the generator, not the server, was the limit
 EXIT_INTERRUPTED = 130
 
 

@@ -63,6 +63,10 @@ class NullProgress:
         pass
 
 
+_COLUMNS = ("target", "phase", "t", "offered/s", "achieved/s", "errors/s", "p99 ms", "result")
+_LEFT = ("target", "phase", "result")
+
+
 @dataclass
 class LiveProgress:
     """A rich Live panel: the latest interval per target, and the steps so far."""
@@ -75,7 +79,7 @@ class LiveProgress:
 
     def start(self, title: str) -> None:
         self._title = title
-        self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+        self._live = Live(self._render(), console=self.console, refresh_per_second=4)
         self._live.start()
 
     def interval(self, view: IntervalView) -> None:
@@ -98,8 +102,8 @@ class LiveProgress:
 
     def _render(self) -> Table:
         table = Table(title=self._title, title_justify="left", expand=False)
-        for col in ("target", "phase", "t", "offered/s", "achieved/s", "errors/s", "p99 ms", "result"):
-            table.add_column(col, justify="right" if col not in ("target", "phase", "result") else "left")
+        for col in _COLUMNS:
+            table.add_column(col, justify="left" if col in _LEFT else "right")
         for step in self._steps[-12:]:
             style = {"pass": "green", "FAIL": "red"}.get(step.verdict, "yellow")
             table.add_row(
@@ -110,7 +114,9 @@ class LiveProgress:
                 f"{step.achieved_per_s:,.0f}",
                 f"{step.error_rate:.2%}",
                 f"{step.p99_ms:,.1f}",
-                Text(f"{step.verdict} {step.why if step.verdict != 'pass' else ''}".strip(), style=style),
+                Text(
+                    step.verdict if step.verdict == "pass" else f"{step.verdict} {step.why}", style
+                ),
             )
         for view in self._latest.values():
             table.add_row(

@@ -33,7 +33,8 @@ def ensure_loopback_or_allowed(host: str, *, allow_remote: bool = False) -> None
         return
     raise UsageError(
         f"refusing to send load to {host}: it is not a loopback address; "
-        "pass --allow-remote if you own that server and mean to load it"
+        "loadlab aims only at loopback (the embedded control plane, kind, a port-forward); "
+        "real clusters will need an allowlisted kubeconfig context"
     )
 
 

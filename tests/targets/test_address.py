@@ -17,7 +17,7 @@ def test_guard_lets_loopback_through(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["10.0.0.1", "192.0.2.1", "2001:db8::1", "kube.example.com"])
 def test_guard_refuses_anything_else_with_the_flag_to_use(host: str) -> None:
-    with pytest.raises(UsageError, match="--allow-remote"):
+    with pytest.raises(UsageError, match="aims only at loopback"):
         ensure_loopback_or_allowed(host)
 
 
