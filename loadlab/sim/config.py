@@ -1,0 +1,90 @@
+"""The sim's configuration: cluster shape, listen ports, API-server knobs, overload model, DNS.
+
+``load_sim_config(path)`` reads YAML; every error is a ``ProfileError`` naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from loadlab.errors import ProfileError
+from loadlab.sim.dns import ClusterDnsConfig
+from loadlab.sim.overload_config import OverloadConfig
+
+
+class ApiServerConfig(BaseModel):
+    """How the simulated kube-apiserver serves, apart from its overload model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_request_timeout_s: float = Field(default=1800.0, gt=0)
+    """reference: watches end at a random time in [--min-request-timeout 1800s, 2x)."""
+    event_window: int = Field(default=10_000, ge=1)
+    """Events each resource's watch cache keeps; a watch from an older resourceVersion gets 410.
+    An assumption: the real cacher sizes this dynamically (100 to ~100k events)."""
+    bookmark_interval_s: float = Field(default=60.0, gt=0)
+    """How often a watch that allows bookmarks gets one (the cacher's bookmark frequency, 1 min)."""
+    watch_queue_limit: int = Field(default=1_000, ge=1)
+    """Events a watcher may have unsent before the server drops it (the cacher's slow-watcher
+    termination). An assumption; the real buffer is smaller but waits a little before dropping."""
+    housekeeping_interval_s: float = Field(default=0.5, gt=0)
+    """Period of the task that ends timed-out watches, sends bookmarks and measures loop lag."""
+    seed: int | None = None
+    """Seed of the watch-timeout jitter; None draws a fresh one."""
+
+
+class SimConfig(BaseModel):
+    """Everything ``python -m loadlab.sim`` needs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nodes: int = Field(default=100, ge=0)
+    pods_per_node: int = Field(default=10, ge=0, le=110)  # reference: 110 pods per node max
+    namespaces: int = Field(default=4, ge=1)
+    """Workload namespaces: ``default`` and ``app-0``..; system namespaces always exist."""
+    services: int = Field(default=20, ge=0)
+    """Services with an EndpointSlice each, besides kubernetes and kube-dns."""
+    endpoints_per_service: int = Field(default=3, ge=0)
+    headless_services: int = Field(default=2, ge=0)
+    """How many of those services are headless (clusterIP None, per-endpoint DNS records)."""
+    host: str = "127.0.0.1"
+    api_port: int = Field(default=6443, ge=0, le=65535)
+    dns_port: int = Field(default=1053, ge=0, le=65535)
+    api: ApiServerConfig = Field(default_factory=ApiServerConfig)
+    overload: OverloadConfig = Field(default_factory=OverloadConfig)
+    dns: ClusterDnsConfig = Field(default_factory=ClusterDnsConfig)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def sim_config_from_dict(data: dict[str, Any], *, source: str = "sim config") -> SimConfig:
+    """Validate ``data``; errors name the field (``overload.total_seats: ...``)."""
+    try:
+        return SimConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_field_path(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ProfileError(f"{source}: {problems}") from exc
+
+
+def load_sim_config(path: str | Path) -> SimConfig:
+    """Read a YAML sim config (a mapping of SimConfig fields)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"cannot read sim config {p}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{p} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProfileError(f"{p}: the top level must be a mapping of sim settings")
+    return sim_config_from_dict(data, source=str(p))

@@ -1,0 +1,139 @@
+"""Start the sim as a separate process, so generator and sim share neither event loop nor core.
+
+``start_sim_process(["--nodes", "500"])`` runs ``python -m loadlab.sim ... --api-port 0
+--dns-port 0 --ready-json`` and waits for its one JSON line ``{"api": URL, "dns": HOST:PORT}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import IO
+
+from loadlab.errors import TargetUnreachable
+
+START_TIMEOUT_S = 120.0  # 5,000 nodes x 30 pods must seed in < 30 s (issue 3); room for a slow box
+STOP_GRACE_S = 10.0
+_STDERR_TAIL_BYTES = 2000
+
+
+class SimProcess:
+    """A running sim subprocess: where it listens, and ``stop()`` (SIGTERM, then SIGKILL)."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], api_url: str, dns_addr: str, log: IO[bytes]
+    ) -> None:
+        self._proc = proc
+        self.api_url = api_url
+        """``http://127.0.0.1:PORT``"""
+        self.dns_addr = dns_addr
+        """``127.0.0.1:PORT`` (UDP and TCP); "" if the sim runs without DNS."""
+        self._log = log
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        """The exit code if the sim has ended, else None."""
+        return self._proc.poll()
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int:
+        """SIGTERM; SIGKILL if it has not exited after ``grace_s``. Returns the exit code."""
+        try:
+            if self._proc.poll() is None:
+                self._proc.send_signal(signal.SIGTERM)
+                try:
+                    self._proc.wait(grace_s)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait(grace_s)
+            return self._proc.returncode
+        finally:
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
+            self._log.close()
+
+    def __enter__(self) -> SimProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _stderr_tail(log: IO[bytes]) -> str:
+    log.flush()
+    log.seek(0, os.SEEK_END)
+    size = log.tell()
+    log.seek(max(0, size - _STDERR_TAIL_BYTES))
+    return log.read().decode(errors="replace").strip()
+
+
+def _read_ready_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+    return buf.split(b"\n", 1)[0]
+
+
+def start_sim_process(
+    config_args: Sequence[str] = (),
+    *,
+    timeout_s: float = START_TIMEOUT_S,
+    python: str = sys.executable,
+) -> SimProcess:
+    """Launch the sim with ``config_args`` (e.g. ``["--nodes", "500", "--config", "sim.yaml"]``)
+    on free ports and wait until it is ready. Raises ``TargetUnreachable`` if it does not start."""
+    cmd = [
+        python,
+        "-m",
+        "loadlab.sim",
+        *config_args,
+        "--api-port",
+        "0",
+        "--dns-port",
+        "0",
+        "--ready-json",
+    ]
+    # The log outlives this function: SimProcess owns and closes it.
+    log = tempfile.TemporaryFile()  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+    try:
+        line = _read_ready_line(proc, time.monotonic() + timeout_s)
+        ready = json.loads(line)
+        return SimProcess(proc, str(ready["api"]), str(ready.get("dns") or ""), log)
+    except (TimeoutError, EOFError, ValueError, KeyError) as exc:
+        proc.kill()
+        proc.wait(STOP_GRACE_S)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        tail = _stderr_tail(log)
+        log.close()
+        why = "timed out" if isinstance(exc, TimeoutError) else "failed"
+        raise TargetUnreachable(
+            f"the embedded sim {why} to start ({' '.join(cmd[1:])}): {tail or exc!r}. "
+            "Check the sim options, or pass --api/--dns to use a real control plane."
+        ) from exc

@@ -1,0 +1,422 @@
+"""The sim's storage: objects by resource, one global resourceVersion, and the watch cache.
+
+One ``Store`` plays both etcd and the API server's watch cache: reads are the same data whichever
+path the request "took" (the overload model charges the difference). Every write bumps the global
+resourceVersion, appends an event to that resource's bounded event log, and fans it out to
+matching watchers; watchers on pods are triggered by spec.nodeName and watchers by metadata.name
+are triggered by name, as the real cacher does, so 5,000 kubelet watches stay cheap.
+
+Stored objects are never mutated in place: every write builds a new dict (sharing unchanged
+subtrees), so a list response may hold references without copying.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import itertools
+import json
+import secrets
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from loadlab.sim.collection import NAME_TRIGGER, Collection, Key
+from loadlab.sim.objects import NAMESPACES, RESOURCE_TYPES, JsonObj, ResourceType, now_timestamp
+from loadlab.sim.selection import (
+    EVERYTHING_FIELDS,
+    EVERYTHING_LABELS,
+    FieldSelector,
+    LabelSelector,
+)
+from loadlab.sim.watch import Change, Watcher, WatchEvent, encode_json
+
+_KEY_MAX = "\U0010ffff"
+
+
+class StoreError(Exception):
+    """A request the store refuses; the API server turns it into a Status object."""
+
+    reason = "InternalError"
+    code = 500
+
+
+class NotFound(StoreError):
+    reason = "NotFound"
+    code = 404
+
+
+class AlreadyExists(StoreError):
+    reason = "AlreadyExists"
+    code = 409
+
+
+class Conflict(StoreError):
+    reason = "Conflict"
+    code = 409
+
+
+class Expired(StoreError):
+    """The resourceVersion (or continue token) is older than the event log reaches: 410 Gone."""
+
+    reason = "Expired"
+    code = 410
+
+
+class Invalid(StoreError):
+    reason = "BadRequest"
+    code = 400
+
+
+@dataclass(frozen=True)
+class ListResult:
+    items: list[JsonObj]
+    resource_version: int
+    continue_token: str | None
+    remaining: int | None
+    """Objects left after this page (an upper bound), when paging."""
+    scanned: int
+    """Objects of the type within the request's scope (namespace or cluster)."""
+
+
+def _key_of(rtype: ResourceType, obj: JsonObj) -> Key:
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise Invalid(f"{rtype.kind}: metadata.name is required")
+    return ((meta.get("namespace") or "") if rtype.namespaced else "", name)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, returning new dicts along patched paths only.
+
+    Strategic-merge directives (``$setElementOrder/...``, ``$patch``...) are dropped, so a
+    strategic merge patch applies as a plain merge patch (lists are replaced, not merged).
+    """
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if k.startswith("$"):
+            continue
+        if v is None:
+            result.pop(k, None)
+        else:
+            result[k] = merge_patch(result.get(k), v)
+    return result
+
+
+class Store:
+    """All objects of the simulated cluster, keyed by resource type."""
+
+    def __init__(self, *, event_window: int = 10_000, watch_queue_limit: int = 1_000) -> None:
+        self._rv = 1
+        self._window = event_window
+        self._queue_limit = watch_queue_limit
+        self._tables = {rt: Collection(rt, event_window) for rt in RESOURCE_TYPES}
+        self._uids = itertools.count()
+        self._uid_prefix = uuid.uuid4().hex[:20]
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    def count(self, rtype: ResourceType, namespace: str | None = None) -> int:
+        table = self._tables[rtype]
+        if namespace is None:
+            return len(table.objects)
+        return table.ns_counts.get(namespace, 0)
+
+    def approx_object_bytes(self, rtype: ResourceType) -> int:
+        """A running estimate of one object's JSON size (sampled on writes)."""
+        return self._tables[rtype].approx_bytes
+
+    def encoded(self, rtype: ResourceType, obj: JsonObj) -> bytes:
+        """``obj`` as JSON; the bytes of a current object are cached until it changes."""
+        table = self._tables[rtype]
+        data = table.encoded.get(id(obj))
+        if data is None:
+            data = encode_json(obj)
+            if table.objects.get(_key_of(rtype, obj)) is obj:
+                table.encoded[id(obj)] = data
+        return data
+
+    def watcher_count(self, rtype: ResourceType) -> int:
+        return self._tables[rtype].watcher_count
+
+    def watchers(self) -> Iterator[Watcher]:
+        for table in self._tables.values():
+            yield from table.all_watchers()
+
+    def _next_uid(self) -> str:
+        n = next(self._uids)
+        p = self._uid_prefix
+        return f"{p[:8]}-{p[8:12]}-4{p[12:15]}-8{p[15:18]}-{n:012x}"
+
+    def _commit(
+        self, table: Collection, key: Key, kind: str, obj: JsonObj, old: JsonObj | None
+    ) -> None:
+        if kind == "DELETED":
+            table.remove(key)
+        else:
+            table.put(key, obj, old)
+        if self._rv % 64 == 0:
+            size = len(encode_json(obj))
+            table.approx_bytes = (table.approx_bytes * 3 + size) // 4
+        table.record(Change(self._rv, kind, obj, old))
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, rtype: ResourceType, namespace: str, name: str) -> JsonObj:
+        obj = self._tables[rtype].objects.get((namespace if rtype.namespaced else "", name))
+        if obj is None:
+            raise NotFound(f'{rtype.plural} "{name}" not found')
+        return obj
+
+    def list_objects(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        *,
+        labels: LabelSelector = EVERYTHING_LABELS,
+        fields: FieldSelector = EVERYTHING_FIELDS,
+        limit: int = 0,
+        continue_token: str | None = None,
+    ) -> ListResult:
+        table = self._tables[rtype]
+        rv = self._rv
+        start: Key | None = None
+        if continue_token:
+            rv, start = self._decode_continue(table, continue_token)
+        candidates = self._candidates(table, namespace, fields)
+        pos = bisect.bisect_right(candidates, start) if start is not None else 0
+        items: list[JsonObj] = []
+        objects = table.objects
+        last: Key | None = None
+        for i in range(pos, len(candidates)):
+            key = candidates[i]
+            obj = objects.get(key)
+            if obj is None or not labels.matches(obj) or not fields.matches(obj):
+                continue
+            if limit and len(items) == limit:
+                token = self._encode_continue(rv, last) if last is not None else None
+                return ListResult(
+                    items, rv, token, len(candidates) - i, self._scope(table, namespace)
+                )
+            items.append(obj)
+            last = key
+        return ListResult(items, rv, None, None, self._scope(table, namespace))
+
+    def _scope(self, table: Collection, namespace: str | None) -> int:
+        if namespace is None:
+            return len(table.objects)
+        return table.ns_counts.get(namespace, 0)
+
+    def _candidates(
+        self, table: Collection, namespace: str | None, fields: FieldSelector
+    ) -> list[Key]:
+        for path in table.rtype.indexed_fields:
+            value = fields.equality(path)
+            if value is not None:
+                hits = table.indexes[path].get(value, set())
+                return sorted(k for k in hits if namespace is None or k[0] == namespace)
+        name = fields.equality(NAME_TRIGGER)
+        if name is not None:
+            if namespace is not None or not table.rtype.namespaced:
+                key = (namespace or "", name)
+                return [key] if key in table.objects else []
+            return sorted(k for k in table.objects if k[1] == name)
+        keys = table.sorted_keys()
+        if namespace is None:
+            return keys
+        lo = bisect.bisect_left(keys, (namespace, ""))
+        hi = bisect.bisect_left(keys, (namespace, _KEY_MAX))
+        return keys[lo:hi]
+
+    def _encode_continue(self, rv: int, last: Key) -> str:
+        raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": list(last)}).encode()
+        return base64.urlsafe_b64encode(raw).decode()
+
+    def _decode_continue(self, table: Collection, token: str) -> tuple[int, Key]:
+        try:
+            data = json.loads(base64.urlsafe_b64decode(token.encode()))
+            rv, start = int(data["rv"]), (str(data["start"][0]), str(data["start"][1]))
+        except (ValueError, KeyError, IndexError, TypeError, binascii.Error) as exc:
+            raise Invalid(f"invalid continue token: {exc}") from exc
+        if rv < table.floor_rv:
+            raise Expired(
+                "The provided continue parameter is too old to display a consistent list "
+                "result. You can start a new list without the continue parameter."
+            )
+        return rv, start
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def create(self, rtype: ResourceType, obj: JsonObj) -> JsonObj:
+        table = self._tables[rtype]
+        meta = dict(obj.get("metadata") or {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+        if not rtype.namespaced:
+            meta.pop("namespace", None)
+        new = dict(obj)
+        new["metadata"] = meta
+        key = _key_of(rtype, new)
+        if key in table.objects:
+            raise AlreadyExists(f'{rtype.plural} "{key[1]}" already exists')
+        if rtype.namespaced and ("", key[0]) not in self._tables[NAMESPACES].objects:
+            raise NotFound(f'namespaces "{key[0]}" not found')
+        self._rv += 1
+        meta["uid"] = self._next_uid()
+        meta["resourceVersion"] = str(self._rv)
+        meta.setdefault("creationTimestamp", now_timestamp())
+        new.setdefault("apiVersion", rtype.api_version)
+        new.setdefault("kind", rtype.kind)
+        self._commit(table, key, "ADDED", new, None)
+        return new
+
+    def update(
+        self, rtype: ResourceType, obj: JsonObj, *, subresource: str | None = None
+    ) -> JsonObj:
+        """PUT: replace; a stale metadata.resourceVersion is a Conflict, an empty one is not."""
+        table = self._tables[rtype]
+        key = _key_of(rtype, obj)
+        old = table.objects.get(key)
+        if old is None:
+            raise NotFound(f'{rtype.plural} "{key[1]}" not found')
+        want = (obj.get("metadata") or {}).get("resourceVersion")
+        if want and want != old["metadata"]["resourceVersion"]:
+            raise Conflict(
+                f'Operation cannot be fulfilled on {rtype.plural} "{key[1]}": the object has '
+                "been modified; please apply your changes to the latest version and try again"
+            )
+        return self._replace(table, key, old, obj, subresource)
+
+    def patch(
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        patch: JsonObj,
+        *,
+        subresource: str | None = None,
+    ) -> JsonObj:
+        """Merge patch (strategic merge as merge); a resourceVersion in it is a precondition."""
+        table = self._tables[rtype]
+        key = (namespace if rtype.namespaced else "", name)
+        old = table.objects.get(key)
+        if old is None:
+            raise NotFound(f'{rtype.plural} "{name}" not found')
+        want = (patch.get("metadata") or {}).get("resourceVersion")
+        if want and want != old["metadata"]["resourceVersion"]:
+            raise Conflict(f'Operation cannot be fulfilled on {rtype.plural} "{name}"')
+        return self._replace(table, key, old, merge_patch(old, patch), subresource)
+
+    def _replace(
+        self, table: Collection, key: Key, old: JsonObj, obj: JsonObj, subresource: str | None
+    ) -> JsonObj:
+        rtype = table.rtype
+        new = dict(obj)
+        if subresource == "status":
+            new = dict(old)
+            if "status" in obj:
+                new["status"] = obj["status"]
+        elif rtype.has_status:
+            if "status" in old:
+                new["status"] = old["status"]
+            else:
+                new.pop("status", None)
+        meta = dict(new.get("metadata") or {})
+        old_meta = old["metadata"]
+        for fixed in ("name", "namespace", "uid", "creationTimestamp"):
+            if fixed in old_meta:
+                meta[fixed] = old_meta[fixed]
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
+        new["metadata"] = meta
+        new["apiVersion"] = rtype.api_version
+        new["kind"] = rtype.kind
+        self._commit(table, key, "MODIFIED", new, old)
+        return new
+
+    def delete(self, rtype: ResourceType, namespace: str, name: str) -> JsonObj:
+        table = self._tables[rtype]
+        key = (namespace if rtype.namespaced else "", name)
+        old = table.objects.get(key)
+        if old is None:
+            raise NotFound(f'{rtype.plural} "{name}" not found')
+        self._rv += 1
+        gone = dict(old)
+        gone["metadata"] = {**old["metadata"], "resourceVersion": str(self._rv)}
+        self._commit(table, key, "DELETED", gone, old)
+        return gone
+
+    def load(self, objects: Iterable[tuple[ResourceType, JsonObj]]) -> int:
+        """Create many objects (seeding); returns how many."""
+        n = 0
+        for rtype, obj in objects:
+            self.create(rtype, obj)
+            n += 1
+        return n
+
+    # -- watch -----------------------------------------------------------------------------
+
+    def watch(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        *,
+        labels: LabelSelector = EVERYTHING_LABELS,
+        fields: FieldSelector = EVERYTHING_FIELDS,
+        resource_version: str = "",
+    ) -> Watcher:
+        """Subscribe. rv "" or "0": synthetic ADDED for current objects, then changes; a
+        numeric rv: every change after it (``Expired`` if the event log no longer reaches it)."""
+        table = self._tables[rtype]
+        watcher = Watcher(rtype, namespace, labels, fields, self._queue_limit)
+        if resource_version in ("", "0"):
+            snapshot = self.list_objects(rtype, namespace, labels=labels, fields=fields)
+            if len(snapshot.items) >= self._queue_limit:
+                watcher = Watcher(
+                    rtype, namespace, labels, fields, len(snapshot.items) + self._queue_limit
+                )
+            for obj in snapshot.items:
+                watcher.offer(WatchEvent("ADDED", obj, int(obj["metadata"]["resourceVersion"])))
+            watcher.last_rv = self._rv
+        else:
+            try:
+                since = int(resource_version)
+            except ValueError as exc:
+                raise Invalid(f"invalid resourceVersion {resource_version!r}") from exc
+            if since < table.floor_rv:
+                raise Expired(f"too old resource version: {since} ({table.floor_rv})")
+            replay: list[Change] = []
+            for change in reversed(table.log):
+                if change.rv <= since:
+                    break
+                replay.append(change)
+            for change in reversed(replay):
+                watcher.deliver(change)
+            watcher.last_rv = max(since, watcher.last_rv)
+        table.add_watcher(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._tables[watcher.rtype].drop_watcher(watcher)
+
+    def rebuild_watch_cache(self) -> None:
+        """What a restarted API server does: end every watch and forget the event history, so
+        any older resourceVersion gets 410 Gone and clients relist.
+
+        The resourceVersion moves on by one first: a real server writes on start-up (its
+        identity lease), so even a client that had seen the very latest version relists."""
+        self._rv += 1
+        for table in self._tables.values():
+            for watcher in list(table.all_watchers()):
+                watcher.close()
+            table.watchers.clear()
+            table.watcher_count = 0
+            table.log.clear()
+            table.floor_rv = self._rv

@@ -1,0 +1,378 @@
+"""The resource verbs of the sim API server: GET, LIST, CREATE, UPDATE, PATCH, DELETE, WATCH.
+
+Each verb asks the overload model for a work estimate from counts the store knows cheaply, is
+admitted (or gets 429), awaits its service time, then does the store operation and answers in
+real Kubernetes JSON (a Table when kubectl asks for one, a Status on errors).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from loadlab.clock import NS_PER_S, Clock
+from loadlab.sim.config import ApiServerConfig
+from loadlab.sim.cost import RequestAttributes, count_list_objects
+from loadlab.sim.objects import JsonObj
+from loadlab.sim.overload import OverloadModel
+from loadlab.sim.routing import RequestInfo
+from loadlab.sim.selection import FieldSelector, LabelSelector, SelectorError
+from loadlab.sim.store import Expired, Invalid, Store, StoreError
+from loadlab.sim.tables import table, wants_table
+from loadlab.sim.watch import Watcher, WatchEvent, encode_json
+
+_MERGE_TYPES = frozenset(
+    {
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+    }
+)
+_WATCH_BATCH = 256  # events written per chunk at most, so one busy watch cannot hog the loop
+
+
+def status_obj(code: int, reason: str, message: str, details: JsonObj | None = None) -> JsonObj:
+    body: JsonObj = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if details:
+        body["details"] = details
+    return body
+
+
+def status_response(
+    code: int, reason: str, message: str, *, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    details = None
+    if headers and "Retry-After" in headers:
+        details = {"retryAfterSeconds": int(headers["Retry-After"])}
+    return web.Response(
+        status=code,
+        body=encode_json(status_obj(code, reason, message, details)),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def json_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def attributes_of(request: web.BaseRequest, info: RequestInfo) -> RequestAttributes:
+    """Who is asking: the bearer token is the user name; impersonation headers override it."""
+    user = "system:anonymous"
+    groups: list[str] = []
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer ") and auth[7:].strip():
+        user = auth[7:].strip()
+        groups.append("system:authenticated")
+        if user.startswith("system:node:"):
+            groups.append("system:nodes")
+    else:
+        groups.append("system:unauthenticated")
+    impersonated = request.headers.get("Impersonate-User")
+    if impersonated:
+        user = impersonated
+        groups = ["system:authenticated"]
+    groups.extend(request.headers.getall("Impersonate-Group", []))
+    return RequestAttributes(
+        user=user,
+        groups=tuple(groups),
+        verb=info.verb,
+        resource=info.rtype.plural,
+        subresource=info.subresource,
+        namespace=info.namespace,
+        name=info.name,
+        long_running=info.verb == "watch",
+    )
+
+
+class ResourceVerbs:
+    """Serves one resource request (everything under /api/v1 and /apis/<g>/<v>)."""
+
+    def __init__(
+        self, store: Store, model: OverloadModel, config: ApiServerConfig, clock: Clock
+    ) -> None:
+        self._store = store
+        self._model = model
+        self._config = config
+        self._clock = clock
+        self._rng = random.Random(config.seed)
+
+    async def unary(
+        self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
+    ) -> web.StreamResponse:
+        """Every verb but watch. Store errors become Status objects."""
+        try:
+            if info.verb == "list":
+                return await self._list(request, info, attrs)
+            if info.verb == "get":
+                return await self._get(request, info, attrs)
+            return await self._write(request, info, attrs)
+        except StoreError as exc:
+            return status_response(exc.code, exc.reason, str(exc))
+        except SelectorError as exc:
+            return status_response(400, "BadRequest", str(exc))
+
+    async def _get(
+        self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
+    ) -> web.StreamResponse:
+        assert info.name is not None
+        from_cache = request.query.get("resourceVersion", "") != ""
+        est = self._model.estimate(
+            attrs,
+            objects_scanned=1,
+            objects_returned=1,
+            response_bytes=self._store.approx_object_bytes(info.rtype),
+            from_cache=from_cache,
+            watchers=0,
+        )
+        async with self._model.admit(attrs, est):
+            await self._model.serve(est)
+            obj = self._store.get(info.rtype, info.namespace or "", info.name)
+            if wants_table(request.headers.get("Accept", "")):
+                tbl = table(
+                    info.rtype,
+                    [obj],
+                    resource_version=obj["metadata"]["resourceVersion"],
+                    include_object=request.query.get("includeObject", "Metadata"),
+                )
+                return json_response(encode_json(tbl))
+            return json_response(encode_json(obj))
+
+    async def _list(
+        self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
+    ) -> web.StreamResponse:
+        q = request.query
+        rv = q.get("resourceVersion", "")
+        token = q.get("continue") or None
+        limit = _int_param(q, "limit")
+        labels = LabelSelector.parse(q.get("labelSelector"))
+        fields = FieldSelector.parse(q.get("fieldSelector"))
+        # reference: rv=0 -> watch cache; rv="" -> consistent read (etcd); continue -> etcd.
+        from_cache = rv != "" and token is None and q.get("resourceVersionMatch") != "Exact"
+        result = self._store.list_objects(
+            info.rtype,
+            info.namespace,
+            labels=labels,
+            fields=fields,
+            limit=limit,
+            continue_token=token,
+        )
+        est = self._model.estimate(
+            attrs,
+            objects_scanned=count_list_objects(
+                stored=result.scanned,
+                limit=limit or None,
+                selector=not (labels.empty and fields.empty),
+                from_cache=from_cache,
+            ),
+            objects_returned=len(result.items),
+            response_bytes=len(result.items) * self._store.approx_object_bytes(info.rtype),
+            from_cache=from_cache,
+            watchers=0,
+        )
+        async with self._model.admit(attrs, est):
+            await self._model.serve(est)
+            if wants_table(request.headers.get("Accept", "")):
+                tbl = table(
+                    info.rtype,
+                    result.items,
+                    resource_version=str(result.resource_version),
+                    continue_token=result.continue_token,
+                    include_object=q.get("includeObject", "Metadata"),
+                )
+                return json_response(encode_json(tbl))
+            meta: JsonObj = {"resourceVersion": str(result.resource_version)}
+            if result.continue_token:
+                meta["continue"] = result.continue_token
+                if result.remaining is not None:
+                    meta["remainingItemCount"] = result.remaining
+            head = {
+                "kind": info.rtype.list_kind,
+                "apiVersion": info.rtype.api_version,
+                "metadata": meta,
+            }
+            prefix = encode_json(head)[:-1] + b',"items":['
+            encoded = self._store.encoded
+            body = prefix + b",".join(encoded(info.rtype, o) for o in result.items) + b"]}"
+            return json_response(body)
+
+    async def _write(
+        self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
+    ) -> web.StreamResponse:
+        body: Any = None
+        if info.verb != "delete":
+            body = await _read_json(request)
+            if info.verb == "patch":
+                ctype = request.content_type
+                if ctype not in _MERGE_TYPES:
+                    return status_response(
+                        415, "UnsupportedMediaType", f"the sim serves merge patches, not {ctype}"
+                    )
+            elif info.namespace is not None:
+                meta = body.setdefault("metadata", {})
+                if meta.get("namespace", info.namespace) != info.namespace:
+                    raise Invalid("the namespace of the object does not match the request")
+                meta["namespace"] = info.namespace
+            if info.verb == "update" and (body.get("metadata") or {}).get("name") != info.name:
+                raise Invalid("the name of the object does not match the name on the URL")
+        est = self._model.estimate(
+            attrs,
+            objects_scanned=1,
+            objects_returned=1,
+            response_bytes=self._store.approx_object_bytes(info.rtype),
+            from_cache=False,
+            watchers=self._store.watcher_count(info.rtype),
+        )
+        async with self._model.admit(attrs, est):
+            await self._model.serve(est)
+            store, rt, ns, name = self._store, info.rtype, info.namespace or "", info.name or ""
+            if info.verb == "create":
+                return json_response(encode_json(store.create(rt, body)), status=201)
+            if info.verb == "update":
+                obj = store.update(rt, body, subresource=info.subresource)
+            elif info.verb == "patch":
+                obj = store.patch(rt, ns, name, body, subresource=info.subresource)
+            else:
+                obj = store.delete(rt, ns, name)
+            return json_response(encode_json(obj))
+
+    # -- watch -------------------------------------------------------------------------------
+
+    async def watch(
+        self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
+    ) -> web.StreamResponse:
+        """Admit (a watch holds its seat only while initialising), subscribe, then stream."""
+        q = request.query
+        try:
+            labels = LabelSelector.parse(q.get("labelSelector"))
+            fields = FieldSelector.parse(q.get("fieldSelector"))
+            timeout_s = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else None
+        except (SelectorError, ValueError) as exc:
+            return status_response(400, "BadRequest", str(exc))
+        est = self._model.estimate(
+            attrs,
+            objects_scanned=0,
+            objects_returned=0,
+            response_bytes=0,
+            from_cache=True,
+            watchers=0,
+        )
+        watcher: Watcher | None = None
+        error: JsonObj | None = None
+        async with self._model.admit(attrs, est):
+            await self._model.serve(est)
+            try:
+                watcher = self._store.watch(
+                    info.rtype,
+                    info.namespace,
+                    labels=labels,
+                    fields=fields,
+                    resource_version=q.get("resourceVersion", ""),
+                )
+            except Expired as exc:
+                error = status_obj(410, "Expired", str(exc))
+            except Invalid as exc:
+                return status_response(400, "BadRequest", str(exc))
+        resp = web.StreamResponse(
+            status=200,
+            headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"},
+        )
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        if watcher is None:
+            # A too-old resourceVersion: one ERROR event carrying 410 Expired, then the end.
+            await resp.write(encode_json({"type": "ERROR", "object": error}) + b"\n")
+            await resp.write_eof()
+            return resp
+        self._arm(watcher, timeout_s, q.get("allowWatchBookmarks") in ("true", "1"))
+        as_table = wants_table(request.headers.get("Accept", ""))
+        include = q.get("includeObject", "Metadata")
+        try:
+            await self._stream(resp, watcher, as_table, include)
+        except (ConnectionError, RuntimeError):
+            return resp  # the client went away
+        finally:
+            self._store.unwatch(watcher)
+        await resp.write_eof()
+        return resp
+
+    def _arm(self, watcher: Watcher, timeout_s: float | None, bookmarks: bool) -> None:
+        now_ns = self._clock.now_ns()
+        if timeout_s is None:
+            # reference: watches end at a random time in [min-request-timeout, 2x).
+            low = self._config.min_request_timeout_s
+            timeout_s = self._rng.uniform(low, 2 * low)
+        watcher.deadline_ns = now_ns + int(timeout_s * NS_PER_S)
+        if bookmarks:
+            watcher.bookmark_every_ns = int(self._config.bookmark_interval_s * NS_PER_S)
+            watcher.next_bookmark_ns = now_ns + watcher.bookmark_every_ns
+
+    async def _stream(
+        self, resp: web.StreamResponse, watcher: Watcher, as_table: bool, include: str
+    ) -> None:
+        queue = watcher.queue
+        first = True
+        while True:
+            event = await queue.get()
+            batch: list[WatchEvent] = []
+            while event is not None:
+                batch.append(event)
+                if len(batch) >= _WATCH_BATCH or queue.empty():
+                    break
+                event = queue.get_nowait()
+            if batch:
+                if as_table:
+                    chunk = b"".join(self._table_line(e, watcher, include, first) for e in batch)
+                    first = False
+                else:
+                    chunk = b"".join(e.line() for e in batch)
+                await resp.write(chunk)
+            if event is None:
+                return
+
+    def _table_line(
+        self, event: WatchEvent, watcher: Watcher, include: str, headers: bool
+    ) -> bytes:
+        if event.type in ("ERROR", "BOOKMARK"):
+            return event.line()
+        tbl = table(
+            watcher.rtype,
+            [event.obj],
+            resource_version=str(event.rv),
+            include_object=include,
+            headers=headers,
+        )
+        return encode_json({"type": event.type, "object": tbl}) + b"\n"
+
+
+def _int_param(query: Mapping[str, str], name: str) -> int:
+    raw = query.get(name, "")
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise Invalid(f"{name} must be an integer, got {raw!r}") from exc
+    return max(value, 0)
+
+
+async def _read_json(request: web.BaseRequest) -> Any:
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError as exc:
+        raise Invalid(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise Invalid("the request body must be a JSON object")
+    return body

@@ -1,0 +1,123 @@
+"""Watch plumbing: events, the per-subscription queue, and how a change becomes an event.
+
+A ``Watcher`` filters by namespace, labels and fields and turns a change into the event a client
+expects: an object that starts matching is ADDED, one that stops matching is DELETED. Each event
+encodes its JSON line once, shared by every watcher that receives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from loadlab.sim.objects import JsonObj, ResourceType
+from loadlab.sim.selection import FieldSelector, LabelSelector
+
+
+def encode_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(slots=True)
+class WatchEvent:
+    """One line of a watch stream."""
+
+    type: str
+    """ADDED, MODIFIED, DELETED, BOOKMARK or ERROR."""
+    obj: JsonObj
+    rv: int
+    _line: bytes | None = None
+
+    def line(self) -> bytes:
+        """The event as one newline-terminated JSON line, encoded once and shared by watchers."""
+        if self._line is None:
+            self._line = encode_json({"type": self.type, "object": self.obj}) + b"\n"
+        return self._line
+
+
+@dataclass(slots=True)
+class Change:
+    """One committed write, as the event log keeps it."""
+
+    rv: int
+    type: str
+    obj: JsonObj
+    old: JsonObj | None
+
+
+class Watcher:
+    """A subscription: a bounded queue of events, closed (``None``) when the stream must end."""
+
+    def __init__(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        labels: LabelSelector,
+        fields: FieldSelector,
+        queue_limit: int,
+    ) -> None:
+        self.rtype = rtype
+        self.namespace = namespace
+        self.labels = labels
+        self.fields = fields
+        self.queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue(maxsize=queue_limit + 1)
+        self._limit = queue_limit
+        self.closed = False
+        self.last_rv = 0
+        self.trigger: tuple[str, str] | None = None
+        self.deadline_ns: int | None = None
+        """When the server ends this watch (timeoutSeconds or the jittered default)."""
+        self.bookmark_every_ns = 0
+        """0: no bookmarks; else the period of BOOKMARK events (allowWatchBookmarks)."""
+        self.next_bookmark_ns = 0
+
+    def matches(self, obj: JsonObj | None) -> bool:
+        if obj is None:
+            return False
+        if self.namespace is not None and obj["metadata"].get("namespace") != self.namespace:
+            return False
+        return self.labels.matches(obj) and self.fields.matches(obj)
+
+    def offer(self, event: WatchEvent) -> None:
+        """Queue ``event``; a watcher too slow to keep ``queue_limit`` events is closed."""
+        if self.closed:
+            return
+        if self.queue.qsize() >= self._limit:
+            self.close()  # the cacher drops watchers that cannot keep up
+            return
+        self.queue.put_nowait(event)
+        if event.type != "ERROR":
+            self.last_rv = event.rv
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        while self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+    def deliver(self, change: Change) -> None:
+        was = self.matches(change.old)
+        now = change.type != "DELETED" and self.matches(change.obj)
+        if change.type == "DELETED":
+            if was:
+                self.offer(WatchEvent("DELETED", change.obj, change.rv))
+        elif was and now:
+            self.offer(WatchEvent("MODIFIED", change.obj, change.rv))
+        elif now:
+            self.offer(WatchEvent("ADDED", change.obj, change.rv))
+        elif was:
+            self.offer(WatchEvent("DELETED", change.obj, change.rv))
+
+
+def bookmark_event(rtype: ResourceType, rv: int) -> WatchEvent:
+    """A BOOKMARK event: only kind, apiVersion and metadata.resourceVersion are set."""
+    obj = {
+        "kind": rtype.kind,
+        "apiVersion": rtype.api_version,
+        "metadata": {"resourceVersion": str(rv)},
+    }
+    return WatchEvent("BOOKMARK", obj, rv)
