@@ -282,6 +282,7 @@ def summarise(session: Session, run_id: str, started_at: str, complete: bool) ->
                 ramped=session.profile.load.ramp is not None,
                 slo_p99_ms=rig.slo_p99_ms,
                 max_error_rate=session.profile.criteria.max_error_rate,
+                generator_limited=rig.generator_limited_at is not None,
             )
         )
     verdict: RunVerdict = judge_run(outcomes)

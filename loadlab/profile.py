@@ -112,7 +112,7 @@ class Criteria(_Strict):
 
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     min_sent_ratio: float = Field(default=0.99, gt=0, le=1)
-    max_lag_p99_ms: float = Field(default=50.0, gt=0)
+    max_lag_p99_ms: float = Field(default=100.0, gt=0, description="a tenth of an interval")
     min_achieved_ratio: float = Field(default=0.95, gt=0, le=1)
 
 

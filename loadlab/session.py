@@ -230,6 +230,10 @@ class Session:
         self.phase = f"ramp {rig.name}"
         while (rate := search.next_rate()) is not None:
             verdict = await self.step(rig, rate, step_s, warmup_s)
+            if verdict.generator_limited:
+                # One stall (another process on the core, a GC pause) should not end the search:
+                # run the step once more; a generator that is really too slow fails it again.
+                verdict = await self.step(rig, rate, step_s, warmup_s)
             search.record(verdict)
             if verdict.generator_limited:
                 rig.generator_limited_at = verdict.offered
@@ -261,6 +265,8 @@ class Session:
             verdict = judge_step(stats, rate, self.criteria(rig))
             rig.steps.append(verdict)
             rig.step_stats.append(stats)
+            if verdict.generator_limited:
+                rig.generator_limited_at = verdict.offered
             append_jsonl(self.out_dir / "steps.jsonl", {"target": rig.name, **step_record(verdict)})
 
     async def _closed(self, rig: Rig, end_ns: int) -> None:

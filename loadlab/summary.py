@@ -25,6 +25,8 @@ class TargetOutcome:
     ramped: bool
     slo_p99_ms: Mapping[str, float]
     max_error_rate: float
+    generator_limited: bool
+    """The generator fell behind where it mattered (the search ended there, or the fixed run)."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def judge_run(targets: Sequence[TargetOutcome]) -> RunVerdict:
         )
         checks.extend(report.checks)
     for t in targets:
-        limited = any(v.generator_limited for v in t.steps)
+        limited = t.generator_limited
         generator_limited = generator_limited or limited
         if t.ramped:
             knees[t.name] = find_knee(t.steps)

@@ -132,10 +132,14 @@ def _first_failure(
         latency = stats.latency_by_op.get(op)
         if latency is not None and latency.p99_ms > slo_ms:
             return f"{CHECK_P99}:{op}", f"p99 of {op} {latency.p99_ms:.1f} ms > SLO {slo_ms:g} ms"
-    achieved_ratio = stats.achieved_per_s / offered_per_s if offered_per_s > 0 else 1.0
+    # Compare with what the schedule really planned in this window, not the nominal rate:
+    # Poisson arrivals at 250/s over 3 s vary by ~4%, which alone would fail a 95% check.
+    planned_per_s = stats.planned / stats.duration_s if stats.duration_s > 0 else 0.0
+    basis_per_s = planned_per_s if planned_per_s > 0 else offered_per_s
+    achieved_ratio = stats.achieved_per_s / basis_per_s if basis_per_s > 0 else 1.0
     if achieved_ratio < criteria.min_achieved_ratio:
         return CHECK_ACHIEVED, (
             f"achieved {stats.achieved_per_s:.1f}/s is {achieved_ratio:.1%} of offered "
-            f"{offered_per_s:.1f}/s (< {criteria.min_achieved_ratio:.0%})"
+            f"{basis_per_s:.1f}/s (< {criteria.min_achieved_ratio:.0%})"
         )
     return None, "ok"

@@ -102,3 +102,11 @@ def test_verdict_dict_has_the_summary_step_keys() -> None:
         "passed",
         "why",
     } <= set(verdict.as_dict())
+
+
+def test_achieved_ratio_is_against_what_the_schedule_planned_not_the_nominal_rate() -> None:
+    # Poisson arrivals planned 6% fewer sends than the nominal rate in this window; the server
+    # answered every one of them, so the step passes.
+    stats = make_stats(offered=OFFERED * 0.94)
+    verdict = judge_step(stats, OFFERED, CRITERIA)
+    assert verdict.passed, verdict.why

@@ -1,0 +1,48 @@
+"""The DNS knee of a real unbound with ip-ratelimit is the configured limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.unbound import running_unbound, unbound_available
+
+from .helpers import loadlab, read_summary
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.realtime,
+    pytest.mark.needs_unbound,
+    pytest.mark.skipif(not unbound_available(), reason="unbound is not installed (make test does)"),
+]
+
+LIMIT_QPS = 1500
+
+
+def test_dns_knee_finds_the_unbound_ratelimit_within_fifteen_percent(tmp_path: Path) -> None:
+    # ip-ratelimit-factor 0: every query over the limit is dropped (no 1-in-10 let through).
+    extra = [f"ip-ratelimit: {LIMIT_QPS}", "ip-ratelimit-factor: 0"]
+    with running_unbound(tmp_path, extra_server_lines=extra) as unbound:
+        result = loadlab(
+            "run",
+            "dns-knee",
+            "--dns",
+            unbound.addr,
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            "--set",
+            "load.ramp.start_per_s=200",
+            "--set",
+            "load.ramp.step_s=4",
+            "--set",
+            "load.ramp.warmup_s=1",
+            timeout_s=180,
+        )
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(tmp_path / "run")
+    knee = summary["knee"]["dns"]
+    assert knee is not None, summary["steps"]
+    assert knee["offered"] == pytest.approx(LIMIT_QPS, rel=0.15), summary["steps"]
+    assert "timeout" in knee["reason"]
