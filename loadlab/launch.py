@@ -329,6 +329,17 @@ def print_result(summary: dict[str, Any], out_dir: Path) -> None:
                 )
             elif len([s for s in steps if s.get("target") == target]) > 1:
                 lines.append(f"{target}: no knee found within the ramp (raise load.ramp.max_per_s)")
+    totals = summary["totals"]
+    if totals["requests"]:
+        lines.append(
+            f"api: {totals['requests']:,} requests, {totals['achieved_rps']:,.0f}/s achieved, "
+            f"{totals['errors']:,} errors"
+        )
+    if totals["dns_queries"]:
+        lines.append(
+            f"dns: {totals['dns_queries']:,} queries, {totals['achieved_qps']:,.0f}/s answered, "
+            f"{totals['dns_failures']:,} failures"
+        )
     slo = summary.get("slo")
     assert isinstance(slo, dict)
     failed = [c["name"] for c in slo["checks"] if not c["passed"]]
