@@ -25,8 +25,11 @@ def test_sigkill_halfway_leaves_readable_timeline_and_hlogs(tmp_path: Path) -> N
     out = tmp_path / "run"
     with capacity_server(slots=50, service_ms=5, queue=100) as url:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loadlab", "run", "http-knee", "--api", url, "--out", str(out)]
-            + ["--quiet", "--set", "load.ramp.step_s=30", "--set", "load.ramp.start_per_s=300"],
+            [
+                *(sys.executable, "-m", "loadlab", "run", "http-knee", "--api", url),
+                *("--out", str(out), "--quiet"),
+                *("--set", "load.ramp.step_s=30", "--set", "load.ramp.start_per_s=300"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

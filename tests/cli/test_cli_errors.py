@@ -82,7 +82,8 @@ def test_bad_override_exits_2() -> None:
 
 def test_unreachable_api_exits_3(tmp_path: Path) -> None:
     port = closed_port()
-    result = loadlab("run", "http-knee", "--api", f"http://127.0.0.1:{port}", "--out", str(tmp_path))
+    url = f"http://127.0.0.1:{port}"
+    result = loadlab("run", "http-knee", "--api", url, "--out", str(tmp_path))
     assert result.returncode == 3
     assert "--api" in assert_one_clear_line(result.stderr)
 
