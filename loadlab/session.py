@@ -83,9 +83,10 @@ class Session:
     monitor: GeneratorMonitor
     start_ns: int
     interval_ns: int
+    mixes: dict[str, OpMix]
+    """Operation mix per target name."""
     phase: str = "starting"
     offered_per_s: dict[str, float] = field(default_factory=dict)
-    _boundary: int = 0
 
     # -- the interval ticker -------------------------------------------------------------------
 
@@ -136,18 +137,13 @@ class Session:
             )
         return ConstantRate(rate_per_s, start_ns=start_ns, end_ns=end_ns)
 
-    def _mix(self, rig: Rig) -> OpMix:
-        return self.mixes[rig.name]
-
-    mixes: dict[str, OpMix] = field(default_factory=dict)
-
     async def open_loop(self, rig: Rig, rate_per_s: float, start_ns: int, end_ns: int) -> None:
         self.offered_per_s[rig.name] = rate_per_s
         runner = OpenLoopRunner(
             self.clock,
             rig.target,
             self._schedule(rate_per_s, start_ns, end_ns),
-            self._mix(rig),
+            self.mixes[rig.name],
             rig.recorder,
             end_ns=end_ns,
             max_lag_ns=int(MAX_LAG_S * NS_PER_S),
@@ -273,7 +269,7 @@ class Session:
         runner = ClosedLoopRunner(
             self.clock,
             rig.target,
-            self._mix(rig),
+            self.mixes[rig.name],
             rig.recorder,
             concurrency=self.profile.load.concurrency,
             end_ns=end_ns,
