@@ -23,6 +23,7 @@ T = TypeVar("T")
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
 NS_PER_US = 1_000
+MIN_TIMER_S = 0.001  # libuv timer resolution (uv_now is in milliseconds)
 
 
 class Clock(Protocol):
@@ -45,8 +46,14 @@ class MonotonicClock:
 
     async def sleep_until(self, deadline_ns: int) -> None:
         delay_s = (deadline_ns - time.monotonic_ns()) / NS_PER_S
-        # asyncio.sleep(0) still yields, so a busy schedule never starves other tasks.
-        await asyncio.sleep(max(delay_s, 0.0))
+        if delay_s <= 0:
+            # Still yield, so a schedule that is behind never starves other tasks.
+            await asyncio.sleep(0)
+            return
+        # uvloop's timers have 1 ms resolution and fire a shorter one at once, so a loop
+        # sleeping until the next send 0.3 ms away would spin at 100% CPU; wait at least 1 ms
+        # (a send is then up to ~1 ms late, which the schedule lag reports).
+        await asyncio.sleep(max(delay_s, MIN_TIMER_S))
 
 
 class FakeClock:

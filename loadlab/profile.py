@@ -114,6 +114,12 @@ class Criteria(_Strict):
     min_sent_ratio: float = Field(default=0.99, gt=0, le=1)
     max_lag_p99_ms: float = Field(default=100.0, gt=0, description="a tenth of an interval")
     min_achieved_ratio: float = Field(default=0.95, gt=0, le=1)
+    max_generator_cpu_percent: float = Field(
+        default=90.0,
+        gt=0,
+        le=100,
+        description="a failing step while the generator used more of its core is its own limit",
+    )
 
 
 class SimSettings(_Strict):

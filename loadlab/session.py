@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loadlab.analysis.ramp import RampPlan, RampSearch
@@ -188,7 +188,9 @@ class Session:
         if not snaps:  # the ticker could not keep up at all: nothing to judge the server by
             snaps = [rig.recorder.rotate(self.clock.now_ns())]
         stats = window_stats(snaps, offered_per_s=rate_per_s)
-        verdict = judge_step(stats, rate_per_s, self.criteria(rig))
+        verdict = self.blame_generator_cpu(
+            judge_step(stats, rate_per_s, self.criteria(rig)), measure_from_ns
+        )
         rig.steps.append(verdict)
         rig.step_stats.append(stats)
         append_jsonl(self.out_dir / "steps.jsonl", {"target": rig.name, **step_record(verdict)})
@@ -206,6 +208,24 @@ class Session:
         drain_deadline = self.clock.now_ns() + int(DRAIN_BETWEEN_STEPS_S * NS_PER_S)
         await rig.target.drain(drain_deadline)
         return verdict
+
+    def blame_generator_cpu(self, verdict: StepVerdict, since_ns: int) -> StepVerdict:
+        """A failing step while the generator's core was saturated says nothing of the server.
+
+        The open loop's schedule lag stays small even then (sends are dispatched on time into
+        the target's queue), so the queueing that follows would be charged to the server; the
+        generator's own CPU is the tell.
+        """
+        if not verdict.failed:
+            return verdict
+        cpu = self.monitor.summary(since_ns=since_ns).cpu_percent_mean
+        limit = self.profile.criteria.max_generator_cpu_percent
+        if cpu < limit:
+            return verdict
+        why = f"generator-limited: its CPU at {cpu:.0f}% of a core (> {limit:g}%)"
+        return replace(
+            verdict, passed=False, generator_limited=True, why=why, check="generator_cpu"
+        )
 
     async def ramp(self, rig: Rig) -> None:
         ramp = self.profile.load.ramp
@@ -258,7 +278,9 @@ class Session:
             offered = load.rate_per_s if load.mode == "open" else None
             stats = window_stats(snaps, offered_per_s=offered)
             rate = offered if offered is not None else stats.planned / max(stats.duration_s, 1e-9)
-            verdict = judge_step(stats, rate, self.criteria(rig))
+            verdict = self.blame_generator_cpu(
+                judge_step(stats, rate, self.criteria(rig)), start_ns
+            )
             rig.steps.append(verdict)
             rig.step_stats.append(stats)
             if verdict.generator_limited:

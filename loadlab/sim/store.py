@@ -209,6 +209,34 @@ class Store:
             last = key
         return ListResult(items, rv, None, None, self._scope(table, namespace))
 
+    def estimate_list(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        *,
+        fields: FieldSelector = EVERYTHING_FIELDS,
+        limit: int = 0,
+    ) -> tuple[int, int]:
+        """(objects in scope, an upper bound of objects returned), without scanning anything.
+
+        A real API server decides admission before its handler runs; the sim must too, or a
+        LIST that is about to get a 429 would still pay its scan in the sim's event loop.
+        """
+        table = self._tables[rtype]
+        scope = self._scope(table, namespace)
+        returned = scope
+        for path in table.rtype.indexed_fields:
+            value = fields.equality(path)
+            if value is not None:
+                returned = min(scope, len(table.indexes[path].get(value, ())))
+                break
+        else:
+            if fields.equality(NAME_TRIGGER) is not None:
+                returned = min(scope, 1)
+        if limit:
+            returned = min(returned, limit)
+        return scope, returned
+
     def _scope(self, table: Collection, namespace: str | None) -> int:
         if namespace is None:
             return len(table.objects)

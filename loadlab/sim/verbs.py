@@ -160,29 +160,34 @@ class ResourceVerbs:
         fields = FieldSelector.parse(q.get("fieldSelector"))
         # reference: rv=0 -> watch cache; rv="" -> consistent read (etcd); continue -> etcd.
         from_cache = rv != "" and token is None and q.get("resourceVersionMatch") != "Exact"
-        result = self._store.list_objects(
-            info.rtype,
-            info.namespace,
-            labels=labels,
-            fields=fields,
-            limit=limit,
-            continue_token=token,
+        scanned, returned = self._store.estimate_list(
+            info.rtype, info.namespace, fields=fields, limit=limit
         )
         est = self._model.estimate(
             attrs,
             objects_scanned=count_list_objects(
-                stored=result.scanned,
+                stored=scanned,
                 limit=limit or None,
                 selector=not (labels.empty and fields.empty),
                 from_cache=from_cache,
             ),
-            objects_returned=len(result.items),
-            response_bytes=len(result.items) * self._store.approx_object_bytes(info.rtype),
+            objects_returned=returned,
+            response_bytes=returned * self._store.approx_object_bytes(info.rtype),
             from_cache=from_cache,
             watchers=0,
         )
         async with self._model.admit(attrs, est):
             await self._model.serve(est)
+            # Scanned only once admitted: a rejected LIST costs the sim nothing, as in a real
+            # API server, so a flood of 429s cannot make the sim's CPU the knee.
+            result = self._store.list_objects(
+                info.rtype,
+                info.namespace,
+                labels=labels,
+                fields=fields,
+                limit=limit,
+                continue_token=token,
+            )
             if wants_table(request.headers.get("Accept", "")):
                 tbl = table(
                     info.rtype,

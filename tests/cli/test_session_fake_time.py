@@ -34,7 +34,20 @@ class StillProcess:
         return 0
 
 
-def test_ramp_in_fake_time_finds_the_slot_servers_capacity(tmp_path: Path) -> None:
+class BusyProcess:
+    """A generator that burns a whole core: CPU time advances with the (fake) clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+
+    def cpu_time_s(self) -> float:
+        return self._clock.now_ns() / NS_PER_S
+
+    def rss_bytes(self) -> int:
+        return 0
+
+
+def run_ramp(tmp_path: Path, busy: bool = False) -> Session:
     profile = validate_profile(
         {
             "name": "fake",
@@ -79,7 +92,7 @@ def test_ramp_in_fake_time_finds_the_slot_servers_capacity(tmp_path: Path) -> No
             timeline=timeline,
             out_dir=tmp_path,
             progress=NullProgress(),
-            monitor=GeneratorMonitor(clock, StillProcess()),
+            monitor=GeneratorMonitor(clock, BusyProcess(clock) if busy else StillProcess()),
             start_ns=clock.now_ns(),
             interval_ns=NS_PER_S,
             mixes={rig.name: OpMix([1.0, 1.0], seed=1)},
@@ -94,7 +107,11 @@ def test_ramp_in_fake_time_finds_the_slot_servers_capacity(tmp_path: Path) -> No
             timeline.close()
         return session
 
-    session = asyncio.run(clock.run(scenario()))
+    return asyncio.run(clock.run(scenario()))
+
+
+def test_ramp_in_fake_time_finds_the_slot_servers_capacity(tmp_path: Path) -> None:
+    session = run_ramp(tmp_path)
     rig = session.rigs[0]
     knee = find_knee(rig.steps)
     assert knee is not None, [(v.offered, v.why) for v in rig.steps]
@@ -110,3 +127,17 @@ def test_ramp_in_fake_time_finds_the_slot_servers_capacity(tmp_path: Path) -> No
     assert len(rows) >= len(rig.steps) * 3
     assert read_hlog(tmp_path / "fake.hlog")
     assert (tmp_path / "steps.jsonl").read_text().count("\n") == len(rig.steps)
+
+
+def test_failing_step_while_the_generator_core_is_saturated_is_not_the_servers_knee(
+    tmp_path: Path,
+) -> None:
+    session = run_ramp(tmp_path, busy=True)
+    rig = session.rigs[0]
+    assert find_knee(rig.steps) is None
+    assert rig.generator_limited_at is not None
+    limited = [v for v in rig.steps if v.generator_limited]
+    assert limited
+    assert "CPU" in limited[0].why
+    # Passing steps stay passes: a busy generator that kept up is not an excuse.
+    assert any(v.passed for v in rig.steps)
