@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from loadlab.engine.runner import ClosedLoopRunner
 from loadlab.metrics.recorder import Recorder, merge_blobs
 from loadlab.metrics.stats import window_stats
 from loadlab.targets.dns import DnsQuery, DnsTarget
+from loadlab.testing.cpu import children_cpu_s, pin_cores, process_cpu_s, self_cpu_s
 
 T = TypeVar("T")
 
@@ -79,35 +78,6 @@ def repo_root_on_path() -> None:
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-
-
-def pin_cores(server_pid: int, enabled: bool) -> str:
-    """Server (every thread) on one core, this process on another; its children inherit it."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if not enabled or len(cpus) < 2:
-        return f"not pinned ({len(cpus)} usable core(s){'' if enabled else ', --no-pin'})"
-    server_cpu, generator_cpu = cpus[0], cpus[1]
-    for tid in os.listdir(f"/proc/{server_pid}/task"):
-        os.sched_setaffinity(int(tid), {server_cpu})
-    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        os.sched_setaffinity(int(tid), {generator_cpu})
-    return f"unbound pinned to core {server_cpu}, generators (loadlab, dnsperf) to {generator_cpu}"
-
-
-def self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def children_cpu_s() -> float:
-    """CPU of children already waited for: unbound is not, so a delta is dnsperf's own."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def process_cpu_s(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def unbound_pid() -> int:
@@ -280,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         query_file.write_text("".join(f"{q.name} {q.rdtype}\n" for q in QUERIES))
         with running_unbound(Path(tmp)) as server:
             pid = unbound_pid()
-            pinning = pin_cores(pid, not args.no_pin)
+            pinning = pin_cores(
+                pid, not args.no_pin, server="unbound", generators="loadlab, dnsperf"
+            )
             if not args.json:
                 print(f"unbound at {server.addr}; {pinning}", flush=True)
             results.append(

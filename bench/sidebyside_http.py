@@ -21,7 +21,6 @@ import json
 import os
 import pstats
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar, cast
 
-import psutil
 import uvloop
 
 from loadlab.clock import NS_PER_S, MonotonicClock
@@ -42,6 +40,7 @@ from loadlab.metrics.recorder import Recorder, merge_blobs
 from loadlab.metrics.stats import summarize_histogram, window_stats
 from loadlab.targets.base import Outcome
 from loadlab.targets.http import HttpOperation, HttpTarget
+from loadlab.testing.cpu import children_cpu_s, pin_cores, process_cpu_s, self_cpu_s
 
 T = TypeVar("T")
 
@@ -179,35 +178,6 @@ def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 # -- pinning and CPU -----------------------------------------------------------------------------
-
-
-def pin_cores(server_pid: int, enabled: bool) -> str:
-    """Server (every thread) on one core, this process on another; its children inherit it."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if not enabled or len(cpus) < 2:
-        return f"not pinned ({len(cpus)} usable core(s){'' if enabled else ', --no-pin'})"
-    server_cpu, generator_cpu = cpus[0], cpus[1]
-    for tid in os.listdir(f"/proc/{server_pid}/task"):
-        os.sched_setaffinity(int(tid), {server_cpu})
-    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        os.sched_setaffinity(int(tid), {generator_cpu})
-    return f"server pinned to core {server_cpu}, generators (loadlab, wrk) to core {generator_cpu}"
-
-
-def self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def children_cpu_s() -> float:
-    """CPU of children already waited for: the server is not, so a delta is the tool's own."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def process_cpu_s(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 # -- wrk -----------------------------------------------------------------------------------------
@@ -462,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[ToolResult] = []
     open_loops: list[OpenLoopResult] = []
     try:
-        pinning = pin_cores(server.pid, not args.no_pin)
+        pinning = pin_cores(server.pid, not args.no_pin, server="server", generators="loadlab, wrk")
         if not args.json:
             print(f"server: {args.server} at {url}; {pinning}", flush=True)
         results.append(run_wrk(url, args.duration, args.connections, server.pid))
