@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from loadlab import __version__
-from loadlab.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoadlabError, UsageError
+from loadlab.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoadlabError
 
 SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -136,6 +136,3 @@ def _description(path: Path) -> str:
         if line.startswith("description:"):
             return line.partition(":")[2].strip()
     return ""
-
-
-__all__ = ["UsageError", "main"]

@@ -40,6 +40,9 @@ from loadlab.targets.dns import DnsQuery, DnsTarget, probe_dns
 from loadlab.targets.http import HttpOperation, HttpTarget, probe_http
 
 PROBE_TIMEOUT_S = 5.0
+# Requests queued or in flight per target before new sends complete as OVERFLOW (an error of the
+# server: it is not keeping up). Bounds the generator's memory on a stalled server.
+MAX_BACKLOG = 100_000
 DNS_DEFAULT_PORT = 53
 
 
@@ -219,7 +222,7 @@ async def run_profile(
                 sink=sink,
                 slo_p99_ms=slo,
                 hlogs=TargetHlogs(out_dir, target.name, start_time_epoch_s=epoch_s),
-                max_backlog=100_000,
+                max_backlog=MAX_BACKLOG,
                 address=address,
             )
         )
