@@ -45,4 +45,7 @@ def test_dns_knee_finds_the_unbound_ratelimit_within_fifteen_percent(tmp_path: P
     knee = summary["knee"]["dns"]
     assert knee is not None, summary["steps"]
     assert knee["offered"] == pytest.approx(LIMIT_QPS, rel=0.15), summary["steps"]
-    assert "timeout" in knee["reason"]
+    # Dropped queries show either as timeouts or, when they time out after the step's window,
+    # as answers missing from the achieved rate: both are the server's, never the generator's.
+    assert "timeout" in knee["reason"] or "achieved" in knee["reason"], knee["reason"]
+    assert summary["generator"]["limited"] is False
