@@ -17,7 +17,6 @@ import asyncio
 import json
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from loadlab.engine.runner import ClosedLoopRunner
 from loadlab.metrics.recorder import Recorder, merge_blobs
 from loadlab.metrics.stats import window_stats
 from loadlab.targets.dns import DnsQuery, DnsTarget
-from loadlab.testing.cpu import children_cpu_s, pin_cores, process_cpu_s, self_cpu_s
+from loadlab.testing.cpu import pin_cores, process_cpu_s, run_tool, self_cpu_s
 
 T = TypeVar("T")
 
@@ -109,26 +108,16 @@ def run_dnsperf(
         *("-s", "127.0.0.1", "-p", str(port), "-d", str(query_file)),
         *("-l", str(round(duration_s)), "-q", str(outstanding)),
     ]
-    cpu0, srv0, t0 = children_cpu_s(), process_cpu_s(server_pid), time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=duration_s + 15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    wall_s = time.monotonic() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"dnsperf exited {proc.returncode}: {err.strip()}")
-    qps, avg_ms, lost = parse_dnsperf(out)
+    run = run_tool(argv, timeout_s=duration_s + 15, server_pid=server_pid)
+    qps, avg_ms, lost = parse_dnsperf(run.stdout)
     return ToolResult(
         tool=f"dnsperf -q{outstanding}",
         queries_per_s=qps,
         avg_ms=avg_ms,
         p50_ms=None,
         p99_ms=None,
-        generator_cpu_percent=100 * (children_cpu_s() - cpu0) / wall_s,
-        server_cpu_percent=100 * (process_cpu_s(server_pid) - srv0) / wall_s,
+        generator_cpu_percent=run.tool_cpu_percent,
+        server_cpu_percent=run.server_cpu_percent,
         lost_or_errors=lost,
         command=" ".join(argv),
     )

@@ -40,7 +40,7 @@ from loadlab.metrics.recorder import Recorder, merge_blobs
 from loadlab.metrics.stats import summarize_histogram, window_stats
 from loadlab.targets.base import Outcome
 from loadlab.targets.http import HttpOperation, HttpTarget
-from loadlab.testing.cpu import children_cpu_s, pin_cores, process_cpu_s, self_cpu_s
+from loadlab.testing.cpu import pin_cores, process_cpu_s, run_tool, self_cpu_s
 
 T = TypeVar("T")
 
@@ -214,25 +214,15 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
 
 def run_wrk(url: str, duration_s: float, connections: int, server_pid: int) -> ToolResult:
     argv = [WRK, "-t1", f"-c{connections}", f"-d{round(duration_s)}s", "--latency", url + "/"]
-    cpu0, srv0, t0 = children_cpu_s(), process_cpu_s(server_pid), time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=duration_s + 15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    wall_s = time.monotonic() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk exited {proc.returncode}: {err.strip()}")
-    rps, p50, p99, errors = parse_wrk(out)
+    run = run_tool(argv, timeout_s=duration_s + 15, server_pid=server_pid)
+    rps, p50, p99, errors = parse_wrk(run.stdout)
     return ToolResult(
         tool="wrk -t1",
         requests_per_s=rps,
         p50_ms=p50,
         p99_ms=p99,
-        generator_cpu_percent=100 * (children_cpu_s() - cpu0) / wall_s,
-        server_cpu_percent=100 * (process_cpu_s(server_pid) - srv0) / wall_s,
+        generator_cpu_percent=run.tool_cpu_percent,
+        server_cpu_percent=run.server_cpu_percent,
         errors=errors,
         command=" ".join(argv),
     )

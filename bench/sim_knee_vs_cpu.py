@@ -48,6 +48,7 @@ from loadlab.metrics.stats import window_stats
 from loadlab.profile import Profile, load_profile
 from loadlab.sim.process import SimProcess, start_sim_process
 from loadlab.targets.http import HttpTarget
+from loadlab.testing.cpu import self_cpu_s
 
 DEFAULT_PROFILE = "profiles/http-knee.yaml"
 DEFAULT_RATES = (200, 400, 800, 1600, 3200)
@@ -141,11 +142,6 @@ def core_times(core: int | None) -> tuple[float, float]:
     return total - float(t.idle + getattr(t, "iowait", 0.0)), total
 
 
-def _self_cpu_s() -> float:
-    times = psutil.Process().cpu_times()
-    return float(times.user + times.system)
-
-
 async def run_step(
     profile: Profile,
     sim: SimProcess,
@@ -187,14 +183,14 @@ async def run_step(
             run = asyncio.ensure_future(runner.run())
             await clock.sleep_until(measure_ns)
             recorder.rotate(clock.now_ns())  # the warm-up window is discarded
-            sim_cpu0, gen_cpu0, t0 = sampler.cpu_s(), _self_cpu_s(), time.monotonic()
+            sim_cpu0, gen_cpu0, t0 = sampler.cpu_s(), self_cpu_s(), time.monotonic()
             core0 = core_times(sim_core)
             await sampler.run(session, end_ns, clock)
             await run
             await clock.sleep_until(end_ns)
             snap = recorder.rotate(clock.now_ns())
             wall_s = time.monotonic() - t0
-            sim_cpu_s, gen_cpu_s = sampler.cpu_s() - sim_cpu0, _self_cpu_s() - gen_cpu0
+            sim_cpu_s, gen_cpu_s = sampler.cpu_s() - sim_cpu0, self_cpu_s() - gen_cpu0
             core1 = core_times(sim_core)
         await target.drain(clock.now_ns() + int(DRAIN_S * NS_PER_S))
     finally:

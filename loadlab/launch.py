@@ -15,7 +15,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +35,7 @@ from loadlab.results import default_out_dir, prepare_out_dir, write_json_atomic
 from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
 from loadlab.summary import RunVerdict, TargetOutcome, build_summary, judge_run
 from loadlab.targets.address import ensure_loopback_or_allowed, parse_host_port
-from loadlab.targets.base import Outcome, Target
+from loadlab.targets.base import Target
 from loadlab.targets.dns import DnsQuery, DnsTarget, probe_dns
 from loadlab.targets.http import HttpOperation, HttpTarget, probe_http
 
@@ -179,57 +179,53 @@ async def run_profile(
     start_ns = clock.now_ns()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     epoch_s = time.time()
-    targets: list[tuple[Target, list[str], list[frozenset[Outcome]], dict[str, float], str]] = []
-    if profile.api is not None and api_url is not None:
-        ops = http_operations(profile)
-        http = HttpTarget(
-            api_url,
-            ops,
-            connections=profile.api.connections,
-            timeout_s=profile.api.timeout_s,
-            honour_retry_after=profile.api.honour_retry_after,
-            clock=clock,
-        )
-        slo = {op.name: op.slo_p99_ms for op in profile.api.mix}
-        targets.append(
-            (http, [o.name for o in ops], [frozenset({Outcome.OK})] * len(ops), slo, api_url)
-        )
-    if profile.dns is not None and dns_addr is not None:
-        host, port = parse_host_port(dns_addr, default_port=DNS_DEFAULT_PORT)
-        queries = dns_queries(profile.dns)
-        dns = DnsTarget(
-            host,
-            port,
-            queries,
-            sockets=profile.dns.sockets,
-            timeout_s=profile.dns.timeout_s,
-            clock=clock,
-        )
-        names = [q.op_name for q in profile.dns.queries]
-        # The DNS target reports an expected NXDOMAIN as OK already.
-        slo = {q.op_name: q.slo_p99_ms for q in profile.dns.queries}
-        targets.append((dns, names, [frozenset({Outcome.OK})] * len(names), slo, dns_addr))
-
     rigs: list[Rig] = []
-    for target, names, ok, slo, address in targets:
-        recorder = Recorder(target.name, names, ok_outcomes=ok, start_ns=start_ns)
+    mixes: dict[str, OpMix] = {}
+
+    async def add_rig(
+        target: Target, ops: Sequence[tuple[str, float, float]], address: str
+    ) -> None:
+        """Open ``target`` onto a new recorder; ``ops`` are (name, weight, SLO p99 ms)."""
+        recorder = Recorder(target.name, [name for name, _, _ in ops], start_ns=start_ns)
         sink = SwitchableSink(recorder)
         await target.open(sink)
+        mixes[target.name] = OpMix([weight for _, weight, _ in ops], seed=profile.load.seed)
         rigs.append(
             Rig(
                 target=target,
                 recorder=recorder,
                 sink=sink,
-                slo_p99_ms=slo,
+                address=address,
+                slo_p99_ms={name: slo for name, _, slo in ops},
                 hlogs=TargetHlogs(out_dir, target.name, start_time_epoch_s=epoch_s),
                 max_backlog=MAX_BACKLOG,
-                address=address,
             )
         )
-    weights = {
-        "api": [op.weight for op in profile.api.mix] if profile.api else [],
-        "dns": [q.weight for q in profile.dns.queries] if profile.dns else [],
-    }
+
+    if profile.api is not None and api_url is not None:
+        http = HttpTarget(
+            api_url,
+            http_operations(profile),
+            connections=profile.api.connections,
+            timeout_s=profile.api.timeout_s,
+            honour_retry_after=profile.api.honour_retry_after,
+            clock=clock,
+        )
+        await add_rig(http, [(o.name, o.weight, o.slo_p99_ms) for o in profile.api.mix], api_url)
+    if profile.dns is not None and dns_addr is not None:
+        host, port = parse_host_port(dns_addr, default_port=DNS_DEFAULT_PORT)
+        dns = DnsTarget(
+            host,
+            port,
+            dns_queries(profile.dns),
+            sockets=profile.dns.sockets,
+            timeout_s=profile.dns.timeout_s,
+            clock=clock,
+        )
+        # The DNS target itself reports an expected NXDOMAIN as OK.
+        queries = [(q.op_name, q.weight, q.slo_p99_ms) for q in profile.dns.queries]
+        await add_rig(dns, queries, dns_addr)
+
     timeline = TimelineWriter(
         out_dir / "timeline.csv",
         [r.name for r in rigs],
@@ -245,7 +241,7 @@ async def run_profile(
         monitor=GeneratorMonitor(clock, interval_s=profile.interval_s),
         start_ns=start_ns,
         interval_ns=int(profile.interval_s * NS_PER_S),
-        mixes={r.name: OpMix(weights[r.name], seed=profile.load.seed) for r in rigs},
+        mixes=mixes,
     )
     run_id = uuid.uuid4().hex[:12]
     progress.start(f"loadlab {profile.name} -> {', '.join(r.address for r in rigs)}  ({out_dir})")
@@ -285,7 +281,7 @@ def summarise(session: Session, run_id: str, started_at: str, complete: bool) ->
                 ramped=session.profile.load.ramp is not None,
                 slo_p99_ms=rig.slo_p99_ms,
                 max_error_rate=session.profile.criteria.max_error_rate,
-                generator_limited=rig.generator_limited_at is not None,
+                generator_limited=rig.generator_limited,
             )
         )
     verdict: RunVerdict = judge_run(outcomes)

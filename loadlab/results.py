@@ -54,3 +54,14 @@ def append_jsonl(path: Path, record: Any) -> None:
     with path.open("a") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
+
+
+def rounded(obj: Any, digits: int = 3) -> Any:
+    """``obj`` with every float rounded, through dicts and lists: results meant to be read."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(v, digits) for v in obj]
+    return obj

@@ -25,11 +25,11 @@ from loadlab.engine.schedule import ConstantRate, PoissonArrivals, Schedule
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.recorder import IntervalSnapshot, Recorder
-from loadlab.metrics.stats import WindowStats, window_stats
+from loadlab.metrics.stats import window_stats
 from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import Profile
 from loadlab.progress import IntervalView, NullProgress, ProgressSink, StepView
-from loadlab.results import append_jsonl
+from loadlab.results import append_jsonl, rounded
 from loadlab.targets.base import CompletionSink, Outcome, Target
 
 # A send more than this late is skipped, not sent in a burst (see OpenLoopRunner).
@@ -64,12 +64,16 @@ class Rig:
     max_backlog: int
     snapshots: list[IntervalSnapshot] = field(default_factory=list)
     steps: list[StepVerdict] = field(default_factory=list)
-    step_stats: list[WindowStats] = field(default_factory=list)
-    generator_limited_at: float | None = None
 
     @property
     def name(self) -> str:
         return self.target.name
+
+    @property
+    def generator_limited(self) -> bool:
+        """The run ended on a generator-limited step (a ramp stops there; a retried one that
+        then passed does not count)."""
+        return bool(self.steps) and self.steps[-1].generator_limited
 
 
 @dataclass
@@ -184,16 +188,7 @@ class Session:
         # Let the ticker close the last interval of the step before judging it.
         await self.clock.sleep_until(end_ns + self.interval_ns // 10)
         await asyncio.sleep(0)
-        snaps = self.window(rig, measure_from_ns, end_ns)
-        if not snaps:  # the ticker could not keep up at all: nothing to judge the server by
-            snaps = [rig.recorder.rotate(self.clock.now_ns())]
-        stats = window_stats(snaps, offered_per_s=rate_per_s)
-        verdict = self.blame_generator_cpu(
-            judge_step(stats, rate_per_s, self.criteria(rig)), measure_from_ns
-        )
-        rig.steps.append(verdict)
-        rig.step_stats.append(stats)
-        append_jsonl(self.out_dir / "steps.jsonl", {"target": rig.name, **step_record(verdict)})
+        verdict = self.judge(rig, measure_from_ns, end_ns, offered_per_s=rate_per_s)
         self.progress.step(
             StepView(
                 target=rig.name,
@@ -207,6 +202,26 @@ class Session:
         )
         drain_deadline = self.clock.now_ns() + int(DRAIN_BETWEEN_STEPS_S * NS_PER_S)
         await rig.target.drain(drain_deadline)
+        return verdict
+
+    def judge(
+        self, rig: Rig, start_ns: int, end_ns: int, *, offered_per_s: float | None
+    ) -> StepVerdict:
+        """Judge the intervals in [start, end] as one step; record and write the verdict.
+
+        Without an offered rate (a closed loop), what the generator planned stands for it.
+        """
+        snaps = self.window(rig, start_ns, end_ns)
+        if not snaps:  # the ticker could not keep up at all: nothing to judge the server by
+            snaps = [rig.recorder.rotate(self.clock.now_ns())]
+        stats = window_stats(snaps, offered_per_s=offered_per_s)
+        if offered_per_s is None:
+            offered_per_s = stats.planned / stats.duration_s if stats.duration_s > 0 else 0.0
+        verdict = self.blame_generator_cpu(
+            judge_step(stats, offered_per_s, self.criteria(rig)), start_ns
+        )
+        rig.steps.append(verdict)
+        append_jsonl(self.out_dir / "steps.jsonl", rounded(verdict.as_dict(), digits=6))
         return verdict
 
     def blame_generator_cpu(self, verdict: StepVerdict, since_ns: int) -> StepVerdict:
@@ -251,8 +266,6 @@ class Session:
                 # run the step once more; a generator that is really too slow fails it again.
                 verdict = await self.step(rig, rate, step_s, warmup_s)
             search.record(verdict)
-            if verdict.generator_limited:
-                rig.generator_limited_at = verdict.offered
 
     async def fixed(self, rigs: Sequence[Rig]) -> None:
         load = self.profile.load
@@ -271,21 +284,9 @@ class Session:
             await rig.target.drain(self.clock.now_ns() + int(DRAIN_BETWEEN_STEPS_S * NS_PER_S))
         await self.clock.sleep_until(self.next_boundary_ns(self.clock.now_ns()) + 1)
         await asyncio.sleep(0)
+        offered = load.rate_per_s if load.mode == "open" else None
         for rig in rigs:
-            snaps = self.window(rig, start_ns, end_ns + self.interval_ns)
-            if not snaps:
-                snaps = [rig.recorder.rotate(self.clock.now_ns())]
-            offered = load.rate_per_s if load.mode == "open" else None
-            stats = window_stats(snaps, offered_per_s=offered)
-            rate = offered if offered is not None else stats.planned / max(stats.duration_s, 1e-9)
-            verdict = self.blame_generator_cpu(
-                judge_step(stats, rate, self.criteria(rig)), start_ns
-            )
-            rig.steps.append(verdict)
-            rig.step_stats.append(stats)
-            if verdict.generator_limited:
-                rig.generator_limited_at = verdict.offered
-            append_jsonl(self.out_dir / "steps.jsonl", {"target": rig.name, **step_record(verdict)})
+            self.judge(rig, start_ns, end_ns + self.interval_ns, offered_per_s=offered)
 
     async def _closed(self, rig: Rig, end_ns: int) -> None:
         runner = ClosedLoopRunner(
@@ -307,20 +308,6 @@ def verdict_label(verdict: StepVerdict) -> str:
     if verdict.generator_limited:
         return "generator-limited"
     return "pass" if verdict.passed else "FAIL"
-
-
-def step_record(verdict: StepVerdict) -> dict[str, object]:
-    return {
-        "offered": round(verdict.offered, 3),
-        "sent": round(verdict.sent, 3),
-        "achieved": round(verdict.achieved, 3),
-        "error_rate": round(verdict.error_rate, 6),
-        "p50_ms": round(verdict.p50_ms, 3),
-        "p99_ms": round(verdict.p99_ms, 3),
-        "passed": verdict.passed,
-        "generator_limited": verdict.generator_limited,
-        "why": verdict.why,
-    }
 
 
 async def cancel_quietly(task: asyncio.Task[None]) -> None:

@@ -11,7 +11,7 @@ from loadlab.analysis.slo import SloCheck, SloReport, evaluate_slos
 from loadlab.analysis.steps import StepVerdict
 from loadlab.engine.selfmon import GeneratorSummary
 from loadlab.metrics.stats import WindowStats, latency_block
-from loadlab.results import SUMMARY_SCHEMA
+from loadlab.results import SUMMARY_SCHEMA, rounded
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,7 @@ def judge_run(targets: Sequence[TargetOutcome]) -> RunVerdict:
     for t in targets:
         limited = t.generator_limited
         generator_limited = generator_limited or limited
-        if t.ramped:
-            knees[t.name] = find_knee(t.steps)
-        else:
-            knees[t.name] = None
+        knees[t.name] = find_knee(t.steps) if t.ramped else None
         checks.append(
             SloCheck(
                 f"{t.name} generator kept its schedule",
@@ -90,51 +87,34 @@ def build_summary(
     totals = {
         "requests": api.whole_run.completed if api else 0,
         "errors": api.whole_run.errors if api else 0,
-        "achieved_rps": _r(api.whole_run.achieved_per_s) if api else 0.0,
+        "achieved_rps": api.whole_run.achieved_per_s if api else 0.0,
         "dns_queries": dns.whole_run.completed if dns else 0,
         "dns_failures": dns.whole_run.errors if dns else 0,
-        "achieved_qps": _r(dns.whole_run.achieved_per_s) if dns else 0.0,
+        "achieved_qps": dns.whole_run.achieved_per_s if dns else 0.0,
     }
-    return {
+    summary = {
         "schema": SUMMARY_SCHEMA,
         "run_id": run_id,
         "profile": profile,
         "complete": complete,
         "started_at": started_at,
-        "duration_s": _r(duration_s),
+        "duration_s": duration_s,
         "targets": {"api": api.address if api else None, "dns": dns.address if dns else None},
         "generator": {
-            "cpu_percent": _r(generator.cpu_percent_mean),
-            "cpu_percent_max": _r(generator.cpu_percent_max),
-            "rss_mb": _r(generator.rss_mb_max),
-            "schedule_lag_ms": {"p50": _r(lag_p50_ms), "p99": _r(lag_p99_ms)},
+            "cpu_percent": generator.cpu_percent_mean,
+            "cpu_percent_max": generator.cpu_percent_max,
+            "rss_mb": generator.rss_mb_max,
+            "schedule_lag_ms": {"p50": lag_p50_ms, "p99": lag_p99_ms},
             "limited": verdict.generator_limited,
         },
         "totals": totals,
         "errors_by_outcome": {t.name: dict(t.whole_run.errors_by_outcome) for t in targets},
-        "latency_ms": _rounded(latency_block([t.whole_run for t in targets])),
-        "steps": [_rounded(v.as_dict()) for t in targets for v in t.steps],
+        "latency_ms": latency_block([t.whole_run for t in targets]),
+        "steps": [v.as_dict() for t in targets for v in t.steps],
         "knee": {
-            "api": _knee(verdict.knees.get("api")),
-            "dns": _knee(verdict.knees.get("dns")),
+            name: knee.as_dict() if (knee := verdict.knees.get(name)) else None
+            for name in ("api", "dns")
         },
         "slo": verdict.slo.as_dict(),
     }
-
-
-def _knee(knee: Knee | None) -> dict[str, object] | None:
-    return None if knee is None else _rounded(knee.as_dict())
-
-
-def _r(x: float) -> float:
-    return round(x, 3)
-
-
-def _rounded(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return _r(obj)
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_rounded(v) for v in obj]
-    return obj
+    return dict(rounded(summary))

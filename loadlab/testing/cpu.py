@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import psutil
 
@@ -37,3 +41,34 @@ def children_cpu_s() -> float:
 def process_cpu_s(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """An external load tool's run: its output, and CPU use of it and of the server, in %."""
+
+    stdout: str
+    wall_s: float
+    tool_cpu_percent: float
+    server_cpu_percent: float
+
+
+def run_tool(argv: Sequence[str], *, timeout_s: float, server_pid: int) -> ToolRun:
+    """Run ``argv`` to the end (killed past ``timeout_s``) and measure its and the server's CPU."""
+    cpu0, srv0, t0 = children_cpu_s(), process_cpu_s(server_pid), time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    wall_s = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {err.strip()}")
+    return ToolRun(
+        stdout=out,
+        wall_s=wall_s,
+        tool_cpu_percent=100 * (children_cpu_s() - cpu0) / wall_s,
+        server_cpu_percent=100 * (process_cpu_s(server_pid) - srv0) / wall_s,
+    )

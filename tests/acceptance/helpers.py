@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 READY_TIMEOUT_S = 20.0
+FAST_RAMP = ("--quiet", "--set", "load.ramp.step_s=4", "--set", "load.ramp.warmup_s=1")
+"""Short steps for end-to-end knee tests: 4 s steps with 1 s of warm-up, no live display."""
 
 
 def loadlab(*args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:

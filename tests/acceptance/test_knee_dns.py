@@ -8,7 +8,7 @@ import pytest
 
 from tests.unbound import running_unbound, unbound_available
 
-from .helpers import loadlab, read_summary
+from .helpers import FAST_RAMP, loadlab, read_summary
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,13 +31,9 @@ def test_dns_knee_finds_the_unbound_ratelimit_within_fifteen_percent(tmp_path: P
             unbound.addr,
             "--out",
             str(tmp_path / "run"),
-            "--quiet",
             "--set",
             "load.ramp.start_per_s=200",
-            "--set",
-            "load.ramp.step_s=4",
-            "--set",
-            "load.ramp.warmup_s=1",
+            *FAST_RAMP,
             timeout_s=180,
         )
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import capacity_server, loadlab, read_summary
+from .helpers import FAST_RAMP, capacity_server, loadlab, read_summary
 
 pytestmark = [pytest.mark.slow, pytest.mark.realtime, pytest.mark.needs_wrk]
 
@@ -43,13 +43,9 @@ def test_http_knee_is_within_ten_percent_of_wrk_capacity(tmp_path: Path) -> None
             url,
             "--out",
             str(tmp_path / "run"),
-            "--quiet",
             "--set",
             "load.ramp.start_per_s=250",
-            "--set",
-            "load.ramp.step_s=4",
-            "--set",
-            "load.ramp.warmup_s=1",
+            *FAST_RAMP,
             timeout_s=180,
         )
     assert result.returncode == 0, result.stderr

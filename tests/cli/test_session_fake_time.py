@@ -135,7 +135,7 @@ def test_failing_step_while_the_generator_core_is_saturated_is_not_the_servers_k
     session = run_ramp(tmp_path, busy=True)
     rig = session.rigs[0]
     assert find_knee(rig.steps) is None
-    assert rig.generator_limited_at is not None
+    assert rig.generator_limited
     limited = [v for v in rig.steps if v.generator_limited]
     assert limited
     assert "CPU" in limited[0].why
