@@ -23,6 +23,7 @@ T = TypeVar("T")
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
 NS_PER_US = 1_000
+US_PER_MS = 1_000.0
 MIN_TIMER_S = 0.001  # libuv timer resolution (uv_now is in milliseconds)
 
 
@@ -65,6 +66,8 @@ class FakeClock:
     """
 
     def __init__(self, start_ns: int = 0, *, idle_rounds: int = 20) -> None:
+        # idle_rounds: loop turns with nothing but sleepers before time jumps; 20 lets chains of
+        # callbacks (a completion that submits, a sink that records) settle first.
         self._now_ns = start_ns
         self._idle_rounds = idle_rounds
         self._sleepers: list[tuple[int, int, asyncio.Future[None]]] = []

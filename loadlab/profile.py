@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from loadlab.analysis.steps import StepCriteria
 from loadlab.errors import ProfileError
 
 PROFILE_SCHEMA = "loadlab.profile/v1"
@@ -107,13 +108,17 @@ class Load(_Strict):
         return self
 
 
+_STEP_DEFAULTS = StepCriteria()
+
+
 class Criteria(_Strict):
     """What makes a step pass (knee-method.md) and what the run's SLO gate checks."""
 
-    max_error_rate: float = Field(default=0.01, ge=0, le=1)
-    min_sent_ratio: float = Field(default=0.99, gt=0, le=1)
-    max_lag_p99_ms: float = Field(default=100.0, gt=0, description="a tenth of an interval")
-    min_achieved_ratio: float = Field(default=0.95, gt=0, le=1)
+    # Defaults, with their sources, live once: in loadlab.analysis.steps.StepCriteria.
+    max_error_rate: float = Field(default=_STEP_DEFAULTS.max_error_rate, ge=0, le=1)
+    min_sent_ratio: float = Field(default=_STEP_DEFAULTS.min_sent_ratio, gt=0, le=1)
+    max_lag_p99_ms: float = Field(default=_STEP_DEFAULTS.max_lag_p99_ms, gt=0)
+    min_achieved_ratio: float = Field(default=_STEP_DEFAULTS.min_achieved_ratio, gt=0, le=1)
     max_generator_cpu_percent: float = Field(
         default=90.0,
         gt=0,

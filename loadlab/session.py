@@ -28,7 +28,7 @@ from loadlab.metrics.recorder import IntervalSnapshot, Recorder
 from loadlab.metrics.stats import window_stats
 from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import Profile
-from loadlab.progress import IntervalView, NullProgress, ProgressSink, StepView
+from loadlab.progress import IntervalView, ProgressSink, StepView
 from loadlab.results import append_jsonl, rounded
 from loadlab.targets.base import CompletionSink, Outcome, Target
 
@@ -113,12 +113,11 @@ class Session:
             rig.snapshots.append(snap)
             rig.hlogs.write(snap)
             snaps[rig.name] = snap
-        self.timeline.write(snaps, offered_per_s=self.offered_per_s, generator=cpu)
-        if isinstance(self.progress, NullProgress):
-            return  # percentiles cost a scan each: compute them only for a live display
+        stats_by_target = self.timeline.write(
+            snaps, offered_per_s=self.offered_per_s, generator=cpu
+        )
         for rig in self.rigs:
-            snap = snaps[rig.name]
-            stats = window_stats([snap])
+            stats = stats_by_target[rig.name]
             self.progress.interval(
                 IntervalView(
                     target=rig.name,
@@ -126,7 +125,7 @@ class Session:
                     elapsed_s=(now_ns - self.start_ns) / NS_PER_S,
                     offered_per_s=self.offered_per_s.get(rig.name, 0.0),
                     achieved_per_s=stats.achieved_per_s,
-                    errors_per_s=stats.errors / stats.duration_s if stats.duration_s else 0.0,
+                    errors_per_s=stats.per_s(stats.errors),
                     p99_ms=stats.latency.p99_ms,
                     in_flight=rig.target.in_flight,
                 )
@@ -216,7 +215,7 @@ class Session:
             snaps = [rig.recorder.rotate(self.clock.now_ns())]
         stats = window_stats(snaps, offered_per_s=offered_per_s)
         if offered_per_s is None:
-            offered_per_s = stats.planned / stats.duration_s if stats.duration_s > 0 else 0.0
+            offered_per_s = stats.planned_per_s
         verdict = self.blame_generator_cpu(
             judge_step(stats, offered_per_s, self.criteria(rig)), start_ns
         )

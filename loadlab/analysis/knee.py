@@ -23,7 +23,7 @@ DISAGREEMENT_FLAG = 0.15
 KNEEDLE_DEGREE = 4
 """knee-method.md table: polynomial degree 4 is the robust interpolation (97% within bounds)."""
 _MIN_KNEEDLE_POINTS = KNEEDLE_DEGREE + 1  # fewer points than coefficients: the fit is exact noise
-_FLAT_RELATIVE = 1e-9
+_FLAT_RELATIVE = 1e-9  # a span under this fraction of the largest value is a flat line: no knee
 
 
 @dataclass(frozen=True)

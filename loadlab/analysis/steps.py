@@ -88,14 +88,12 @@ class StepVerdict:
 
 def judge_step(stats: WindowStats, offered_per_s: float, criteria: StepCriteria) -> StepVerdict:
     """Check a step's measuring window against ``criteria``, in the method's order."""
-    duration_s = stats.duration_s if stats.duration_s > 0 else 1.0
-    sent_per_s = stats.sent / duration_s
     check, why = _first_failure(stats, offered_per_s, criteria)
     generator_limited = check in (CHECK_SENT, CHECK_LAG)
     return StepVerdict(
         target=stats.target,
         offered=offered_per_s,
-        sent=sent_per_s,
+        sent=stats.sent_per_s,
         achieved=stats.achieved_per_s,
         error_rate=stats.error_rate,
         p50_ms=stats.latency.p50_ms,
@@ -134,8 +132,7 @@ def _first_failure(
             return f"{CHECK_P99}:{op}", f"p99 of {op} {latency.p99_ms:.1f} ms > SLO {slo_ms:g} ms"
     # Compare with what the schedule really planned in this window, not the nominal rate:
     # Poisson arrivals at 250/s over 3 s vary by ~4%, which alone would fail a 95% check.
-    planned_per_s = stats.planned / stats.duration_s if stats.duration_s > 0 else 0.0
-    basis_per_s = planned_per_s if planned_per_s > 0 else offered_per_s
+    basis_per_s = stats.planned_per_s if stats.planned_per_s > 0 else offered_per_s
     achieved_ratio = stats.achieved_per_s / basis_per_s if basis_per_s > 0 else 1.0
     if achieved_ratio < criteria.min_achieved_ratio:
         return CHECK_ACHIEVED, (

@@ -26,11 +26,11 @@ from typing import NamedTuple, TextIO
 
 from hdrh.histogram import HdrHistogram
 
-from loadlab.metrics.recorder import HistKey, IntervalSnapshot
+from loadlab.clock import US_PER_MS
+from loadlab.metrics.recorder import IntervalSnapshot
 
 FORMAT_VERSION = "1.3"
 _LEGEND = '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"'
-_US_PER_MS = 1_000.0
 _TAG_UNSAFE = re.compile(r"[,\s]")  # the log format splits on commas; tags hold no whitespace
 _START_TIME = re.compile(r"#\[StartTime: *([\d.]+)")
 _BASE_TIME = re.compile(r"#\[BaseTime: *([\d.]+)")
@@ -42,7 +42,8 @@ def safe_tag(tag: str) -> str:
 
 
 class HlogWriter:
-    """Writes one interval log; every ``write_*`` call ends with a flush (and fsync if asked)."""
+    """Writes one interval log; every ``write*`` call ends with a flush, so a killed run keeps
+    every complete line (the OS holds flushed data even when the process dies)."""
 
     def __init__(
         self,
@@ -50,13 +51,11 @@ class HlogWriter:
         *,
         start_time_epoch_s: float,
         corrected: bool = True,
-        fsync: bool = False,
     ) -> None:
         """``corrected`` picks what ``write(snapshot)`` logs: latency from the intended send
         time (``api.hlog``) or, when False, from the actual send (``api.uncorrected.hlog``)."""
         self.path = Path(path)
         self.corrected = corrected
-        self._fsync = fsync
         self._file: TextIO = self.path.open("w", encoding="ascii", newline="\n")
         when = datetime.fromtimestamp(start_time_epoch_s, tz=UTC).isoformat()
         self._file.write(f"#[Histogram log format version {FORMAT_VERSION}]\n")
@@ -73,13 +72,10 @@ class HlogWriter:
         self._flush()
 
     def write(self, snapshot: IntervalSnapshot) -> None:
-        """Append the snapshot's histograms of this writer's kind (see ``corrected``); flush."""
-        self.write_snapshot(snapshot, corrected=self.corrected)
-
-    def write_snapshot(self, snapshot: IntervalSnapshot, *, corrected: bool = True) -> None:
-        """Append one line per (op, outcome) of ``snapshot``, tagged ``<op>/<outcome>``; flush."""
-        blobs = snapshot.corrected if corrected else snapshot.uncorrected
-        for key in sorted(blobs, key=_key_order):
+        """Append one line per (op, outcome) of ``snapshot``, tagged ``<op>/<outcome>``, of this
+        writer's kind (see ``corrected``); flush."""
+        blobs = snapshot.corrected if self.corrected else snapshot.uncorrected
+        for key in sorted(blobs):  # (op index, Outcome): an IntEnum, so ordered by value
             payload = blobs[key]
             # The line carries the interval max; decoding (~0.1 ms) beats carrying it around.
             max_us = HdrHistogram.decode(payload).get_max_value()
@@ -109,14 +105,12 @@ class HlogWriter:
     ) -> None:
         prefix = f"Tag={safe_tag(tag)}," if tag else ""
         self._file.write(
-            f"{prefix}{start_s:.3f},{length_s:.3f},{max_us / _US_PER_MS:.3f},"
+            f"{prefix}{start_s:.3f},{length_s:.3f},{max_us / US_PER_MS:.3f},"
             f"{payload.decode('ascii')}\n"
         )
 
     def _flush(self) -> None:
         self._file.flush()
-        if self._fsync:
-            os.fsync(self._file.fileno())
 
 
 class TargetHlogs:
@@ -128,17 +122,13 @@ class TargetHlogs:
         target: str,
         *,
         start_time_epoch_s: float,
-        fsync: bool = False,
     ) -> None:
         out = Path(out_dir)
-        self.corrected = HlogWriter(
-            out / f"{target}.hlog", start_time_epoch_s=start_time_epoch_s, fsync=fsync
-        )
+        self.corrected = HlogWriter(out / f"{target}.hlog", start_time_epoch_s=start_time_epoch_s)
         self.uncorrected = HlogWriter(
             out / f"{target}.uncorrected.hlog",
             start_time_epoch_s=start_time_epoch_s,
             corrected=False,
-            fsync=fsync,
         )
 
     def write(self, snapshot: IntervalSnapshot) -> None:
@@ -205,7 +195,3 @@ def read_hlog(path: str | os.PathLike[str]) -> list[HlogInterval]:
         start_s = absolute_start_s - start_time_s
         intervals.append(HlogInterval(tag, start_s, start_s + length_s, histogram))
     return intervals
-
-
-def _key_order(key: HistKey) -> tuple[int, int]:
-    return (key[0], int(key[1]))

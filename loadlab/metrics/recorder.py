@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
 
+from loadlab.clock import NS_PER_S, NS_PER_US
 from loadlab.targets.base import Outcome
 
 LOWEST_US = 1
@@ -25,7 +26,6 @@ SIGNIFICANT_DIGITS = 3
 """Value precision: 0.1% (HdrHistogram's usual latency setting)."""
 
 N_OUTCOMES = len(Outcome)
-_NS_PER_US = 1_000
 
 HistKey = tuple[int, Outcome]
 """(operation index into the target's ``op_names``, outcome)."""
@@ -84,16 +84,16 @@ class IntervalSnapshot:
 
     @property
     def duration_s(self) -> float:
-        return (self.end_ns - self.start_ns) / 1e9
+        return (self.end_ns - self.start_ns) / NS_PER_S
 
     @property
     def start_s(self) -> float:
         """Interval start in seconds since the run's origin."""
-        return (self.start_ns - self.origin_ns) / 1e9
+        return (self.start_ns - self.origin_ns) / NS_PER_S
 
     @property
     def end_s(self) -> float:
-        return (self.end_ns - self.origin_ns) / 1e9
+        return (self.end_ns - self.origin_ns) / NS_PER_S
 
     def is_error(self, key: HistKey) -> bool:
         op, outcome = key
@@ -169,13 +169,13 @@ class Recorder:
         if corrected is None or uncorrected is None:
             corrected = self._corrected[slot] = new_histogram()
             uncorrected = self._uncorrected[slot] = new_histogram()
-        corrected.record_value(_clamp_us((done_ns - intended_ns) // _NS_PER_US))
-        uncorrected.record_value(_clamp_us((done_ns - sent_ns) // _NS_PER_US))
+        corrected.record_value(_clamp_us((done_ns - intended_ns) // NS_PER_US))
+        uncorrected.record_value(_clamp_us((done_ns - sent_ns) // NS_PER_US))
 
     def on_dispatch(self, intended_ns: int, dispatched_ns: int) -> None:
         """One request left for the wire; its schedule lag is ``dispatched - intended``."""
         self._sent += 1
-        self._lag.record_value(_clamp_us((dispatched_ns - intended_ns) // _NS_PER_US))
+        self._lag.record_value(_clamp_us((dispatched_ns - intended_ns) // NS_PER_US))
 
     def on_skipped(self, count: int) -> None:
         """``count`` requests were planned but will never be sent."""

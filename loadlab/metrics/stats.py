@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
 
+from loadlab.clock import US_PER_MS
 from loadlab.metrics.recorder import IntervalSnapshot, merge_blobs
 
-_US_PER_MS = 1_000.0
 _PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
@@ -52,14 +52,14 @@ def summarize_histogram(hist: HdrHistogram) -> LatencySummary:
     if count == 0:
         return EMPTY_LATENCY
     values_us = hist.get_percentile_to_value_dict(list(_PERCENTILES))
-    p50, p90, p99, p999 = (values_us[p] / _US_PER_MS for p in _PERCENTILES)
+    p50, p90, p99, p999 = (values_us[p] / US_PER_MS for p in _PERCENTILES)
     return LatencySummary(
         count=count,
         p50_ms=p50,
         p90_ms=p90,
         p99_ms=p99,
         p999_ms=p999,
-        max_ms=hist.get_max_value() / _US_PER_MS,
+        max_ms=hist.get_max_value() / US_PER_MS,
     )
 
 
@@ -67,7 +67,7 @@ def summarize_histogram(hist: HdrHistogram) -> LatencySummary:
 class WindowStats:
     """One target over one window, as plain numbers.
 
-    Latency is measured from the intended send time (corrected) unless named ``uncorrected``;
+    Latency is measured from the intended send time (corrected for coordinated omission);
     per-operation latency counts every outcome (a timeout is slow service, not a missing sample).
     """
 
@@ -92,11 +92,21 @@ class WindowStats:
     """Corrected latency per operation name (operations with no completion are absent)."""
     latency: LatencySummary
     """Corrected latency over all operations."""
-    uncorrected_p99_ms: float
-    """p99 from the actual send time, all operations: the server's own view."""
     lag_p50_ms: float
     lag_p99_ms: float
     """Schedule lag of the generator (dispatched minus intended)."""
+
+    def per_s(self, count: int) -> float:
+        """``count`` over the window's duration (0 for an empty window)."""
+        return count / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def planned_per_s(self) -> float:
+        return self.per_s(self.planned)
+
+    @property
+    def sent_per_s(self) -> float:
+        return self.per_s(self.sent)
 
     @property
     def sent_ratio(self) -> float:
@@ -141,7 +151,6 @@ def window_stats(
         blobs = [b for s in snapshots for key, b in s.corrected.items() if key[0] == op]
         if blobs:
             latency_by_op[name] = summarize_histogram(merge_blobs(blobs))
-    uncorrected = merge_blobs(b for s in snapshots for b in s.uncorrected.values())
     lag = summarize_histogram(merge_blobs(s.lag for s in snapshots))
 
     ok = completed - errors
@@ -159,7 +168,6 @@ def window_stats(
         error_rate=errors / completed if completed else 0.0,
         latency_by_op=latency_by_op,
         latency=summarize_histogram(all_ops),
-        uncorrected_p99_ms=summarize_histogram(uncorrected).p99_ms,
         lag_p50_ms=lag.p50_ms,
         lag_p99_ms=lag.p99_ms,
     )

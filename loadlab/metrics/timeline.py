@@ -79,13 +79,18 @@ class TimelineWriter:
         *,
         offered_per_s: Mapping[str, float] | None = None,
         generator: GeneratorReading | None = None,
-    ) -> None:
-        """One interval from each target's snapshot (all closed at the same boundary)."""
+    ) -> dict[str, WindowStats]:
+        """One interval from each target's snapshot (all closed at the same boundary).
+
+        Returns the interval's stats per target, so a caller that also shows them does not
+        merge and scan the histograms a second time.
+        """
         if not snapshots:
-            return
+            return {}
         t_s = max(s.end_s for s in snapshots.values())
         stats = {name: window_stats([snap]) for name, snap in snapshots.items()}
         self.write_row(t_s, stats, offered_per_s=offered_per_s, generator=generator)
+        return stats
 
     def write_row(
         self,
@@ -107,15 +112,14 @@ class TimelineWriter:
                 width = len(_TARGET_COLUMNS) + len(ERROR_LABELS) + len(_LATENCY_COLUMNS) + len(ops)
                 row += [""] * width
                 continue
-            duration_s = stats.duration_s if stats.duration_s > 0 else 1.0
             offered = (offered_per_s or {}).get(target)
             row += [
-                _fmt(stats.planned / duration_s if offered is None else offered),
-                _fmt(stats.sent / duration_s),
+                _fmt(stats.planned_per_s if offered is None else offered),
+                _fmt(stats.sent_per_s),
                 _fmt(stats.achieved_per_s),
             ]
             row += [
-                _fmt(stats.errors_by_outcome.get(label, 0) / duration_s) for label in ERROR_LABELS
+                _fmt(stats.per_s(stats.errors_by_outcome.get(label, 0))) for label in ERROR_LABELS
             ]
             row += [
                 _fmt(stats.latency.p50_ms),
