@@ -131,7 +131,7 @@ class SimSettings(_Strict):
     """Arguments for the embedded control plane when no target URL is given."""
 
     nodes: int = Field(default=100, ge=1, le=20_000)
-    pods_per_node: int = Field(default=10, ge=0, le=250)
+    pods_per_node: int = Field(default=10, ge=0, le=110)  # reference: 110 pods per node max
     config: str | None = None
 
 
