@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,8 @@ from pathlib import Path
 import dns.exception
 import dns.message
 import dns.query
+
+from tests.ports import free_port
 
 UNBOUND = "/usr/sbin/unbound"
 DEFAULT_RECORDS = (
@@ -42,23 +43,13 @@ class UnboundServer:
         return f"{self.host}:{self.port}"
 
 
+def unbound_binary() -> str | None:
+    """The unbound executable: Debian's path, else the first on PATH; None when not installed."""
+    return UNBOUND if Path(UNBOUND).exists() else shutil.which("unbound")
+
+
 def unbound_available() -> bool:
-    return Path(UNBOUND).exists() or shutil.which("unbound") is not None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP right now (unbound listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free UDP+TCP port on loopback")
+    return unbound_binary() is not None
 
 
 def write_config(
@@ -119,7 +110,7 @@ def running_unbound(
     """Start unbound in the foreground with a config in ``directory``; stop it on exit."""
     port = free_port()
     config = write_config(directory, port, records=records, extra_server_lines=extra_server_lines)
-    binary = UNBOUND if Path(UNBOUND).exists() else (shutil.which("unbound") or UNBOUND)
+    binary = unbound_binary() or UNBOUND
     process = subprocess.Popen(
         [binary, "-d", "-c", str(config)],
         stdout=subprocess.DEVNULL,

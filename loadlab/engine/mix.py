@@ -39,7 +39,6 @@ class OpMix:
         random.Random(seed).shuffle(table)
         self._table: tuple[int, ...] = tuple(table)
         self._i = 0
-        self.weights: tuple[float, ...] = tuple(float(w) for w in weights)
 
     @classmethod
     def single(cls) -> OpMix:

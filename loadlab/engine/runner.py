@@ -146,9 +146,10 @@ class OpenLoopRunner:
 class ClosedLoopRunner:
     """Keeps exactly ``concurrency`` requests in flight until ``end_ns``.
 
-    Open the target with ``runner.sink`` (it forwards every completion to the observer and then
-    submits the next request), then ``await runner.run()``. Requests are not submitted after
-    ``end_ns``; the ones in flight then are the caller's to ``drain``.
+    Open the target with ``runner.sink`` (the runner itself: ``complete`` forwards every
+    completion to the observer and then submits the next request), then ``await runner.run()``.
+    Requests are not submitted after ``end_ns``; the ones in flight then are the caller's to
+    ``drain``.
     """
 
     def __init__(
@@ -174,7 +175,7 @@ class ClosedLoopRunner:
         self._running = False
         self._dispatched = 0
         self._completed = 0
-        self.sink: CompletionSink = _RefillingSink(self)
+        self.sink: CompletionSink = self
         """Open the target with this sink: completions go to the observer, then refill."""
 
     async def run(self) -> ClosedLoopStats:
@@ -187,7 +188,11 @@ class ClosedLoopRunner:
             self._running = False
         return ClosedLoopStats(self._dispatched, self._completed)
 
-    def _on_complete(self) -> None:
+    def complete(
+        self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
+    ) -> None:
+        """The ``CompletionSink`` call: record the completion, then submit the next request."""
+        self._observer.complete(op, outcome, intended_ns, sent_ns, done_ns)
         if not self._running:
             return
         self._completed += 1
@@ -217,17 +222,3 @@ class ClosedLoopRunner:
             self._refilling = False
         if self._deficit > 0 and self._running:
             asyncio.get_running_loop().call_soon(self._refill)
-
-
-class _RefillingSink:
-    """The completion sink a closed-loop target is opened with."""
-
-    def __init__(self, runner: ClosedLoopRunner) -> None:
-        self._runner = runner
-        self._observer = runner._observer
-
-    def complete(
-        self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
-    ) -> None:
-        self._observer.complete(op, outcome, intended_ns, sent_ns, done_ns)
-        self._runner._on_complete()

@@ -123,17 +123,3 @@ class JitteredAgents:
         heapq.heapreplace(self._heap, (t_ns + gap_ns, agent))
         self.last_agent = agent
         return t_ns
-
-    @property
-    def mean_rate_per_s(self) -> float:
-        """The long-run rate all agents together offer."""
-        mean_period_s = self._period_ns * (1.0 + self._jitter / 2.0) / NS_PER_S
-        return len(self._heap) / mean_period_s
-
-
-def count_planned(schedule: Schedule, *, limit: int = 100_000_000) -> int:
-    """Exhaust ``schedule`` and count its intended times (at most ``limit``)."""
-    n = 0
-    while n < limit and schedule.next_ns() is not None:
-        n += 1
-    return n

@@ -1,4 +1,4 @@
-"""The generator measuring itself: CPU% and RSS of this process, sampled per interval.
+"""The generator measuring itself: CPU% and RSS of this process, sampled on demand.
 
 Event-loop lag is not measured here: the schedule lag (dispatch minus intended time) that the
 runner reports to the recorder is exactly the lag that matters for the load it generates.
@@ -17,6 +17,8 @@ import psutil
 from loadlab.clock import NS_PER_S, Clock
 
 BYTES_PER_MB = 1024 * 1024
+MAX_SAMPLES = 86_400
+"""Samples kept: a day of 1 s samples; later ones are returned but not kept."""
 
 
 class ProcessReadings(Protocol):
@@ -68,7 +70,7 @@ class GeneratorSummary:
 
 
 class GeneratorMonitor:
-    """Samples CPU% (from CPU-time deltas over clock deltas) and RSS on demand or per interval."""
+    """Samples CPU% (from CPU-time deltas over clock deltas) and RSS on each ``sample`` call."""
 
     def __init__(
         self,
@@ -76,13 +78,13 @@ class GeneratorMonitor:
         readings: ProcessReadings | None = None,
         *,
         interval_s: float = 1.0,
-        max_samples: int = 86_400,
+        max_samples: int = MAX_SAMPLES,
     ) -> None:
+        # interval_s is only checked: the session decides when to sample (launch.py passes it).
         if interval_s <= 0:
             raise ValueError(f"interval must be positive, got {interval_s}")
         self._clock = clock
         self._readings = readings if readings is not None else PsutilReadings()
-        self._interval_ns = int(interval_s * NS_PER_S)
         self._max_samples = max_samples
         self._last_ns = clock.now_ns()
         self._last_cpu_s = self._readings.cpu_time_s()
@@ -99,14 +101,6 @@ class GeneratorMonitor:
         if len(self.samples) < self._max_samples:
             self.samples.append(sample)
         return sample
-
-    async def run(self, end_ns: int) -> None:
-        """Take a sample every interval until ``end_ns`` (run it as a task beside the runner)."""
-        next_ns = self._clock.now_ns() + self._interval_ns
-        while next_ns <= end_ns:
-            await self._clock.sleep_until(next_ns)
-            self.sample()
-            next_ns += self._interval_ns
 
     def summary(self, since_ns: int | None = None) -> GeneratorSummary:
         """Mean and max CPU%, max RSS over the samples taken at or after ``since_ns``."""

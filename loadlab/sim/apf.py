@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.sim.cost import RequestAttributes
+from loadlab.sim.objects import NODE_LEASE_NAMESPACE
 from loadlab.sim.overload_config import OverloadConfig, PriorityLevelConfig
 from loadlab.sim.promtext import PromRegistry
 
@@ -33,8 +34,8 @@ from loadlab.sim.promtext import PromRegistry
 # reach 3 x retryAfter, and falls by 1 when they are fewer than retryAfter.
 DOUBLE_WHEN_DROPS_REACH_X_RETRY_AFTER = 3
 
+# reference: kubelet node and lease requests -> node-high
 NODE_HIGH_RESOURCES = frozenset({"nodes"})
-NODE_LEASE_NAMESPACE = "kube-node-lease"  # reference: kubelet node and lease requests -> node-high
 LEADER_ELECTION_USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
 LEADER_ELECTION_RESOURCES = frozenset({"leases", "endpoints", "configmaps"})
 

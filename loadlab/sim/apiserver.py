@@ -18,9 +18,8 @@ from aiohttp import web
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.sim import discovery
 from loadlab.sim.config import SimConfig
-from loadlab.sim.objects import RESOURCE_TYPES
 from loadlab.sim.overload import OutOfMemory, OverloadModel, Rejected
-from loadlab.sim.promtext import PromRegistry
+from loadlab.sim.promtext import CONTENT_TYPE, PromRegistry
 from loadlab.sim.routing import DiscoveryPath, RequestInfo, RouteError, resolve
 from loadlab.sim.store import Store
 from loadlab.sim.verbs import (
@@ -41,6 +40,9 @@ _METRIC_VERBS = {
     "delete": "DELETE",
 }
 _HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+# Not from a reference: stop() has already ended every watch, so requests still running get 1 s
+# to finish before aiohttp drops their connections (its own default waits 60 s).
+SHUTDOWN_GRACE_S = 1.0
 
 
 class SimApiServer:
@@ -52,11 +54,10 @@ class SimApiServer:
         store: Store,
         *,
         clock: Clock,
-        registry: PromRegistry | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.registry = registry if registry is not None else PromRegistry()
+        self.registry = PromRegistry()
         self.model = OverloadModel(config.overload, clock, self.registry)
         self._clock = clock
         self._verbs = ResourceVerbs(store, self.model, config.api, clock)
@@ -86,11 +87,11 @@ class SimApiServer:
         """Listen on ``host:port`` (port 0 picks a free one; ``port`` tells which)."""
         self._host = host if host is not None else self.config.host
         self._web = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        self._runner = web.ServerRunner(self._web, shutdown_timeout=1.0)
+        self._runner = web.ServerRunner(self._web, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
         await self._listen(self.config.api_port if port is None else port)
         self._port = int(self._runner.addresses[0][1])
-        self.model.set_baseline_memory(self._baseline_bytes())
+        self.model.set_baseline_memory(self.store.approx_total_bytes())
         self._housekeeping = asyncio.ensure_future(self._housekeep())
 
     async def _listen(self, port: int) -> None:
@@ -157,13 +158,7 @@ class SimApiServer:
                 elif watcher.bookmark_every_ns and now_ns >= watcher.next_bookmark_ns:
                     watcher.offer(bookmark_event(watcher.rtype, rv))
                     watcher.next_bookmark_ns = now_ns + watcher.bookmark_every_ns
-            self.model.set_baseline_memory(self._baseline_bytes())
-
-    def _baseline_bytes(self) -> int:
-        """Stored objects as the watch cache holds them (count x typical JSON size)."""
-        return sum(
-            self.store.count(rt) * self.store.approx_object_bytes(rt) for rt in RESOURCE_TYPES
-        )
+            self.model.set_baseline_memory(self.store.approx_total_bytes())
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -251,7 +246,7 @@ class SimApiServer:
         if path == "/metrics":
             return web.Response(
                 body=self.registry.render().encode(),
-                headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+                headers={"Content-Type": CONTENT_TYPE},
             )
         if path == "/":
             paths = [

@@ -12,11 +12,14 @@ from collections import deque
 from collections.abc import Iterator
 
 from loadlab.sim.objects import JsonObj, ResourceType
-from loadlab.sim.selection import field_value
+from loadlab.sim.selection import FieldSelector, field_value
 from loadlab.sim.watch import Change, Watcher
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped resources
 NAME_TRIGGER = "metadata.name"
+# Not from a reference: a first guess at one object's JSON size, about a seeded pod's (~700 B) or
+# node's, until sampled writes refine it (Store._commit).
+INITIAL_APPROX_OBJECT_BYTES = 1024
 
 
 class Collection:
@@ -34,7 +37,7 @@ class Collection:
         self._sorted: list[Key] | None = None
         self.encoded: dict[int, bytes] = {}
         """JSON of current objects by id(): filled by LISTs, dropped when the object changes."""
-        self.approx_bytes = 1024
+        self.approx_bytes = INITIAL_APPROX_OBJECT_BYTES
 
     def sorted_keys(self) -> list[Key]:
         if self._sorted is None:
@@ -79,13 +82,17 @@ class Collection:
         for watcher in targets:
             watcher.deliver(change)
 
-    def add_watcher(self, watcher: Watcher) -> None:
-        trigger: tuple[str, str] | None = None
+    def trigger(self, fields: FieldSelector) -> tuple[str, str] | None:
+        """The first equality of ``fields`` on an indexed field, else on metadata.name, as
+        (path, value); None when there is neither (the selector narrows nothing cheaply)."""
         for path in (*self.rtype.indexed_fields, NAME_TRIGGER):
-            value = watcher.fields.equality(path)
+            value = fields.equality(path)
             if value is not None:
-                trigger = (path, value)
-                break
+                return path, value
+        return None
+
+    def add_watcher(self, watcher: Watcher) -> None:
+        trigger = self.trigger(watcher.fields)
         watcher.trigger = trigger
         self.watchers.setdefault(trigger, set()).add(watcher)
         self.watcher_count += 1

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from loadlab.sim.overload_config import CostConfig
 
 READ_VERBS = frozenset({"get", "list", "watch"})
-MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,9 @@ class WorkEstimate:
     """Service time awaited while holding the seats."""
     memory_bytes: int
     """Bytes held while in flight (a LIST: response_memory_factor x response size), else 0."""
+    priority: tuple[str, str] | None = None
+    """(priority level, flow id) when already classified (``OverloadModel.estimate`` does), so
+    admission does not classify the request again; None: admission classifies it."""
 
 
 def count_list_objects(*, stored: int, limit: int | None, selector: bool, from_cache: bool) -> int:

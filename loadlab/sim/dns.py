@@ -15,6 +15,7 @@ question costs a dict lookup and one ``sendto``: the server's own CPU should not
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import ipaddress
@@ -32,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.sim.dns_records import RecordTable
-from loadlab.sim.k8s_watch import ApiSource, HttpApiSource, Informer, Obj
+from loadlab.sim.k8s_watch import ApiSource, HttpApiSource, Informer
+from loadlab.sim.objects import JsonObj
 
 DEFAULT_TOKEN = "system:serviceaccount:kube-system:coredns"
 SERVICES_PATH = "/api/v1/services"
@@ -42,6 +44,9 @@ UDP_DEFAULT_SIZE = 512  # RFC 1035: a UDP answer without EDNS fits 512 bytes, el
 TCP_MAX_SIZE = 65535  # RFC 1035 4.2.2: 2-byte length prefix
 ANSWER_CACHE_ENTRIES = 10_000  # bound on cached encodings; a load test asks few distinct names
 TC_BIT = 0x02  # in the third header byte (RFC 1035 4.1.1)
+# Not from a reference: with port 0 the kernel picks a free UDP port that may be taken on TCP;
+# this many tries makes a clash on every one practically impossible.
+PORT_ATTEMPTS = 20
 
 
 class ClusterDnsConfig(BaseModel):
@@ -111,7 +116,7 @@ class _Feed:
         else:
             self._table.replace_endpoint_slices(items)
 
-    def on_event(self, event_type: str, obj: Obj) -> None:
+    def on_event(self, event_type: str, obj: JsonObj) -> None:
         table = self._table
         if event_type == "DELETED":
             (table.delete_service if self._services else table.delete_endpoint_slice)(obj)
@@ -144,7 +149,6 @@ class ClusterDns:
         *,
         api_url: str,
         clock: Clock,
-        token: str = DEFAULT_TOKEN,
         api_source: ApiSource | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -153,7 +157,7 @@ class ClusterDns:
         self._rng = rng or random.Random()
         self._own_source: HttpApiSource | None = None
         if api_source is None:
-            api_source = self._own_source = HttpApiSource(api_url, token=token, clock=clock)
+            api_source = self._own_source = HttpApiSource(api_url, token=DEFAULT_TOKEN, clock=clock)
         self._source = api_source
         self._table = RecordTable(
             config.zone, ttl_s=config.ttl_s, negative_ttl_s=config.negative_ttl_s
@@ -176,7 +180,9 @@ class ClusterDns:
         # Encoded answers: (tcp?, query minus ID) -> (answer minus ID, rcode, truncated?).
         self._answers: dict[tuple[bool, bytes], tuple[bytes, int, bool]] = {}
         self._answers_state: tuple[int, bool] = (-1, False)
-        self._rcodes = [0] * 16
+        # Answers by rcode: 4 bits in the header (RFC 1035 4.1.1), 12 with EDNS (RFC 6891 6.1.3),
+        # so a Counter rather than a list: an upstream may answer BADVERS (16) or more.
+        self._rcodes: collections.Counter[int] = collections.Counter()
         self.restarts = 0
         self.dropped_unavailable = 0
         self.dropped_malformed = 0
@@ -189,7 +195,7 @@ class ClusterDns:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Bind UDP and TCP on the same port, then wait up to ``sync_wait_s`` for the first sync."""
         loop = asyncio.get_running_loop()
-        for _ in range(20):  # port 0: the UDP port picked may be taken on TCP; try another
+        for _ in range(PORT_ATTEMPTS):  # port 0: the UDP port may be taken on TCP; try another
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), local_addr=(host, port)
             )
@@ -364,7 +370,7 @@ class ClusterDns:
         if response is None:
             return query
         wire = response.to_wire(max_size=self._max_size(query, tcp), prefer_truncation=True)
-        rcode, truncated = response.rcode(), bool(wire[2] & TC_BIT)
+        rcode, truncated = int(response.rcode()), bool(wire[2] & TC_BIT)
         self._answers[key] = (wire[2:], rcode, truncated)
         self._rcodes[rcode] += 1
         self.truncated += truncated
@@ -417,7 +423,7 @@ class ClusterDns:
             self.forward_errors += 1
             reply = dns.message.make_response(query)
             reply.set_rcode(dns.rcode.SERVFAIL)
-        self._rcodes[reply.rcode()] += 1
+        self._rcodes[int(reply.rcode())] += 1
         return reply.to_wire(max_size=self._max_size(query, tcp), prefer_truncation=True)
 
     async def _on_tcp_client(
@@ -459,9 +465,7 @@ class ClusterDns:
             "relists": sum(max(i.lists - 1, 0) for i in self._informers),
             "restarts": self.restarts,
             "queries_by_rcode": {
-                dns.rcode.to_text(dns.rcode.Rcode(code)): count
-                for code, count in enumerate(self._rcodes)
-                if count
+                dns.rcode.Rcode.to_text(code): count for code, count in sorted(self._rcodes.items())
             },
             "dropped_unavailable": self.dropped_unavailable,
             "dropped_malformed": self.dropped_malformed,

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import dns.name
 import dns.rdata
@@ -32,6 +31,8 @@ import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 import dns.rrset
 
+from loadlab.sim.objects import SERVICE_NAME_LABEL, JsonObj
+
 # dnspython's rdata constructors carry no annotations, hence the no-untyped-call ignores below.
 
 # House rule: simulated records point only into TEST-NET-1, TEST-NET-2 (RFC 5737) or loopback.
@@ -41,9 +42,6 @@ ALLOWED_NETWORKS = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
-
-# kubernetes.io/service-name: the label tying an EndpointSlice to its Service (discovery.k8s.io/v1).
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 # CoreDNS kubernetes plugin SOA timers (refresh 7200, retry 1800, expire 86400); the minimum is the
 # negative TTL. The SOA serial is the table's version, so it changes whenever the records do.
@@ -57,7 +55,6 @@ SRV_TOTAL_WEIGHT = 100
 
 _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 
-Obj = Mapping[str, Any]
 ServiceKey = tuple[str, str]  # (namespace, name)
 
 
@@ -112,7 +109,7 @@ def _address_rdata(text: str) -> dns.rdata.Rdata:
     )
 
 
-def _meta(obj: Obj) -> tuple[str, str]:
+def _meta(obj: JsonObj) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
 
@@ -135,8 +132,8 @@ class RecordTable:
         self.version = 0
         """Bumped on every change, so encoded answers can be cached per version."""
         self._svc_origin = dns.name.from_text("svc", self.zone)
-        self._services: dict[ServiceKey, Obj] = {}
-        self._slices: dict[tuple[str, str], Obj] = {}
+        self._services: dict[ServiceKey, JsonObj] = {}
+        self._slices: dict[tuple[str, str], JsonObj] = {}
         self._slices_of: dict[ServiceKey, set[tuple[str, str]]] = {}
         self._records: dict[ServiceKey, _ServiceRecords] = {}
         self._owners: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
@@ -146,14 +143,14 @@ class RecordTable:
 
     # -- feeding -------------------------------------------------------------------------------
 
-    def replace_services(self, services: Iterable[Obj]) -> None:
+    def replace_services(self, services: Iterable[JsonObj]) -> None:
         """Replace every Service (after a LIST)."""
         old = set(self._services)
         self._services = {_meta(s): s for s in services}
         for key in old | set(self._services):
             self._rebuild(key)
 
-    def replace_endpoint_slices(self, slices: Iterable[Obj]) -> None:
+    def replace_endpoint_slices(self, slices: Iterable[JsonObj]) -> None:
         """Replace every EndpointSlice (after a LIST)."""
         old = set(self._slices_of)
         self._slices = {}
@@ -163,24 +160,24 @@ class RecordTable:
         for key in old | set(self._slices_of):
             self._rebuild(key)
 
-    def upsert_service(self, service: Obj) -> None:
+    def upsert_service(self, service: JsonObj) -> None:
         key = _meta(service)
         self._services[key] = service
         self._rebuild(key)
 
-    def delete_service(self, service: Obj) -> None:
+    def delete_service(self, service: JsonObj) -> None:
         key = _meta(service)
         self._services.pop(key, None)
         self._rebuild(key)
 
-    def upsert_endpoint_slice(self, endpoint_slice: Obj) -> None:
+    def upsert_endpoint_slice(self, endpoint_slice: JsonObj) -> None:
         before = self._unindex_slice(_meta(endpoint_slice))
         after = self._index_slice(endpoint_slice)
         for key in {before, after}:
             if key is not None:
                 self._rebuild(key)
 
-    def delete_endpoint_slice(self, endpoint_slice: Obj) -> None:
+    def delete_endpoint_slice(self, endpoint_slice: JsonObj) -> None:
         key = self._unindex_slice(_meta(endpoint_slice))
         if key is not None:
             self._rebuild(key)
@@ -190,7 +187,7 @@ class RecordTable:
         self.replace_services(())
         self.replace_endpoint_slices(())
 
-    def _index_slice(self, endpoint_slice: Obj) -> ServiceKey | None:
+    def _index_slice(self, endpoint_slice: JsonObj) -> ServiceKey | None:
         slice_key = _meta(endpoint_slice)
         labels = (endpoint_slice.get("metadata") or {}).get("labels") or {}
         service = labels.get(SERVICE_NAME_LABEL)
@@ -229,7 +226,7 @@ class RecordTable:
             self._publish(new)
         self.version += 1
 
-    def _build(self, key: ServiceKey, service: Obj) -> _ServiceRecords:
+    def _build(self, key: ServiceKey, service: JsonObj) -> _ServiceRecords:
         records = _ServiceRecords()
         namespace, name = key
         ns_origin = _label_name(namespace, self._svc_origin)
@@ -261,7 +258,7 @@ class RecordTable:
         records: _ServiceRecords,
         svc_name: dns.name.Name,
         key: ServiceKey,
-        ports: list[Obj],
+        ports: list[JsonObj],
     ) -> None:
         targets: list[tuple[dns.name.Name, dict[str, int]]] = []
         for slice_key in sorted(self._slices_of.get(key, ())):
@@ -298,7 +295,7 @@ class RecordTable:
                 number = slice_ports.get(port_name, int(port.get("targetPort") or 0))
                 records.add(srv_name, self._srv(number, host, len(targets)))
 
-    def _srv_name(self, port: Obj, svc_name: dns.name.Name) -> dns.name.Name | None:
+    def _srv_name(self, port: JsonObj, svc_name: dns.name.Name) -> dns.name.Name | None:
         proto = str(port.get("protocol") or "TCP").lower()
         proto_name = _label_name(f"_{proto}", svc_name)
         if proto_name is None:
@@ -401,7 +398,5 @@ class RecordTable:
         extra: list[dns.rrset.RRset] = []
         for target in dict.fromkeys(rdata.target for rdata in rrset):
             by_type = self._owners.get(target, {})
-            extra.extend(
-                r for t, r in by_type.items() if t in (dns.rdatatype.A, dns.rdatatype.AAAA)
-            )
+            extra.extend(r for t, r in by_type.items() if t in _ADDRESS_TYPES)
         return tuple(extra)

@@ -30,8 +30,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
-
-Obj = dict[str, Any]
+from loadlab.sim.objects import JsonObj
 
 HTTP_GONE = 410
 LIST_PAGE_SIZE = 500  # client-go reflector: initial LIST pages of 500
@@ -45,17 +44,17 @@ RETRY_AFTER_ATTEMPTS = 10  # client-go: 429/5xx with Retry-After: wait that long
 class ObjectList:
     """The result of a LIST: every object, and the resourceVersion to watch from."""
 
-    items: tuple[Obj, ...]
+    items: tuple[JsonObj, ...]
     resource_version: str
 
 
 @dataclass(frozen=True)
-class WatchEvent:
+class StreamEvent:
     """One line of a watch stream."""
 
     type: str
     """ADDED, MODIFIED, DELETED, BOOKMARK or ERROR."""
-    object: Obj
+    object: JsonObj
 
 
 class ApiError(Exception):
@@ -75,7 +74,7 @@ class ApiSource(Protocol):
 
     def watch(
         self, path: str, *, resource_version: str, timeout_s: int
-    ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         """Open a WATCH: entering raises ``ApiError`` if refused; iterating yields events and
         raises ``ApiError`` if the stream is cut; a clean end of the stream ends the iteration."""
         ...
@@ -125,7 +124,7 @@ class HttpApiSource:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def list(self, path: str, *, resource_version: str) -> ObjectList:
-        items: list[Obj] = []
+        items: list[JsonObj] = []
         params = {"resourceVersion": resource_version, "limit": str(LIST_PAGE_SIZE)}
         timeout = aiohttp.ClientTimeout(total=LIST_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S)
         while True:
@@ -146,7 +145,7 @@ class HttpApiSource:
     @contextlib.asynccontextmanager
     async def watch(
         self, path: str, *, resource_version: str, timeout_s: int
-    ) -> AsyncIterator[AsyncIterator[WatchEvent]]:
+    ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         params = {
             "watch": "1",
             "resourceVersion": resource_version,
@@ -162,7 +161,7 @@ class HttpApiSource:
             resp.release()
 
 
-async def _events(resp: aiohttp.ClientResponse, path: str) -> AsyncGenerator[WatchEvent, None]:
+async def _events(resp: aiohttp.ClientResponse, path: str) -> AsyncGenerator[StreamEvent, None]:
     buffer = b""
     try:
         # Split on newlines by hand: aiohttp's readline caps line length, objects need not fit.
@@ -172,7 +171,7 @@ async def _events(resp: aiohttp.ClientResponse, path: str) -> AsyncGenerator[Wat
                 line, buffer = buffer[:end], buffer[end + 1 :]
                 if line.strip():
                     raw = json.loads(line)
-                    yield WatchEvent(str(raw.get("type")), raw.get("object") or {})
+                    yield StreamEvent(str(raw.get("type")), raw.get("object") or {})
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
         raise ApiError(None, f"WATCH {path} cut: {exc!r}") from exc
 
@@ -180,11 +179,11 @@ async def _events(resp: aiohttp.ClientResponse, path: str) -> AsyncGenerator[Wat
 class InformerHandler(Protocol):
     """Receives what an informer learns; called on the event loop, must not block."""
 
-    def on_replace(self, items: Sequence[Obj]) -> None:
+    def on_replace(self, items: Sequence[JsonObj]) -> None:
         """A LIST arrived: these are now all the objects."""
         ...
 
-    def on_event(self, event_type: str, obj: Obj) -> None:
+    def on_event(self, event_type: str, obj: JsonObj) -> None:
         """ADDED, MODIFIED or DELETED ``obj``."""
         ...
 
@@ -258,7 +257,6 @@ class Informer:
         """Watches opened."""
         self.failures = 0
         """Failed LISTs and watches (each one backed off)."""
-        self.last_error = ""
 
     @property
     def synced(self) -> bool:
@@ -273,8 +271,8 @@ class Informer:
         while True:
             try:
                 listed = await self._source.list(self._path, resource_version=list_rv)
-            except ApiError as exc:
-                await self._fail(exc)
+            except ApiError:
+                await self._fail()
                 continue
             self._healthy()
             self.lists += 1
@@ -285,7 +283,7 @@ class Informer:
                 await self._watch_until_gone()
             except _Relist:
                 list_rv = ""  # 410 Gone: a consistent read, as the reflector does
-                await self._fail(ApiError(HTTP_GONE, "resourceVersion too old"))
+                await self._fail()
 
     async def _watch_until_gone(self) -> None:
         while True:
@@ -301,9 +299,9 @@ class Informer:
             except ApiError as exc:
                 if exc.status == HTTP_GONE:
                     raise _Relist from exc
-                await self._fail(exc)
+                await self._fail()
 
-    def _apply(self, event: WatchEvent) -> None:
+    def _apply(self, event: StreamEvent) -> None:
         if event.type == "ERROR":
             code = event.object.get("code")
             if code == HTTP_GONE:
@@ -321,10 +319,10 @@ class Informer:
             if self._on_health_change is not None:
                 self._on_health_change()
 
-    async def _fail(self, exc: ApiError) -> None:
+    async def _fail(self) -> None:
+        """A LIST or watch failed: count it, note since when the API is broken, back off."""
         now_ns = self._clock.now_ns()
         self.failures += 1
-        self.last_error = str(exc)
         if self.broken_since_ns is None:
             self.broken_since_ns = now_ns
             if self._on_health_change is not None:

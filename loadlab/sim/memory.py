@@ -43,10 +43,6 @@ class MemoryAccount:
         self._generation = 0
 
     @property
-    def baseline_bytes(self) -> int:
-        return self._baseline_bytes
-
-    @property
     def in_flight_bytes(self) -> int:
         """Bytes held by requests now executing."""
         return self._in_flight_bytes
@@ -54,10 +50,6 @@ class MemoryAccount:
     @property
     def in_use_bytes(self) -> int:
         return self._baseline_bytes + self._in_flight_bytes
-
-    @property
-    def over_limit(self) -> bool:
-        return self.in_use_bytes > self.limit_bytes
 
     def set_baseline(self, nbytes: int) -> None:
         """Memory the server holds regardless of requests (its store / watch cache)."""

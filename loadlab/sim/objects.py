@@ -24,6 +24,7 @@ NODE_LEASE_NAMESPACE = "kube-node-lease"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", NODE_LEASE_NAMESPACE)
 KUBERNETES_SERVICE_IP = "192.0.2.1"
 KUBE_DNS_SERVICE_IP = "192.0.2.10"
+# The label tying an EndpointSlice to its Service (discovery.k8s.io/v1).
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 

@@ -2,8 +2,8 @@
 
 Usage by the server, per request::
 
-    est = model.estimate(attrs, objects_scanned=..., objects_returned=..., response_bytes=...,
-                         from_cache=..., watchers=...)
+    est = model.estimate(attrs, objects_scanned=..., response_bytes=..., from_cache=...,
+                         watchers=...)
     try:
         async with model.admit(attrs, est):   # may raise Rejected (429) or OutOfMemory (crash)
             await model.serve(est)            # the service time, on the injected clock
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -116,21 +117,19 @@ class OverloadModel:
         attrs: RequestAttributes,
         *,
         objects_scanned: int,
-        objects_returned: int,
         response_bytes: int,
         from_cache: bool,
         watchers: int,
     ) -> WorkEstimate:
         """Seats, hold time and memory of a request, before it runs.
 
-        ``objects_scanned`` is what APF counts (see ``cost.count_list_objects``);
-        ``objects_returned`` is accepted for the server's convenience but costs nothing extra:
-        the reference calibrates hold time per object scanned.
+        ``objects_scanned`` is what APF counts (see ``cost.count_list_objects``); objects
+        returned cost nothing extra: the reference calibrates hold time per object scanned.
+        The estimate carries the request's priority level and flow for ``admit``.
         """
-        del objects_returned
-        level_name, _ = self.classify(attrs)
-        level = self._apf.levels[level_name]
-        return estimate_work(
+        priority = self.classify(attrs)
+        level = self._apf.levels[priority[0]]
+        est = estimate_work(
             attrs,
             objects_scanned=objects_scanned,
             response_bytes=response_bytes,
@@ -140,6 +139,7 @@ class OverloadModel:
             cfg=self.config.cost,
             response_memory_factor=self.config.response_memory_factor,
         )
+        return dataclasses.replace(est, priority=priority)
 
     def admit(
         self, attrs: RequestAttributes, estimate: WorkEstimate
@@ -224,7 +224,7 @@ class OverloadModel:
         kind = "mutating" if attrs.is_mutating else "readOnly"
         watch = attrs.long_running or attrs.verb == "watch"
         if self.config.apf_enabled:
-            level, flow = self.classify(attrs)
+            level, flow = estimate.priority or self.classify(attrs)
             ticket = await self._apf.acquire(level, flow, estimate.seats)
             admission = _Admission("watch" if watch else kind, ticket, False, self._generation)
         else:

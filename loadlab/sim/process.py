@@ -21,6 +21,8 @@ from typing import IO
 from loadlab.errors import TargetUnreachable
 
 START_TIMEOUT_S = 120.0  # 5,000 nodes x 30 pods must seed in < 30 s (issue 3); room for a slow box
+# Not from a reference: how long the sim may take after SIGTERM (ending watches, closing sockets)
+# before SIGKILL; generous, as a busy 2-core machine can be slow to schedule it.
 STOP_GRACE_S = 10.0
 _STDERR_TAIL_BYTES = 2000
 
@@ -35,16 +37,12 @@ class SimProcess:
         self.api_url = api_url
         """``http://127.0.0.1:PORT``"""
         self.dns_addr = dns_addr
-        """``127.0.0.1:PORT`` (UDP and TCP); "" if the sim runs without DNS."""
+        """``127.0.0.1:PORT`` (UDP and TCP)."""
         self._log = log
 
     @property
     def pid(self) -> int:
         return self._proc.pid
-
-    def poll(self) -> int | None:
-        """The exit code if the sim has ended, else None."""
-        return self._proc.poll()
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> int:
         """SIGTERM; SIGKILL if it has not exited after ``grace_s``. Returns the exit code."""
@@ -124,7 +122,7 @@ def start_sim_process(
     try:
         line = _read_ready_line(proc, time.monotonic() + timeout_s)
         ready = json.loads(line)
-        return SimProcess(proc, str(ready["api"]), str(ready.get("dns") or ""), log)
+        return SimProcess(proc, str(ready["api"]), str(ready["dns"]), log)
     except (TimeoutError, EOFError, ValueError, KeyError) as exc:
         proc.kill()
         proc.wait(STOP_GRACE_S)

@@ -113,10 +113,6 @@ class Gauge(_ScalarFamily):
     def set(self, value: float, *values: str) -> None:
         self._values[self._key(values)] = float(value)
 
-    def add(self, amount: float, *values: str) -> None:
-        key = self._key(values)
-        self._values[key] = self._values.get(key, 0.0) + amount
-
 
 class Histogram(_Family):
     """Observations counted into cumulative ``le`` buckets, with _sum and _count."""
@@ -142,9 +138,6 @@ class Histogram(_Family):
         counts = self._counts.setdefault(key, [0] * (len(self.bounds) + 1))
         counts[bisect.bisect_left(self.bounds, value)] += 1
         self._sums[key] = self._sums.get(key, 0.0) + value
-
-    def count(self, *values: str) -> int:
-        return sum(self._counts.get(self._key(values), []))
 
     def samples(self) -> list[str]:
         lines: list[str] = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ class SimEndpoints:
     api_url: str
     """``http://127.0.0.1:PORT``"""
     dns_addr: str
-    """``127.0.0.1:PORT`` (UDP and TCP); "" when the DNS server could not start."""
+    """``127.0.0.1:PORT`` (UDP and TCP)."""
 
     def to_json(self) -> str:
         return json.dumps({"api": self.api_url, "dns": self.dns_addr})
@@ -63,28 +62,24 @@ async def serve(
     clock = clock if clock is not None else MonotonicClock()
     api = SimApiServer(config, seeded_store(config), clock=clock)
     await api.start()
-    dns = ClusterDns(config.dns, api_url=api.url, clock=clock)
-    dns_addr = ""
     try:
+        dns = ClusterDns(config.dns, api_url=api.url, clock=clock)
+        await dns.start(config.host, config.dns_port)
         try:
-            await dns.start(config.host, config.dns_port)
-            dns_addr = f"{config.host}:{dns.port}"
-        except NotImplementedError:  # HOOK: the cluster DNS is still being written
-            print("loadlab sim: cluster DNS not available yet", file=sys.stderr)
-        if ready is not None:
-            ready(SimEndpoints(api.url, dns_addr))
-        await asyncio.Event().wait()
-    finally:
-        if dns_addr:
+            if ready is not None:
+                ready(SimEndpoints(api.url, f"{config.host}:{dns.port}"))
+            await asyncio.Event().wait()
+        finally:
             await dns.stop()
+    finally:
         await api.stop()
 
 
 def _describe(config: SimConfig, endpoints: SimEndpoints) -> str:
     pods = config.nodes * config.pods_per_node
-    dns = f", DNS {endpoints.dns_addr} (UDP+TCP)" if endpoints.dns_addr else ""
     return (
-        f"loadlab sim: API {endpoints.api_url}{dns}; {config.nodes} nodes, {pods} pods. "
+        f"loadlab sim: API {endpoints.api_url}, DNS {endpoints.dns_addr} (UDP+TCP); "
+        f"{config.nodes} nodes, {pods} pods. "
         f"Try: kubectl --server {endpoints.api_url} get nodes. Ctrl-C stops."
     )
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from loadlab.sim.collection import NAME_TRIGGER, Collection, Key
+from loadlab.sim.collection import Collection, Key
 from loadlab.sim.objects import NAMESPACES, RESOURCE_TYPES, JsonObj, ResourceType, now_timestamp
 from loadlab.sim.selection import (
     EVERYTHING_FIELDS,
@@ -34,6 +34,13 @@ from loadlab.sim.selection import (
 from loadlab.sim.watch import Change, Watcher, WatchEvent, encode_json
 
 _KEY_MAX = "\U0010ffff"
+# Not from a reference: encoding every written object just to size it would double a write's cost,
+# so one write in 64 is sampled, into a moving average where the new sample weighs 1/4.
+SIZE_SAMPLE_EVERY = 64
+SIZE_AVERAGE_WEIGHT = 4
+# k8s.io/apiserver pkg/storage/names/generate.go: generateName gets 5 random characters appended
+# (randomLength = 5); the sim's are hex.
+GENERATED_NAME_SUFFIX_CHARS = 5
 
 
 class StoreError(Exception):
@@ -77,8 +84,6 @@ class ListResult:
     continue_token: str | None
     remaining: int | None
     """Objects left after this page (an upper bound), when paging."""
-    scanned: int
-    """Objects of the type within the request's scope (namespace or cluster)."""
 
 
 def _key_of(rtype: ResourceType, obj: JsonObj) -> Key:
@@ -113,7 +118,6 @@ class Store:
 
     def __init__(self, *, event_window: int = 10_000, watch_queue_limit: int = 1_000) -> None:
         self._rv = 1
-        self._window = event_window
         self._queue_limit = watch_queue_limit
         self._tables = {rt: Collection(rt, event_window) for rt in RESOURCE_TYPES}
         self._uids = itertools.count()
@@ -132,6 +136,10 @@ class Store:
     def approx_object_bytes(self, rtype: ResourceType) -> int:
         """A running estimate of one object's JSON size (sampled on writes)."""
         return self._tables[rtype].approx_bytes
+
+    def approx_total_bytes(self) -> int:
+        """Every stored object as the watch cache holds it: per type, count x typical JSON size."""
+        return sum(len(t.objects) * t.approx_bytes for t in self._tables.values())
 
     def encoded(self, rtype: ResourceType, obj: JsonObj) -> bytes:
         """``obj`` as JSON; the bytes of a current object are cached until it changes."""
@@ -162,9 +170,10 @@ class Store:
             table.remove(key)
         else:
             table.put(key, obj, old)
-        if self._rv % 64 == 0:
+        if self._rv % SIZE_SAMPLE_EVERY == 0:
             size = len(encode_json(obj))
-            table.approx_bytes = (table.approx_bytes * 3 + size) // 4
+            w = SIZE_AVERAGE_WEIGHT
+            table.approx_bytes = (table.approx_bytes * (w - 1) + size) // w
         table.record(Change(self._rv, kind, obj, old))
 
     # -- reads -----------------------------------------------------------------------------
@@ -202,12 +211,10 @@ class Store:
                 continue
             if limit and len(items) == limit:
                 token = self._encode_continue(rv, last) if last is not None else None
-                return ListResult(
-                    items, rv, token, len(candidates) - i, self._scope(table, namespace)
-                )
+                return ListResult(items, rv, token, len(candidates) - i)
             items.append(obj)
             last = key
-        return ListResult(items, rv, None, None, self._scope(table, namespace))
+        return ListResult(items, rv, None, None)
 
     def estimate_list(
         self,
@@ -223,35 +230,28 @@ class Store:
         LIST that is about to get a 429 would still pay its scan in the sim's event loop.
         """
         table = self._tables[rtype]
-        scope = self._scope(table, namespace)
+        scope = self.count(rtype, namespace)
         returned = scope
-        for path in table.rtype.indexed_fields:
-            value = fields.equality(path)
-            if value is not None:
-                returned = min(scope, len(table.indexes[path].get(value, ())))
-                break
-        else:
-            if fields.equality(NAME_TRIGGER) is not None:
-                returned = min(scope, 1)
+        trigger = table.trigger(fields)
+        if trigger is not None:
+            path, value = trigger
+            index = table.indexes.get(path)
+            returned = min(scope, 1 if index is None else len(index.get(value, ())))
         if limit:
             returned = min(returned, limit)
         return scope, returned
 
-    def _scope(self, table: Collection, namespace: str | None) -> int:
-        if namespace is None:
-            return len(table.objects)
-        return table.ns_counts.get(namespace, 0)
-
     def _candidates(
         self, table: Collection, namespace: str | None, fields: FieldSelector
     ) -> list[Key]:
-        for path in table.rtype.indexed_fields:
-            value = fields.equality(path)
-            if value is not None:
-                hits = table.indexes[path].get(value, set())
+        trigger = table.trigger(fields)
+        if trigger is not None:
+            path, value = trigger
+            index = table.indexes.get(path)
+            if index is not None:
+                hits = index.get(value, set())
                 return sorted(k for k in hits if namespace is None or k[0] == namespace)
-        name = fields.equality(NAME_TRIGGER)
-        if name is not None:
+            name = value  # metadata.name: at most one object per namespace
             if namespace is not None or not table.rtype.namespaced:
                 key = (namespace or "", name)
                 return [key] if key in table.objects else []
@@ -286,7 +286,8 @@ class Store:
         table = self._tables[rtype]
         meta = dict(obj.get("metadata") or {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+            suffix = secrets.token_hex(3)[:GENERATED_NAME_SUFFIX_CHARS]
+            meta["name"] = meta["generateName"] + suffix
         if not rtype.namespaced:
             meta.pop("namespace", None)
         new = dict(obj)
@@ -403,16 +404,14 @@ class Store:
         """Subscribe. rv "" or "0": synthetic ADDED for current objects, then changes; a
         numeric rv: every change after it (``Expired`` if the event log no longer reaches it)."""
         table = self._tables[rtype]
-        watcher = Watcher(rtype, namespace, labels, fields, self._queue_limit)
         if resource_version in ("", "0"):
-            snapshot = self.list_objects(rtype, namespace, labels=labels, fields=fields)
-            if len(snapshot.items) >= self._queue_limit:
-                watcher = Watcher(
-                    rtype, namespace, labels, fields, len(snapshot.items) + self._queue_limit
-                )
-            for obj in snapshot.items:
+            snapshot = self.list_objects(rtype, namespace, labels=labels, fields=fields).items
+            limit = self._queue_limit
+            if len(snapshot) >= limit:
+                limit += len(snapshot)  # room for the whole snapshot, then the usual backlog
+            watcher = Watcher(rtype, namespace, labels, fields, limit)
+            for obj in snapshot:
                 watcher.offer(WatchEvent("ADDED", obj, int(obj["metadata"]["resourceVersion"])))
-            watcher.last_rv = self._rv
         else:
             try:
                 since = int(resource_version)
@@ -420,6 +419,7 @@ class Store:
                 raise Invalid(f"invalid resourceVersion {resource_version!r}") from exc
             if since < table.floor_rv:
                 raise Expired(f"too old resource version: {since} ({table.floor_rv})")
+            watcher = Watcher(rtype, namespace, labels, fields, self._queue_limit)
             replay: list[Change] = []
             for change in reversed(table.log):
                 if change.rv <= since:
@@ -427,7 +427,6 @@ class Store:
                 replay.append(change)
             for change in reversed(replay):
                 watcher.deliver(change)
-            watcher.last_rv = max(since, watcher.last_rv)
         table.add_watcher(watcher)
         return watcher
 

@@ -32,6 +32,7 @@ _MERGE_TYPES = frozenset(
     }
 )
 _WATCH_BATCH = 256  # events written per chunk at most, so one busy watch cannot hog the loop
+_NOT_TABLES = frozenset({"ERROR", "BOOKMARK"})  # events sent as they are, even to a Table watch
 
 
 def status_obj(code: int, reason: str, message: str, details: JsonObj | None = None) -> JsonObj:
@@ -72,8 +73,9 @@ def attributes_of(request: web.BaseRequest, info: RequestInfo) -> RequestAttribu
     user = "system:anonymous"
     groups: list[str] = []
     auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer ") and auth[7:].strip():
-        user = auth[7:].strip()
+    token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+    if token:
+        user = token
         groups.append("system:authenticated")
         if user.startswith("system:node:"):
             groups.append("system:nodes")
@@ -131,7 +133,6 @@ class ResourceVerbs:
         est = self._model.estimate(
             attrs,
             objects_scanned=1,
-            objects_returned=1,
             response_bytes=self._store.approx_object_bytes(info.rtype),
             from_cache=from_cache,
             watchers=0,
@@ -171,7 +172,6 @@ class ResourceVerbs:
                 selector=not (labels.empty and fields.empty),
                 from_cache=from_cache,
             ),
-            objects_returned=returned,
             response_bytes=returned * self._store.approx_object_bytes(info.rtype),
             from_cache=from_cache,
             watchers=0,
@@ -234,7 +234,6 @@ class ResourceVerbs:
         est = self._model.estimate(
             attrs,
             objects_scanned=1,
-            objects_returned=1,
             response_bytes=self._store.approx_object_bytes(info.rtype),
             from_cache=False,
             watchers=self._store.watcher_count(info.rtype),
@@ -268,7 +267,6 @@ class ResourceVerbs:
         est = self._model.estimate(
             attrs,
             objects_scanned=0,
-            objects_returned=0,
             response_bytes=0,
             from_cache=True,
             watchers=0,
@@ -327,7 +325,7 @@ class ResourceVerbs:
         self, resp: web.StreamResponse, watcher: Watcher, as_table: bool, include: str
     ) -> None:
         queue = watcher.queue
-        first = True
+        headers = True  # a Table watch sends columnDefinitions with its first table only
         while True:
             event = await queue.get()
             batch: list[WatchEvent] = []
@@ -338,8 +336,11 @@ class ResourceVerbs:
                 event = queue.get_nowait()
             if batch:
                 if as_table:
-                    chunk = b"".join(self._table_line(e, watcher, include, first) for e in batch)
-                    first = False
+                    lines = []
+                    for e in batch:
+                        lines.append(self._table_line(e, watcher, include, headers))
+                        headers = headers and e.type in _NOT_TABLES
+                    chunk = b"".join(lines)
                 else:
                     chunk = b"".join(e.line() for e in batch)
                 await resp.write(chunk)
@@ -349,7 +350,7 @@ class ResourceVerbs:
     def _table_line(
         self, event: WatchEvent, watcher: Watcher, include: str, headers: bool
     ) -> bytes:
-        if event.type in ("ERROR", "BOOKMARK"):
+        if event.type in _NOT_TABLES:
             return event.line()
         tbl = table(
             watcher.rtype,

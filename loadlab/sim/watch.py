@@ -1,8 +1,9 @@
 """Watch plumbing: events, the per-subscription queue, and how a change becomes an event.
 
 A ``Watcher`` filters by namespace, labels and fields and turns a change into the event a client
-expects: an object that starts matching is ADDED, one that stops matching is DELETED. Each event
-encodes its JSON line once, shared by every watcher that receives it.
+expects: an object that starts matching is ADDED, one that stops matching is DELETED. A change
+builds each kind of event once (``Change.event``), so every watcher that receives it shares one
+event and its JSON line is encoded once.
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ class Change:
     type: str
     obj: JsonObj
     old: JsonObj | None
+    _events: dict[str, WatchEvent] | None = None
+
+    def event(self, event_type: str) -> WatchEvent:
+        """This change as an ``event_type`` (ADDED, MODIFIED or DELETED) event, built once and
+        shared by every watcher that receives it."""
+        if self._events is None:
+            self._events = {}
+        event = self._events.get(event_type)
+        if event is None:
+            event = self._events[event_type] = WatchEvent(event_type, self.obj, self.rv)
+        return event
 
 
 class Watcher:
@@ -65,7 +77,6 @@ class Watcher:
         self.queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue(maxsize=queue_limit + 1)
         self._limit = queue_limit
         self.closed = False
-        self.last_rv = 0
         self.trigger: tuple[str, str] | None = None
         self.deadline_ns: int | None = None
         """When the server ends this watch (timeoutSeconds or the jittered default)."""
@@ -88,8 +99,6 @@ class Watcher:
             self.close()  # the cacher drops watchers that cannot keep up
             return
         self.queue.put_nowait(event)
-        if event.type != "ERROR":
-            self.last_rv = event.rv
 
     def close(self) -> None:
         if self.closed:
@@ -104,13 +113,13 @@ class Watcher:
         now = change.type != "DELETED" and self.matches(change.obj)
         if change.type == "DELETED":
             if was:
-                self.offer(WatchEvent("DELETED", change.obj, change.rv))
+                self.offer(change.event("DELETED"))
         elif was and now:
-            self.offer(WatchEvent("MODIFIED", change.obj, change.rv))
+            self.offer(change.event("MODIFIED"))
         elif now:
-            self.offer(WatchEvent("ADDED", change.obj, change.rv))
+            self.offer(change.event("ADDED"))
         elif was:
-            self.offer(WatchEvent("DELETED", change.obj, change.rv))
+            self.offer(change.event("DELETED"))
 
 
 def bookmark_event(rtype: ResourceType, rv: int) -> WatchEvent:

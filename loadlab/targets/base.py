@@ -3,13 +3,20 @@
 The engine decides *when* (an intended send time, in ns of the injected clock) and *what* (an
 operation index into the target's mix). A ``Target`` sends it, stamps the actual send time, and
 reports each completion to a ``CompletionSink`` (the metrics recorder). Nothing on the hot path
-allocates a closure or a task per request unless the protocol needs one (HTTP does, DNS does not).
+allocates a closure or a task per request: HTTP hands requests to a fixed pool of worker
+coroutines, DNS writes datagrams from ``submit`` itself.
 """
 
 from __future__ import annotations
 
 import enum
 from typing import Protocol
+
+from loadlab.clock import NS_PER_MS, Clock
+
+DRAIN_POLL_NS = 5 * NS_PER_MS
+"""How often a drain looks at ``in_flight``. A drain happens once per step, so a coarse poll costs
+nothing, and 5 ms is small beside the seconds a step's drain deadline allows."""
 
 
 class Outcome(enum.IntEnum):
@@ -86,3 +93,12 @@ class Target(Protocol):
     async def close(self) -> None:
         """Release sockets. Requests still in flight complete as TIMEOUT."""
         ...
+
+
+async def wait_until_idle(clock: Clock, target: Target, deadline_ns: int) -> None:
+    """Wait until ``target`` has nothing in flight or ``deadline_ns`` passes, polling ``in_flight``.
+
+    The first half of every ``drain``; the target then times out whatever is left.
+    """
+    while target.in_flight and clock.now_ns() < deadline_ns:
+        await clock.sleep_until(min(deadline_ns, clock.now_ns() + DRAIN_POLL_NS))

@@ -16,25 +16,30 @@ from collections.abc import Callable, Sequence
 from loadlab.clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
 from loadlab.errors import TargetMisbehaving, TargetUnreachable
 from loadlab.targets.address import parse_host_port
-from loadlab.targets.base import CompletionSink, Outcome
+from loadlab.targets.base import CompletionSink, Outcome, wait_until_idle
 from loadlab.targets.dns_channels import Pending, TcpChannel, UdpChannel
 from loadlab.targets.dns_wire import (
+    ID_SPACE,
     DnsQuery,
     EncodedQuery,
     answer_id,
     classify,
     encode_query,
     is_truncated,
+    next_free_id,
     with_id,
 )
 
-__all__ = ["IDS_PER_SOCKET", "DnsQuery", "DnsTarget", "probe_dns"]
+__all__ = ["IDS_PER_SOCKET", "MAX_SOCKETS", "DnsQuery", "DnsTarget", "probe_dns"]
 
-IDS_PER_SOCKET = 65536
+IDS_PER_SOCKET = ID_SPACE
 """DNS IDs are 16 bits (RFC 1035 4.1.1): beyond that many outstanding on a socket, OVERFLOW."""
 MIN_SWEEP_NS = 10 * NS_PER_MS
 """The sweep runs every timeout/10, no more often than this: timeouts are exact to ~10%."""
-DRAIN_POLL_NS = 5 * NS_PER_MS
+MAX_SOCKETS = 64
+"""A sanity cap, not a measured limit (the profile's ``dns.sockets`` has the same bound): 64 sockets
+already allow 64 x 65536 = 4.2M outstanding queries, far more than a resolver holds, and each
+socket costs a file descriptor."""
 
 
 class DnsTarget:
@@ -53,8 +58,8 @@ class DnsTarget:
     ) -> None:
         if not queries:
             raise ValueError("a DNS target needs at least one query")
-        if not 1 <= sockets <= 64:
-            raise ValueError(f"sockets must be 1..64, got {sockets}")
+        if not 1 <= sockets <= MAX_SOCKETS:
+            raise ValueError(f"sockets must be 1..{MAX_SOCKETS}, got {sockets}")
         self.name = name
         self.op_names: tuple[str, ...] = tuple(q.label for q in queries)
         self.weights: tuple[float, ...] = tuple(q.weight for q in queries)
@@ -69,8 +74,10 @@ class DnsTarget:
         self._tcp: TcpChannel | None = None
         self._sink: CompletionSink | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        """Submitted and not yet completed (over UDP, or retried over TCP)."""
         self.stray_answers = 0
-        """Answers matching no outstanding ID (late, after their timeout, or unsolicited)."""
+        """UDP answers matching no outstanding ID (late, after their timeout, or unsolicited)."""
 
     async def open(self, sink: CompletionSink) -> None:
         self._sink = sink
@@ -87,23 +94,25 @@ class DnsTarget:
         channel = channels[self._rr]
         self._rr = self._rr + 1 if self._rr + 1 < len(channels) else 0
         outstanding = channel.outstanding
-        if len(outstanding) >= IDS_PER_SOCKET:
+        qid = (
+            None
+            if len(outstanding) >= IDS_PER_SOCKET
+            else next_free_id(outstanding, channel.next_id)
+        )
+        if qid is None:
             now_ns = self._clock.now_ns()
             assert self._sink is not None
             self._sink.complete(op, Outcome.OVERFLOW, intended_ns, now_ns, now_ns)
             return
-        qid = channel.next_id
-        while qid in outstanding:  # bounded: fewer than 65536 IDs are taken
-            qid = (qid + 1) & 0xFFFF
         channel.next_id = (qid + 1) & 0xFFFF
         sent_ns = self._clock.now_ns()
         outstanding[qid] = (op, intended_ns, sent_ns)
+        self._in_flight += 1
         channel.send(with_id(qid, self._encoded[op]))
 
     @property
     def in_flight(self) -> int:
-        tcp = self._tcp.in_flight if self._tcp is not None else 0
-        return sum(len(c.outstanding) for c in self._udp) + tcp
+        return self._in_flight
 
     def _on_udp_answer(self, channel: UdpChannel, wire: bytes) -> None:
         qid = answer_id(wire)
@@ -115,21 +124,24 @@ class DnsTarget:
         outcome = classify(wire, self._encoded[op])
         if outcome is not Outcome.MALFORMED and is_truncated(wire):
             assert self._tcp is not None
-            self._tcp.send(pending, self._encoded[op])
+            self._tcp.send(pending, self._encoded[op])  # still in flight
             return
         assert self._sink is not None
+        self._in_flight -= 1
         self._sink.complete(op, outcome, pending[1], pending[2], self._clock.now_ns())
 
     def _on_tcp_answer(self, pending: Pending, wire: bytes) -> None:
         op, intended_ns, sent_ns = pending
         outcome = classify(wire, self._encoded[op])
         assert self._sink is not None
+        self._in_flight -= 1
         self._sink.complete(op, outcome, intended_ns, sent_ns, self._clock.now_ns())
 
     def _on_tcp_failed(self, failed: Sequence[Pending]) -> None:
         assert self._sink is not None
         now_ns = self._clock.now_ns()
         for op, intended_ns, sent_ns in failed:
+            self._in_flight -= 1
             self._sink.complete(op, Outcome.CONN_ERROR, intended_ns, sent_ns, now_ns)
 
     async def _sweep_forever(self) -> None:
@@ -144,26 +156,17 @@ class DnsTarget:
         if sink is None:
             return
         now_ns = self._clock.now_ns()
-        for channel in self._udp:
-            outstanding = channel.outstanding
-            expired: list[int] = []
-            # Insertion order is send order, so the expired ones are a prefix.
-            for qid, (_, _, sent_ns) in outstanding.items():
-                if sent_ns >= sent_before_ns:
-                    break
-                expired.append(qid)
-            for qid in expired:
-                op, intended_ns, sent_ns = outstanding.pop(qid)
-                sink.complete(op, Outcome.TIMEOUT, intended_ns, sent_ns, now_ns)
+        channels: list[UdpChannel | TcpChannel] = [*self._udp]
         if self._tcp is not None:
-            for op, intended_ns, sent_ns in self._tcp.expire(sent_before_ns):
+            channels.append(self._tcp)
+        for channel in channels:
+            for op, intended_ns, sent_ns in channel.expire(sent_before_ns):
+                self._in_flight -= 1
                 sink.complete(op, Outcome.TIMEOUT, intended_ns, sent_ns, now_ns)
 
     async def drain(self, deadline_ns: int) -> None:
-        clock = self._clock
-        while self.in_flight and clock.now_ns() < deadline_ns:
-            await clock.sleep_until(min(deadline_ns, clock.now_ns() + DRAIN_POLL_NS))
-        self._expire(clock.now_ns() + 1)
+        await wait_until_idle(self._clock, self, deadline_ns)
+        self._expire(self._clock.now_ns() + 1)
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -178,6 +181,7 @@ class DnsTarget:
         if self._tcp is not None:
             await self._tcp.close()
             self._tcp = None
+        self._in_flight = 0
 
 
 def _factory(channel: UdpChannel) -> Callable[[], UdpChannel]:

@@ -1,7 +1,7 @@
 """The DNS target's sockets: one UDP channel per socket, one pooled TCP channel for truncation.
 
-Each channel keeps its own outstanding map ``id -> (op, intended_ns, sent_ns)``; the target owns
-matching, classification and timeouts.
+Each channel keeps its own outstanding map ``id -> (op, intended_ns, sent_ns)`` and hands back the
+queries that timed out (``expire``); the target owns classification and completion.
 """
 
 from __future__ import annotations
@@ -11,20 +11,21 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from loadlab.targets.dns_wire import EncodedQuery, answer_id, with_id
+from loadlab.targets.dns_wire import EncodedQuery, answer_id, next_free_id, with_id
 
 Pending = tuple[int, int, int]
 """``(op, intended_ns, sent_ns)`` of a query awaiting its answer."""
 
 
 class UdpChannel(asyncio.DatagramProtocol):
-    """One connected UDP socket and the queries outstanding on it."""
+    """One connected UDP socket and the queries outstanding on it.
+
+    ICMP errors the kernel reports (port unreachable) are ignored: those queries time out.
+    """
 
     def __init__(self, on_answer: Callable[[UdpChannel, bytes], None]) -> None:
         self.outstanding: dict[int, Pending] = {}
         self.next_id = 0
-        self.refusals = 0
-        """ICMP errors reported by the kernel (port unreachable): the queries then time out."""
         self._on_answer = on_answer
         self._transport: asyncio.DatagramTransport | None = None
 
@@ -39,8 +40,16 @@ class UdpChannel(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self._on_answer(self, data)
 
-    def error_received(self, exc: Exception) -> None:
-        self.refusals += 1
+    def expire(self, sent_before_ns: int) -> list[Pending]:
+        """Remove and return the queries sent before ``sent_before_ns``."""
+        outstanding = self.outstanding
+        expired: list[int] = []
+        # Insertion order is send order, so the expired ones are a prefix.
+        for qid, (_, _, sent_ns) in outstanding.items():
+            if sent_ns >= sent_before_ns:
+                break
+            expired.append(qid)
+        return [outstanding.pop(qid) for qid in expired]
 
     def close(self) -> None:
         if self._transport is not None:
@@ -71,11 +80,6 @@ class TcpChannel:
         self._connecting: asyncio.Task[None] | None = None
         self._next_id = 0
         self._buffer = bytearray()
-        self.stray_answers = 0
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._outstanding) + len(self._waiting)
 
     def send(self, pending: Pending, encoded: EncodedQuery) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -87,9 +91,10 @@ class TcpChannel:
 
     def _write(self, pending: Pending, encoded: EncodedQuery) -> None:
         assert self._transport is not None
-        qid = self._next_id
-        while qid in self._outstanding:  # bounded: at most 65536 IDs
-            qid = (qid + 1) & 0xFFFF
+        qid = next_free_id(self._outstanding, self._next_id)
+        if qid is None:  # 65536 queries outstanding on this connection: refuse this one
+            self._on_failed([pending])
+            return
         self._next_id = (qid + 1) & 0xFFFF
         self._outstanding[qid] = pending
         wire = with_id(qid, encoded)
@@ -124,10 +129,8 @@ class TcpChannel:
             del buffer[: 2 + size]
             qid = answer_id(wire)
             pending = self._outstanding.pop(qid, None) if qid is not None else None
-            if pending is None:
-                self.stray_answers += 1
-                continue
-            self._on_answer(pending, wire)
+            if pending is not None:  # else late, after its timeout: dropped
+                self._on_answer(pending, wire)
 
     def _lost(self) -> None:
         self._transport = None

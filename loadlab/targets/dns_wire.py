@@ -7,6 +7,7 @@ echoed question are enough to classify them (RFC 1035 section 4.1.1).
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 import dns.message
@@ -67,6 +68,21 @@ def encode_query(query: DnsQuery) -> EncodedQuery:
 def with_id(qid: int, encoded: EncodedQuery) -> bytes:
     """The wire of ``encoded`` with ID ``qid``."""
     return qid.to_bytes(2, "big") + encoded.tail
+
+
+ID_SPACE = 1 << 16
+"""DNS message IDs are 16 bits (RFC 1035 4.1.1)."""
+
+
+def next_free_id(outstanding: Container[int], start: int) -> int | None:
+    """The first 16-bit ID from ``start`` on, wrapping, that is not in ``outstanding``;
+    None when all 65536 are taken (the search is bounded either way)."""
+    qid = start
+    for _ in range(ID_SPACE):
+        if qid not in outstanding:
+            return qid
+        qid = (qid + 1) & 0xFFFF
+    return None
 
 
 def answer_id(wire: bytes) -> int | None:

@@ -19,12 +19,18 @@ from dataclasses import dataclass, field
 import aiohttp
 from yarl import URL
 
-from loadlab.clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
+from loadlab.clock import NS_PER_S, Clock, MonotonicClock
 from loadlab.errors import TargetMisbehaving, TargetUnreachable
-from loadlab.targets.base import CompletionSink, Outcome
+from loadlab.targets.base import CompletionSink, Outcome, wait_until_idle
 
-DRAIN_POLL_NS = 5 * NS_PER_MS
-"""How often ``drain`` looks at the backlog: a drain is rare, a coarse poll is enough."""
+DEFAULT_TIMEOUT_S = 10.0
+"""For direct use (tests, benches): a dead server ends a test in seconds. Runs from a profile pass
+``api.timeout_s``, 60 s by default like kube-apiserver's --request-timeout, so the client does not
+give up before the server would."""
+DEFAULT_MAX_RETRY_AFTER_S = 10.0
+"""A chosen cap, not a Kubernetes number: APF's Retry-After starts at 1 s and may grow to 32 s
+(reference/control-plane-model.md); a connection held longer than this would sit out most of a
+load step instead of measuring it."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,15 @@ def retry_after_s(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+def retry_hold_ns(retry_after: str | None, max_hold_ns: int) -> int:
+    """How long a connection waits after a 429 with this ``Retry-After``: its delta-seconds,
+    capped at ``max_hold_ns``; 0 when the header is absent, zero or unreadable."""
+    seconds = retry_after_s(retry_after)
+    if not seconds:
+        return 0
+    return min(int(seconds * NS_PER_S), max_hold_ns)
+
+
 class HttpTarget:
     """Sends ``operations`` to ``base_url`` through ``connections`` keep-alive workers."""
 
@@ -107,9 +122,9 @@ class HttpTarget:
         operations: Sequence[HttpOperation],
         *,
         connections: int = 64,
-        timeout_s: float = 10.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         honour_retry_after: bool = False,
-        max_retry_after_s: float = 10.0,
+        max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
         bearer_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         clock: Clock | None = None,
@@ -214,23 +229,17 @@ class HttpTarget:
             return Outcome.MALFORMED, 0  # not HTTP: bad status line, bad headers
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
             return Outcome.CONN_ERROR, 0
-        except aiohttp.ClientError:
-            return Outcome.MALFORMED, 0
         except Exception:
             # Anything else aiohttp raises on a strange answer must not kill this worker (its
             # connection would be lost to the pool for the rest of the run).
             return Outcome.MALFORMED, 0
         hold_ns = 0
         if self._honour_retry_after and status == 429:
-            seconds = retry_after_s(retry_after)
-            if seconds:
-                hold_ns = min(int(seconds * NS_PER_S), self._max_retry_after_ns)
+            hold_ns = retry_hold_ns(retry_after, self._max_retry_after_ns)
         return outcome_of_status(status), hold_ns
 
     async def drain(self, deadline_ns: int) -> None:
-        clock = self._clock
-        while self.in_flight and clock.now_ns() < deadline_ns:
-            await clock.sleep_until(min(deadline_ns, clock.now_ns() + DRAIN_POLL_NS))
+        await wait_until_idle(self._clock, self, deadline_ns)
         self._expire_queue()
 
     def _expire_queue(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.helpers import loadlab
+from tests.ports import closed_tcp_port
 
 pytestmark = pytest.mark.realtime
 
@@ -20,12 +21,6 @@ def assert_one_clear_line(stderr: str) -> str:
     assert lines[0].startswith("loadlab: "), stderr
     assert "Traceback" not in stderr
     return lines[0]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -81,7 +76,7 @@ def test_bad_override_exits_2() -> None:
 
 
 def test_unreachable_api_exits_3(tmp_path: Path) -> None:
-    port = closed_port()
+    port = closed_tcp_port()
     url = f"http://127.0.0.1:{port}"
     result = loadlab("run", "http-knee", "--api", url, "--out", str(tmp_path))
     assert result.returncode == 3

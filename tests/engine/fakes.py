@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from loadlab.clock import Clock, FakeClock
-from loadlab.targets.base import CompletionSink, Outcome
+from loadlab.targets.base import CompletionSink, Outcome, wait_until_idle
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,7 @@ class SlotServerTarget:
         return self._in_flight
 
     async def drain(self, deadline_ns: int) -> None:
-        while self.in_flight and self._clock.now_ns() < deadline_ns:
-            await self._clock.sleep_until(min(deadline_ns, self._clock.now_ns() + self._service_ns))
+        await wait_until_idle(self._clock, self, deadline_ns)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import pytest
 
@@ -19,38 +17,9 @@ from loadlab.sim.overload import (
 )
 from loadlab.sim.overload_config import OverloadConfig, default_priority_levels
 from loadlab.sim.promtext import PromRegistry
-
-T = TypeVar("T")
+from tests.sim.helpers import req, run
 
 TELEMETRY_SA = "system:serviceaccount:monitoring:telemetry"
-
-
-def run(clock: FakeClock, aw: Awaitable[T]) -> T:
-    async def main() -> T:
-        return await clock.run(aw)
-
-    return asyncio.run(main())
-
-
-def req(
-    user: str,
-    verb: str = "get",
-    resource: str = "pods",
-    *,
-    namespace: str | None = None,
-    groups: tuple[str, ...] = (),
-    long_running: bool = False,
-) -> RequestAttributes:
-    return RequestAttributes(
-        user=user,
-        groups=groups,
-        verb=verb,
-        resource=resource,
-        subresource=None,
-        namespace=namespace,
-        name=None,
-        long_running=long_running,
-    )
 
 
 def no_borrowing(**overrides: object) -> OverloadConfig:
@@ -190,7 +159,6 @@ def test_list_flood_from_one_service_account_does_not_delay_node_leases() -> Non
     flood_est = model.estimate(
         pods_list,
         objects_scanned=100_000,
-        objects_returned=100_000,
         response_bytes=1_000_000,
         from_cache=False,
         watchers=0,
@@ -213,7 +181,6 @@ def test_list_flood_from_one_service_account_does_not_delay_node_leases() -> Non
         est = model.estimate(
             attrs,
             objects_scanned=1,
-            objects_returned=1,
             response_bytes=300,
             from_cache=False,
             watchers=1,
@@ -345,7 +312,6 @@ def test_watch_seat_is_released_once_initialised() -> None:
         est = model.estimate(
             watch,
             objects_scanned=0,
-            objects_returned=0,
             response_bytes=0,
             from_cache=True,
             watchers=0,

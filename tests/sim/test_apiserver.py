@@ -9,10 +9,9 @@ import pytest
 
 from loadlab.sim.apiserver import SimApiServer
 from tests.sim.conftest import RunWithApi
+from tests.sim.helpers import MERGE
 
 pytestmark = pytest.mark.realtime
-
-MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 async def call(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,30 +14,15 @@ import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock
 from loadlab.sim.apiserver import SimApiServer
-from loadlab.sim.objects import PODS, RESOURCE_TYPES
+from loadlab.sim.objects import PODS
+from loadlab.sim.overload_config import OverloadConfig
 from loadlab.sim.server import seeded_store
 from tests.sim.conftest import RunWithApi, SimConfigFactory
+from tests.sim.helpers import FREE_COST, until
 
 pytestmark = pytest.mark.realtime
 
 MIB = 1024 * 1024
-FREE = {
-    "get_hold_s": 0,
-    "cache_object_s": 0,
-    "etcd_object_s": 0,
-    "etcd_commit_s": 0,
-    "etcd_get_s": 0,
-    "watcher_hold_s": 0,
-}
-
-
-async def until(cond: Callable[[], bool], rounds: int = 500) -> None:
-    """Let the server work until ``cond()`` holds (bounded; waits on I/O, never on a schedule)."""
-    for _ in range(rounds):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never became true")
 
 
 async def next_line_or_raise(stream: aiohttp.ClientResponse) -> bytes:
@@ -56,7 +40,7 @@ def test_request_beyond_max_inflight_gets_429_with_retry_after(
     overload = {
         "apf_enabled": False,
         "max_requests_inflight": 1,
-        "cost": {**FREE, "etcd_object_s": 1.0},  # a consistent pod LIST holds its seat 15 s
+        "cost": {**FREE_COST, "etcd_object_s": 1.0},  # a consistent pod LIST holds its seat 15 s
     }
 
     async def body(api: SimApiServer) -> None:
@@ -83,7 +67,7 @@ def test_request_still_running_after_60_s_gets_504_timeout_and_frees_its_seat(
     run_with_api: RunWithApi, sim_config: SimConfigFactory
 ) -> None:
     clock = FakeClock()
-    overload = {"cost": {**FREE, "etcd_object_s": 10.0}}  # 15 pods x 10 s: 150 s of work
+    overload = {"cost": {**FREE_COST, "etcd_object_s": 10.0}}  # 15 pods x 10 s: 150 s of work
 
     async def body(api: SimApiServer) -> None:
         async with aiohttp.ClientSession() as s:
@@ -100,9 +84,9 @@ def test_request_still_running_after_60_s_gets_504_timeout_and_frees_its_seat(
 
 def _limit_between_baseline_and_a_pod_list(config: Any) -> float:
     store = seeded_store(config)
-    baseline = sum(store.count(rt) * store.approx_object_bytes(rt) for rt in RESOURCE_TYPES)
-    pod_list = 5 * store.count(PODS) * store.approx_object_bytes(PODS)  # reference: ~5x response
-    return (baseline + pod_list // 2) / MIB
+    factor = OverloadConfig().response_memory_factor  # reference: a LIST holds ~5x its response
+    pod_list = factor * store.count(PODS) * store.approx_object_bytes(PODS)
+    return (store.approx_total_bytes() + pod_list // 2) / MIB
 
 
 def test_out_of_memory_drops_connections_refuses_then_restarts_with_a_fresh_watch_cache(
@@ -112,7 +96,7 @@ def test_out_of_memory_drops_connections_refuses_then_restarts_with_a_fresh_watc
     shape = {"nodes": 20, "pods_per_node": 20}
     limit_mb = _limit_between_baseline_and_a_pod_list(sim_config(**shape))
     config = sim_config(
-        **shape, overload={"cost": FREE, "memory_limit_mb": limit_mb, "restart_s": 30}
+        **shape, overload={"cost": FREE_COST, "memory_limit_mb": limit_mb, "restart_s": 30}
     )
 
     async def body(api: SimApiServer) -> None:

@@ -11,22 +11,13 @@ import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock
 from loadlab.sim.apiserver import SimApiServer
+from loadlab.sim.objects import LEASES
 from tests.sim.conftest import RunWithApi, SimConfigFactory
+from tests.sim.helpers import FREE_COST, MERGE, until
 
 pytestmark = pytest.mark.realtime
 
-MERGE = {"Content-Type": "application/merge-patch+json"}
 READ_TIMEOUT_S = 10.0
-FREE_COSTS = {
-    "cost": {
-        "get_hold_s": 0,
-        "cache_object_s": 0,
-        "etcd_object_s": 0,
-        "etcd_commit_s": 0,
-        "etcd_get_s": 0,
-        "watcher_hold_s": 0,
-    }
-}
 
 
 async def next_event(resp: aiohttp.ClientResponse) -> dict[str, Any] | None:
@@ -141,7 +132,7 @@ def test_watch_ends_at_timeout_seconds_and_sends_bookmarks_on_the_injected_clock
             query = f"?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=5"
             async with s.get(url + query) as stream:
                 assert stream.status == 200
-                await _until(lambda: api.store.watcher_count(_leases()) == 1)
+                await until(lambda: api.store.watcher_count(LEASES) == 1)
                 clock.advance(2 * NS_PER_S)  # past the 1 s bookmark interval
                 bookmark = await next_event(stream)
                 clock.advance(4 * NS_PER_S)  # past timeoutSeconds=5
@@ -151,20 +142,20 @@ def test_watch_ends_at_timeout_seconds_and_sends_bookmarks_on_the_injected_clock
         assert bookmark["object"]["metadata"]["resourceVersion"] == rv
         assert None in events  # the stream ended (maybe after one more bookmark)
 
-    config = sim_config(api={"bookmark_interval_s": 1.0}, overload=FREE_COSTS)
+    config = sim_config(api={"bookmark_interval_s": 1.0}, overload={"cost": FREE_COST})
     run_with_api(body, config, clock)
 
 
-def _leases() -> Any:
-    from loadlab.sim.objects import LEASES
+def test_table_watch_sends_column_definitions_with_its_first_event_only(
+    run_with_api: RunWithApi,
+) -> None:
+    async def body(api: SimApiServer) -> None:
+        accept = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+        nodes = f"{api.url}/api/v1/nodes?watch=1&resourceVersion=0"
+        async with aiohttp.ClientSession() as s, s.get(nodes, headers=accept) as stream:
+            events = [await next_event(stream) for _ in range(5)]  # one ADDED per seeded node
+        assert all(e is not None and e["object"]["kind"] == "Table" for e in events)
+        with_headers = [e is not None and "columnDefinitions" in e["object"] for e in events]
+        assert with_headers == [True, False, False, False, False]
 
-    return LEASES
-
-
-async def _until(cond: Any, rounds: int = 500) -> None:
-    """Let the server's event loop work until ``cond()`` (bounded; waits on I/O, not time)."""
-    for _ in range(rounds):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never became true")
+    run_with_api(body)

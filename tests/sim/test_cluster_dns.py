@@ -1,7 +1,7 @@
 """The sim's cluster DNS, asked by dnspython over real UDP/TCP on loopback, fed by a real HTTP API.
 
-The API is ``FakeApi`` from test_k8s_watch.py until the sim's own API server is there; the restart
-policy is driven by a FakeClock and a scripted API source so its timeline is exact.
+The API is ``FakeApi`` (tests/sim/fake_api.py) or the sim's own API server; the restart policy is
+driven by a FakeClock and a scripted API source so its timeline is exact.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import aiohttp
 import dns.asyncquery
@@ -24,22 +24,22 @@ import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock, MonotonicClock
 from loadlab.sim.dns import ClusterDns, ClusterDnsConfig, Phase
-from loadlab.sim.dns_records import SERVICE_NAME_LABEL
-from loadlab.sim.k8s_watch import ApiError, ObjectList, WatchEvent
-from tests.sim.test_k8s_watch import SERVICES, SLICES, FakeApi, poll
+from loadlab.sim.k8s_watch import ApiError, ObjectList, StreamEvent
+from loadlab.sim.objects import SERVICE_NAME_LABEL, JsonObj
+from tests.sim.fake_api import SERVICES, SLICES, FakeApi, run_with_fake_api
+from tests.sim.helpers import until
 
-Obj = dict[str, Any]
 TIMEOUT_S = 2.0  # bound on every DNS query in these tests
 
 
-def service(name: str, ip: str, ports: list[Obj] | None = None, ns: str = "default") -> Obj:
+def service(name: str, ip: str, ports: list[JsonObj] | None = None, ns: str = "default") -> JsonObj:
     return {
         "metadata": {"name": name, "namespace": ns},
         "spec": {"clusterIP": ip, "ports": ports or []},
     }
 
 
-def endpoint_slice(name: str, svc: str, addresses: list[str], hostnames: bool = False) -> Obj:
+def endpoint_slice(name: str, svc: str, addresses: list[str], hostnames: bool = False) -> JsonObj:
     return {
         "metadata": {"name": name, "namespace": "default", "labels": {SERVICE_NAME_LABEL: svc}},
         "addressType": "IPv4",
@@ -79,17 +79,10 @@ async def cluster_dns(api_url: str, **config: Any) -> AsyncIterator[ClusterDns]:
         await server.stop()
 
 
-def with_seeded_api(body: Any) -> None:
-    async def main() -> None:
-        api = FakeApi()
-        seed(api)
-        await api.start()
-        try:
-            await body(api)
-        finally:
-            await api.stop()
-
-    asyncio.run(main())
+def with_seeded_api(body: Callable[[FakeApi], Awaitable[None]]) -> None:
+    api = FakeApi()
+    seed(api)
+    run_with_fake_api(body, api)
 
 
 @pytest.mark.realtime
@@ -161,7 +154,7 @@ def test_malformed_packets_are_dropped_and_counted() -> None:
         async with cluster_dns(api.url) as server:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.sendto(b"\x12\x34garbage", ("127.0.0.1", server.port))
-            await poll(lambda: server.dropped_malformed == 1)
+            await until(lambda: server.dropped_malformed == 1)
             still_fine = await udp(server.port, "kubernetes.default.svc.cluster.local.")
         assert still_fine.rcode() == dns.rcode.NOERROR
 
@@ -169,29 +162,11 @@ def test_malformed_packets_are_dropped_and_counted() -> None:
 
 
 @pytest.mark.realtime
-def test_servfail_for_zone_names_until_synced_when_the_api_is_unreachable() -> None:
-    async def main() -> None:
-        with socket.socket() as probe:  # a port nobody listens on
-            probe.bind(("127.0.0.1", 0))
-            dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
-        async with cluster_dns(dead_url, sync_wait_s=0.05) as server:
-            zone = await udp(server.port, "kubernetes.default.svc.cluster.local.")
-            other = await udp(server.port, "example.com.")
-            snapshot = server.snapshot()
-        assert zone.rcode() == dns.rcode.SERVFAIL
-        assert other.rcode() == dns.rcode.NXDOMAIN
-        assert snapshot["synced"] is False
-        assert snapshot["watch_broken_since_s"] is not None
-
-    asyncio.run(main())
-
-
-@pytest.mark.realtime
 def test_keeps_answering_stale_records_after_the_api_goes_away() -> None:
     async def body(api: FakeApi) -> None:
         async with cluster_dns(api.url) as server:
             await api.stop()
-            await poll(lambda: server.api_down_since_ns() is not None)
+            await until(lambda: server.api_down_since_ns() is not None)
             stale = await udp(server.port, "kubernetes.default.svc.cluster.local.")
             assert addresses(stale) == ["192.0.2.1"]
             assert server.snapshot()["synced"] is True
@@ -207,7 +182,7 @@ def test_watch_events_change_answers() -> None:
             before = await udp(server.port, name)
             records = server.snapshot()["records"]
             api.put(SERVICES, service("late", "198.51.100.9"))
-            await poll(lambda: server.snapshot()["records"] == records + 1)
+            await until(lambda: server.snapshot()["records"] == records + 1)
             after = await udp(server.port, name)
         assert before.rcode() == dns.rcode.NXDOMAIN
         assert addresses(after) == ["198.51.100.9"]
@@ -278,16 +253,16 @@ class SwitchableApi:
     @contextlib.asynccontextmanager
     async def watch(
         self, path: str, *, resource_version: str, timeout_s: int
-    ) -> AsyncIterator[AsyncIterator[WatchEvent]]:
+    ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         if not self.up:
             raise ApiError(None, "connection refused")
         yield self._until_cut()
 
-    async def _until_cut(self) -> AsyncIterator[WatchEvent]:
+    async def _until_cut(self) -> AsyncIterator[StreamEvent]:
         await self._cut.wait()
         if self._cut.is_set():  # always: the stream only ever ends by being cut
             raise ApiError(None, "connection reset")
-        yield WatchEvent("BOOKMARK", {})
+        yield StreamEvent("BOOKMARK", {})
 
 
 def test_restart_policy_drops_records_goes_silent_then_servfails_until_resynced() -> None:
@@ -405,7 +380,7 @@ def test_real_sim_api_feeds_the_dns_and_its_changes_show_up() -> None:
                         f"{api.url}/api/v1/namespaces/default/services", json=new
                     )
                     assert created.status == 201
-                await poll(lambda: server.snapshot()["records"] > records)
+                await until(lambda: server.snapshot()["records"] > records)
                 fresh = await udp(server.port, "fresh.default.svc.cluster.local.")
         finally:
             await api.stop()
@@ -434,9 +409,9 @@ def test_real_sim_api_going_down_leaves_stale_answers_then_a_restart_servfails()
         try:
             async with cluster_dns(api.url, **small) as server:
                 await api.stop()
-                await poll(lambda: server.api_down_since_ns() is not None)
+                await until(lambda: server.api_down_since_ns() is not None)
                 stale = await udp(server.port, "kubernetes.default.svc.cluster.local.")
-                await poll(lambda: server.restarts == 1 and server.phase is Phase.SERVING)
+                await until(lambda: server.restarts == 1 and server.phase is Phase.SERVING)
                 after = await udp(server.port, "kubernetes.default.svc.cluster.local.")
         finally:
             await api.stop()
@@ -454,21 +429,74 @@ def test_start_waits_up_to_sync_wait_then_serves_servfail_for_zone_names() -> No
         ClusterDnsConfig(sync_wait_s=5), api_url="http://unused", clock=clock, api_source=api
     )
     query = dns.message.make_query("kubernetes.default.svc.cluster.local.", "A").to_wire()
+    outside = dns.message.make_query("example.com.", "A").to_wire()
     seen: list[tuple[str, bool]] = []
 
-    async def main() -> float:
+    def rcode(reply: bytes | None) -> str:
+        assert reply is not None
+        return dns.rcode.to_text(dns.message.from_wire(reply).rcode())
+
+    async def main() -> tuple[float, dict[str, Any]]:
         starting = asyncio.create_task(server.start())
         await clock.sleep_until(int(4.9 * NS_PER_S))
         seen.append((server.phase.value, await server.resolve(query) is None))
         await starting
         started_s = clock.now_ns() / NS_PER_S
-        reply = await server.resolve(query)
-        assert reply is not None
-        seen.append((dns.rcode.to_text(dns.message.from_wire(reply).rcode()), False))
+        seen.append((rcode(await server.resolve(query)), False))
+        seen.append((rcode(await server.resolve(outside)), False))
+        snapshot = server.snapshot()
         await server.stop()
-        return started_s
+        return started_s, snapshot
 
-    started_s = asyncio.run(clock.run(main()))
+    started_s, snapshot = asyncio.run(clock.run(main()))
 
     assert started_s == 5.0
-    assert seen == [("starting", True), ("SERVFAIL", False)]
+    assert seen == [("starting", True), ("SERVFAIL", False), ("NXDOMAIN", False)]
+    assert snapshot["synced"] is False
+    assert snapshot["watch_broken_since_s"] is not None
+
+
+class BadVersUpstream(asyncio.DatagramProtocol):
+    """A loopback upstream answering every query BADVERS: extended rcode 16 (RFC 6891 9)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        reply = dns.message.make_response(dns.message.from_wire(data))
+        reply.set_rcode(dns.rcode.BADVERS)
+        assert self.transport is not None
+        self.transport.sendto(reply.to_wire(), addr)
+
+
+@pytest.mark.realtime
+def test_an_upstream_answer_with_an_extended_rcode_is_passed_on_and_counted() -> None:
+    async def main() -> tuple[bytes | None, dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            BadVersUpstream, local_addr=("127.0.0.1", 0)
+        )
+        port = transport.get_extra_info("sockname")[1]
+        config = ClusterDnsConfig(upstream=f"127.0.0.1:{port}")
+        server = ClusterDns(
+            config, api_url="http://unused", clock=MonotonicClock(), api_source=SwitchableApi()
+        )
+        try:
+            await server.start()
+            try:
+                reply = await server.resolve(dns.message.make_query("example.com.", "A").to_wire())
+                return reply, server.snapshot()
+            finally:
+                await server.stop()
+        finally:
+            transport.close()
+
+    reply, snapshot = asyncio.run(main())
+
+    assert reply is not None
+    assert dns.message.from_wire(reply).rcode() == dns.rcode.BADVERS
+    assert snapshot["queries_by_rcode"] == {"BADVERS": 1}
+    assert snapshot["forward_errors"] == 0

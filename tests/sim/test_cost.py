@@ -6,7 +6,6 @@ import pytest
 
 from loadlab.clock import FakeClock
 from loadlab.sim.cost import (
-    RequestAttributes,
     count_list_objects,
     estimate_work,
     list_seats,
@@ -17,20 +16,9 @@ from loadlab.sim.cost import (
 from loadlab.sim.overload import OverloadModel
 from loadlab.sim.overload_config import CostConfig, OverloadConfig
 from loadlab.sim.promtext import PromRegistry
+from tests.sim.helpers import req
 
 COST = CostConfig()
-
-
-def attrs(verb: str, user: str = "alice", resource: str = "pods") -> RequestAttributes:
-    return RequestAttributes(
-        user=user,
-        groups=(),
-        verb=verb,
-        resource=resource,
-        subresource=None,
-        namespace=None,
-        name=None,
-    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +59,7 @@ def test_etcd_list_is_two_hundred_times_the_cache_at_the_reference_scale() -> No
     # reference: 4k nodes / 100k pods, node-filtered pod LIST ~10 s from etcd, ~0.05 s cached.
     common = {"objects_scanned": 100_000, "response_bytes": 0, "watchers": 0}
     etcd = estimate_work(
-        attrs("list"),
+        req("alice", "list"),
         from_cache=False,
         level_nominal_seats=245,
         cfg=COST,
@@ -79,7 +67,7 @@ def test_etcd_list_is_two_hundred_times_the_cache_at_the_reference_scale() -> No
         **common,
     )
     cache = estimate_work(
-        attrs("list"),
+        req("alice", "list"),
         from_cache=True,
         level_nominal_seats=245,
         cfg=COST,
@@ -93,7 +81,7 @@ def test_etcd_list_is_two_hundred_times_the_cache_at_the_reference_scale() -> No
 
 def test_list_holds_five_times_its_response_in_memory() -> None:
     est = estimate_work(
-        attrs("list"),
+        req("alice", "list"),
         objects_scanned=1000,
         response_bytes=4_000_000,
         from_cache=True,
@@ -107,7 +95,7 @@ def test_list_holds_five_times_its_response_in_memory() -> None:
 
 def test_get_is_one_seat_one_millisecond_from_cache() -> None:
     est = estimate_work(
-        attrs("get"),
+        req("alice", "get"),
         objects_scanned=1,
         response_bytes=20_000,
         from_cache=True,
@@ -147,10 +135,10 @@ def test_seat_cap_is_configurable() -> None:
 
 def test_model_estimate_caps_seats_by_the_callers_level() -> None:
     model = OverloadModel(OverloadConfig(), FakeClock(), PromRegistry())
-    counts = {"objects_scanned": 100_000, "objects_returned": 10, "response_bytes": 0}
-    scheduler = attrs("list", user="system:kube-scheduler", resource="leases")
+    counts = {"objects_scanned": 100_000, "response_bytes": 0}
+    scheduler = req("system:kube-scheduler", "list", "leases")
     # kube-scheduler's non-election LIST -> workload-high (98 seats): full 10
     assert model.estimate(scheduler, from_cache=True, watchers=0, **counts).seats == 10
-    anon = attrs("list", user="")
+    anon = req("", "list")
     # global-default: 49 nominal seats -> 15% -> 7
     assert model.estimate(anon, from_cache=True, watchers=0, **counts).seats == 7

@@ -11,10 +11,9 @@ from kubernetes_asyncio import client, watch
 
 from loadlab.sim.apiserver import SimApiServer
 from tests.sim.conftest import RunWithApi
+from tests.sim.helpers import MERGE
 
 pytestmark = pytest.mark.realtime
-
-MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 def api_client(url: str) -> Any:

@@ -1,20 +1,16 @@
 """The informer: client-go reflector rules, on a real HTTP fake API on loopback and a FakeClock.
 
-``FakeApi`` (a tiny Kubernetes API on 127.0.0.1 with aiohttp.web: LIST with pages, WATCH streams,
-410 Gone, refusals) is also used by test_cluster_dns.py until the real sim API is there.
+The API is ``FakeApi`` (tests/sim/fake_api.py): LIST with pages, WATCH streams, 410 Gone, refusals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
-from aiohttp import web
 
 from loadlab.clock import NS_PER_S, FakeClock, MonotonicClock
 from loadlab.sim.k8s_watch import (
@@ -24,137 +20,29 @@ from loadlab.sim.k8s_watch import (
     HttpApiSource,
     Informer,
     ObjectList,
-    WatchEvent,
+    StreamEvent,
 )
+from loadlab.sim.objects import JsonObj
+from tests.sim.fake_api import SERVICES, FakeApi, run_with_fake_api
+from tests.sim.helpers import WAIT_S, until
 
-Obj = dict[str, Any]
-SERVICES = "/api/v1/services"
-SLICES = "/apis/discovery.k8s.io/v1/endpointslices"
 FAST_BACKOFF = BackoffPolicy(initial_s=0.01, cap_s=0.05)  # real-time tests: keep waits tiny
-WAIT_S = 5.0  # bound on every real-time wait in these tests
-
-
-class FakeApi:
-    """A minimal Kubernetes API over real HTTP: LIST (paged) and WATCH of a few collections."""
-
-    def __init__(self, page_size: int = 500) -> None:
-        self.collections: dict[str, dict[tuple[str, str], Obj]] = {SERVICES: {}, SLICES: {}}
-        self.rv = 1
-        self.page_size = page_size
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.refuse_watches = 0
-        """Answer this many next watches with 429 (no Retry-After)."""
-        self.throttle_lists = 0
-        """Answer this many next LISTs with 429 and Retry-After: 0."""
-        self.gone_next_watch = False
-        """Answer the next watch with an ERROR event carrying a 410 Status."""
-        self._watchers: dict[str, list[asyncio.Queue[Obj | None]]] = {}
-        self._log: list[tuple[int, str, Obj]] = []  # (rv, path, event): replayed to late watches
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        app = web.Application()
-        for path in self.collections:
-            app.router.add_get(path, self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        """Go away: end every watch stream and stop listening (the port then refuses)."""
-        for queues in self._watchers.values():
-            for queue in queues:
-                queue.put_nowait(None)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def put(self, path: str, obj: Obj) -> None:
-        self.rv += 1
-        meta = obj.setdefault("metadata", {})
-        meta["resourceVersion"] = str(self.rv)
-        key = (str(meta.get("namespace", "default")), str(meta["name"]))
-        kind = "MODIFIED" if key in self.collections[path] else "ADDED"
-        self.collections[path][key] = obj
-        self._notify(path, {"type": kind, "object": obj})
-
-    def delete(self, path: str, namespace: str, name: str) -> None:
-        self.rv += 1
-        obj = self.collections[path].pop((namespace, name))
-        obj["metadata"]["resourceVersion"] = str(self.rv)
-        self._notify(path, {"type": "DELETED", "object": obj})
-
-    def _notify(self, path: str, event: Obj) -> None:
-        self._log.append((self.rv, path, event))
-        for queue in self._watchers.get(path, []):
-            queue.put_nowait(event)
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
-        params = dict(request.query)
-        self.requests.append((path, params))
-        if params.get("watch") in ("1", "true"):
-            return await self._watch(request, path)
-        if self.throttle_lists > 0:
-            self.throttle_lists -= 1
-            return web.Response(status=429, headers={"Retry-After": "0"})
-        items = sorted(self.collections[path].items())
-        start = int(params.get("continue") or 0)
-        limit = int(params.get("limit") or 0) or len(items)
-        page = [obj for _, obj in items[start : start + limit]]
-        meta: Obj = {"resourceVersion": str(self.rv)}
-        if start + limit < len(items):
-            meta["continue"] = str(start + limit)
-        return web.json_response({"kind": "List", "metadata": meta, "items": page})
-
-    async def _watch(self, request: web.Request, path: str) -> web.StreamResponse:
-        if self.refuse_watches > 0:
-            self.refuse_watches -= 1
-            return web.Response(status=429)
-        resp = web.StreamResponse()
-        resp.content_type = "application/json"
-        await resp.prepare(request)
-        if self.gone_next_watch:
-            self.gone_next_watch = False
-            status = {"kind": "Status", "code": 410, "reason": "Expired"}
-            await resp.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
-            return resp
-        queue: asyncio.Queue[Obj | None] = asyncio.Queue()
-        since = int(request.query.get("resourceVersion") or 0)
-        for rv, event_path, event in self._log:
-            if rv > since and event_path == path:
-                queue.put_nowait(event)
-        self._watchers.setdefault(path, []).append(queue)
-        bookmark = {"metadata": {"resourceVersion": str(self.rv)}}
-        queue.put_nowait({"type": "BOOKMARK", "object": bookmark})
-        try:
-            while (pending := await queue.get()) is not None:
-                await resp.write(json.dumps(pending).encode() + b"\n")
-        finally:
-            self._watchers[path].remove(queue)
-        return resp
 
 
 class RecordingHandler:
     """Keeps the informer's view of the collection and wakes waiters on every change."""
 
     def __init__(self) -> None:
-        self.objects: dict[str, Obj] = {}
+        self.objects: dict[str, JsonObj] = {}
         self.calls: list[str] = []
         self._changed = asyncio.Event()
 
-    def on_replace(self, items: Sequence[Obj]) -> None:
+    def on_replace(self, items: Sequence[JsonObj]) -> None:
         self.objects = {obj["metadata"]["name"]: obj for obj in items}
         self.calls.append("replace")
         self._changed.set()
 
-    def on_event(self, event_type: str, obj: Obj) -> None:
+    def on_event(self, event_type: str, obj: JsonObj) -> None:
         name = obj["metadata"]["name"]
         if event_type == "DELETED":
             self.objects.pop(name, None)
@@ -170,27 +58,8 @@ class RecordingHandler:
                 await self._changed.wait()
 
 
-def svc(name: str, ip: str = "192.0.2.10") -> Obj:
+def svc(name: str, ip: str = "192.0.2.10") -> JsonObj:
     return {"metadata": {"name": name, "namespace": "default"}, "spec": {"clusterIP": ip}}
-
-
-async def poll(predicate: Callable[[], bool]) -> None:
-    """Wait (bounded) for a condition that no event announces, yielding to the loop."""
-    async with asyncio.timeout(WAIT_S):
-        while not predicate():  # noqa: ASYNC110 - the informer's counters announce nothing
-            await asyncio.sleep(0.005)
-
-
-def run_with_api(body: Callable[[FakeApi], Awaitable[None]], api: FakeApi | None = None) -> None:
-    async def main() -> None:
-        fake = api or FakeApi()
-        await fake.start()
-        try:
-            await body(fake)
-        finally:
-            await fake.stop()
-
-    asyncio.run(main())
 
 
 @contextlib.asynccontextmanager
@@ -216,7 +85,7 @@ def test_informer_lists_from_the_watch_cache_then_streams_changes() -> None:
             async with asyncio.timeout(WAIT_S):
                 await informer.wait_synced()
             assert set(handler.objects) == {"kubernetes"}
-            await poll(lambda: informer.watches == 1)
+            await until(lambda: informer.watches == 1)
             api.put(SERVICES, svc("web"))
             api.delete(SERVICES, "default", "kubernetes")
             await handler.until(lambda: set(handler.objects) == {"web"})
@@ -227,7 +96,7 @@ def test_informer_lists_from_the_watch_cache_then_streams_changes() -> None:
         assert 300 <= int(watch_params["timeoutSeconds"]) < 600
         assert informer.resource_version == str(api.rv)
 
-    run_with_api(body)
+    run_with_fake_api(body)
 
 
 @pytest.mark.realtime
@@ -244,7 +113,7 @@ def test_list_follows_continue_tokens_across_pages() -> None:
         assert listed.resource_version == str(api.rv)
         assert [p.get("continue") for _, p in api.requests] == [None, "500", "1000"]
 
-    run_with_api(body)
+    run_with_fake_api(body)
 
 
 @pytest.mark.realtime
@@ -262,7 +131,7 @@ def test_throttled_list_is_retried_after_retry_after_without_the_informer_failin
         assert set(handler.objects) == {"a"}
         assert sum(1 for _, p in api.requests if "watch" not in p) == 4
 
-    run_with_api(body)
+    run_with_fake_api(body)
 
 
 @pytest.mark.realtime
@@ -274,12 +143,12 @@ def test_gone_error_event_relists_with_a_consistent_read() -> None:
         source = HttpApiSource(api.url)
         informer = Informer(source, SERVICES, handler, clock=MonotonicClock(), backoff=FAST_BACKOFF)
         async with running(informer, source):
-            await poll(lambda: informer.lists == 2 and informer.watches == 2)
+            await until(lambda: informer.lists == 2 and informer.watches == 2)
         lists = [p for _, p in api.requests if "watch" not in p]
         assert [p["resourceVersion"] for p in lists] == ["0", ""]
         assert handler.calls == ["replace", "replace"]
 
-    run_with_api(body)
+    run_with_fake_api(body)
 
 
 @pytest.mark.realtime
@@ -290,13 +159,13 @@ def test_refused_watch_backs_off_and_rewatches_without_relisting() -> None:
         source = HttpApiSource(api.url)
         informer = Informer(source, SERVICES, handler, clock=MonotonicClock(), backoff=FAST_BACKOFF)
         async with running(informer, source):
-            await poll(lambda: informer.watches == 1)
+            await until(lambda: informer.watches == 1)
             assert informer.broken_since_ns is None
         assert informer.lists == 1
         assert informer.failures == 3
         assert [p.get("watch") for _, p in api.requests] == [None, "1", "1", "1", "1"]
 
-    run_with_api(body)
+    run_with_fake_api(body)
 
 
 @pytest.mark.realtime
@@ -307,18 +176,18 @@ def test_api_going_away_marks_the_watch_broken_until_it_returns() -> None:
         source = HttpApiSource(api.url)
         informer = Informer(source, SERVICES, handler, clock=MonotonicClock(), backoff=FAST_BACKOFF)
         async with running(informer, source):
-            await poll(lambda: informer.watches == 1)
+            await until(lambda: informer.watches == 1)
             await api.stop()
-            await poll(lambda: informer.broken_since_ns is not None)
+            await until(lambda: informer.broken_since_ns is not None)
             assert informer.synced  # a broken watch does not unsync: the cache is kept
             assert set(handler.objects) == {"a"}
             await api.start()  # same port
             api.put(SERVICES, svc("b"))
-            await poll(lambda: informer.broken_since_ns is None and informer.watches >= 2)
+            await until(lambda: informer.broken_since_ns is None and informer.watches >= 2)
             await handler.until(lambda: "b" in handler.objects)
         assert informer.lists == 1  # came back by re-watching, not relisting
 
-    run_with_api(body)
+    run_with_fake_api(body)
 
 
 class ScriptedSource:
@@ -335,7 +204,7 @@ class ScriptedSource:
 
     def watch(
         self, path: str, *, resource_version: str, timeout_s: int
-    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         raise AssertionError("never gets that far")
 
 

@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import pytest
 
 from loadlab.clock import FakeClock
 from loadlab.sim.memory import MemoryAccount
-from loadlab.sim.overload import OutOfMemory, OverloadModel, RequestAttributes, WorkEstimate
+from loadlab.sim.overload import OutOfMemory, OverloadModel, WorkEstimate
 from loadlab.sim.overload_config import OverloadConfig
 from loadlab.sim.promtext import PromRegistry
+from tests.sim.helpers import req, run
 
-T = TypeVar("T")
 MB = 1024 * 1024
 
-LIST_PODS = RequestAttributes(
-    user="system:serviceaccount:monitoring:telemetry",
-    groups=(),
-    verb="list",
-    resource="pods",
-    subresource=None,
-    namespace=None,
-    name=None,
-)
-
-
-def run(clock: FakeClock, aw: Awaitable[T]) -> T:
-    async def main() -> T:
-        return await clock.run(aw)
-
-    return asyncio.run(main())
+LIST_PODS = req("system:serviceaccount:monitoring:telemetry", "list")
 
 
 def test_reserve_counts_baseline_and_in_flight_against_the_limit() -> None:
@@ -63,7 +46,6 @@ def test_parallel_lists_above_the_limit_raise_out_of_memory_and_count_a_restart(
     est = model.estimate(
         LIST_PODS,
         objects_scanned=50_000,
-        objects_returned=50_000,
         response_bytes=100 * MB,
         from_cache=True,
         watchers=0,

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import cast
 
-import dns.flags
 import dns.message
 import dns.rcode
 import pytest
 
-from loadlab.clock import NS_PER_S, MonotonicClock
+from loadlab.clock import NS_PER_MS, NS_PER_S, FakeClock, MonotonicClock
 from loadlab.engine.mix import OpMix
 from loadlab.engine.runner import OpenLoopRunner, OpenLoopStats
 from loadlab.engine.schedule import ConstantRate
@@ -23,7 +22,9 @@ from loadlab.targets.base import Outcome
 from loadlab.targets.dns import IDS_PER_SOCKET, DnsQuery, DnsTarget, probe_dns
 
 from ..engine.fakes import Completion, FakeRecorder
+from ..ports import closed_udp_port, free_port
 from ..unbound import UnboundServer
+from .helpers import answer_to, wait_for
 
 pytestmark = pytest.mark.realtime
 
@@ -45,19 +46,6 @@ class _Udp(asyncio.DatagramProtocol):
             self._transport.sendto(answer, addr)
 
 
-def answer_with(
-    rcode: dns.rcode.Rcode = dns.rcode.NOERROR, *, tc: bool = False
-) -> Callable[[bytes], bytes]:
-    def respond(wire: bytes) -> bytes:
-        response = dns.message.make_response(dns.message.from_wire(wire))
-        response.set_rcode(rcode)
-        if tc:
-            response.flags |= dns.flags.TC
-        return response.to_wire()
-
-    return respond
-
-
 @asynccontextmanager
 async def fake_dns(
     respond: Responder, *, tcp_seen: list[bytes] | None = None
@@ -65,41 +53,33 @@ async def fake_dns(
     """A UDP server answering with ``respond``; with ``tcp_seen``, a TCP one on the same port."""
     loop = asyncio.get_running_loop()
     writers: list[asyncio.StreamWriter] = []
-    for _ in range(20):
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(respond), local_addr=("127.0.0.1", 0)
-        )
-        port = int(transport.get_extra_info("sockname")[1])
-        if tcp_seen is None:
-            break
 
-        async def serve_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            assert tcp_seen is not None
-            writers.append(writer)
-            for _ in range(100):
-                try:
-                    size = int.from_bytes(await reader.readexactly(2), "big")
-                    wire = await reader.readexactly(size)
-                except asyncio.IncompleteReadError:
-                    break
-                tcp_seen.append(wire)
-                answer = answer_with()(wire)
-                writer.write(len(answer).to_bytes(2, "big") + answer)
-            writer.close()
+    async def serve_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert tcp_seen is not None
+        writers.append(writer)
+        for _ in range(100):
+            try:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                wire = await reader.readexactly(size)
+            except asyncio.IncompleteReadError:
+                break
+            tcp_seen.append(wire)
+            answer = answer_to(wire)
+            writer.write(len(answer).to_bytes(2, "big") + answer)
+        writer.close()
 
-        try:
-            tcp_server = await asyncio.start_server(serve_tcp, "127.0.0.1", port)
-        except OSError:
-            transport.close()
-            continue
-        break
-    else:
-        raise RuntimeError("no port free for both UDP and TCP")
+    port = free_port()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Udp(respond), local_addr=("127.0.0.1", port)
+    )
+    tcp_server: asyncio.Server | None = None
     try:
+        if tcp_seen is not None:
+            tcp_server = await asyncio.start_server(serve_tcp, "127.0.0.1", port)
         yield "127.0.0.1", port
     finally:
         transport.close()
-        if tcp_seen is not None:
+        if tcp_server is not None:
             tcp_server.close()
             for writer in writers:
                 writer.close()
@@ -108,23 +88,14 @@ async def fake_dns(
             await tcp_server.wait_closed()
 
 
-def closed_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def query_all(
     host: str,
     port: int,
     queries: Sequence[DnsQuery],
     order: Sequence[int],
-    *,
-    sockets: int = 1,
-    timeout_s: float = 2.0,
-) -> tuple[list[Completion], DnsTarget]:
+) -> list[Completion]:
     clock = MonotonicClock()
-    target = DnsTarget(host, port, queries, sockets=sockets, timeout_s=timeout_s, clock=clock)
+    target = DnsTarget(host, port, queries, clock=clock)
     rec = FakeRecorder()
     await target.open(rec)
     try:
@@ -134,7 +105,7 @@ async def query_all(
         assert target.in_flight == 0
     finally:
         await target.close()
-    return rec.completions, target
+    return rec.completions
 
 
 CLUSTER_QUERIES = [
@@ -147,9 +118,7 @@ CLUSTER_QUERIES = [
 
 @pytest.mark.needs_unbound
 def test_dns_target_against_unbound_reports_noerror_and_nxdomain(unbound: UnboundServer) -> None:
-    completions, _ = asyncio.run(
-        query_all(unbound.host, unbound.port, CLUSTER_QUERIES, [0, 1, 2, 3])
-    )
+    completions = asyncio.run(query_all(unbound.host, unbound.port, CLUSTER_QUERIES, [0, 1, 2, 3]))
     assert {c.op: c.outcome for c in completions} == {
         0: Outcome.OK,
         1: Outcome.OK,
@@ -206,9 +175,8 @@ def test_dns_target_under_the_open_loop_runner_answers_every_query_by_its_own_id
 )
 def test_dns_target_maps_error_rcodes(rcode: dns.rcode.Rcode, outcome: Outcome) -> None:
     async def go() -> list[Completion]:
-        async with fake_dns(answer_with(rcode)) as (host, port):
-            completions, _ = await query_all(host, port, CLUSTER_QUERIES[:1], [0, 0])
-            return completions
+        async with fake_dns(functools.partial(answer_to, rcode=rcode)) as (host, port):
+            return await query_all(host, port, CLUSTER_QUERIES[:1], [0, 0])
 
     assert [c.outcome for c in asyncio.run(go())] == [outcome, outcome]
 
@@ -217,9 +185,9 @@ def test_dns_target_retries_truncated_answers_over_tcp() -> None:
     tcp_seen: list[bytes] = []
 
     async def go() -> list[Completion]:
-        async with fake_dns(answer_with(tc=True), tcp_seen=tcp_seen) as (host, port):
-            completions, _ = await query_all(host, port, CLUSTER_QUERIES[:2], [0, 1, 0])
-            return completions
+        truncated = functools.partial(answer_to, tc=True)
+        async with fake_dns(truncated, tcp_seen=tcp_seen) as (host, port):
+            return await query_all(host, port, CLUSTER_QUERIES[:2], [0, 1, 0])
 
     completions = asyncio.run(go())
     assert [c.outcome for c in completions] == [Outcome.OK] * 3
@@ -229,9 +197,8 @@ def test_dns_target_retries_truncated_answers_over_tcp() -> None:
 
 def test_dns_target_reports_truncation_with_no_tcp_listener_as_connection_error() -> None:
     async def go() -> list[Completion]:
-        async with fake_dns(answer_with(tc=True)) as (host, port):
-            completions, _ = await query_all(host, port, CLUSTER_QUERIES[:1], [0, 0])
-            return completions
+        async with fake_dns(functools.partial(answer_to, tc=True)) as (host, port):
+            return await query_all(host, port, CLUSTER_QUERIES[:1], [0, 0])
 
     assert [c.outcome for c in asyncio.run(go())] == [Outcome.CONN_ERROR] * 2
 
@@ -242,8 +209,7 @@ def test_dns_target_reports_truncation_with_no_tcp_listener_as_connection_error(
         pytest.param(lambda wire: wire[:2] + b"\x81\x80garbage, not dns at all", id="garbage"),
         pytest.param(
             lambda wire: (
-                wire[:2]
-                + answer_with()(dns.message.make_query("other.example.", "A").to_wire())[2:]
+                wire[:2] + answer_to(dns.message.make_query("other.example.", "A").to_wire())[2:]
             ),
             id="another-question",
         ),
@@ -255,38 +221,76 @@ def test_dns_target_reports_answers_not_for_our_question_as_malformed(
 ) -> None:
     async def go() -> list[Completion]:
         async with fake_dns(respond) as (host, port):
-            completions, _ = await query_all(host, port, CLUSTER_QUERIES[:1], [0])
-            return completions
+            return await query_all(host, port, CLUSTER_QUERIES[:1], [0])
 
     assert [c.outcome for c in asyncio.run(go())] == [Outcome.MALFORMED]
 
 
-def test_dns_target_times_out_silence_and_ignores_unmatched_datagrams() -> None:
-    async def go() -> tuple[list[Completion], int]:
-        async with fake_dns(lambda wire: b"xx") as (host, port):
-            completions, target = await query_all(
-                host, port, CLUSTER_QUERIES[:1], [0, 0, 0], timeout_s=0.2
-            )
-            return completions, target.stray_answers
+def sweeper_asleep(clock: FakeClock) -> bool:
+    deadline_ns = clock.next_deadline_ns
+    return deadline_ns is not None and deadline_ns > clock.now_ns()
 
-    completions, strays = asyncio.run(go())
-    assert [c.outcome for c in completions] == [Outcome.TIMEOUT] * 3
-    assert all(c.done_ns - c.sent_ns >= NS_PER_S // 5 for c in completions)
-    assert strays == 3
+
+def test_dns_target_times_out_silence_at_the_first_sweep_past_the_timeout() -> None:
+    """Unmatched datagrams count as strays; the queries time out on the FakeClock, not before."""
+    clock = FakeClock(1_000 * NS_PER_S)
+    timeout_ns = 200 * NS_PER_MS
+    sweep_ns = timeout_ns // 10  # the sweep runs every timeout/10 (dns.py)
+    rec = FakeRecorder()
+
+    async def go() -> tuple[int, int]:
+        async with fake_dns(lambda wire: b"xx") as (host, port):
+            target = DnsTarget(host, port, CLUSTER_QUERIES[:1], timeout_s=0.2, clock=clock)
+            await target.open(rec)
+            try:
+                for _ in range(3):
+                    target.submit(0, clock.now_ns())
+                await wait_for(lambda: target.stray_answers == 3, "the three stray datagrams")
+                clock.advance(timeout_ns)  # a sweep at exactly the timeout: nothing expires yet
+                await wait_for(lambda: sweeper_asleep(clock), "the sweep at the timeout")
+                assert rec.completions == []
+                clock.advance(sweep_ns)
+                await wait_for(lambda: len(rec.completions) == 3, "the timeouts")
+                return target.stray_answers, target.in_flight
+            finally:
+                await target.close()
+
+    strays, in_flight = asyncio.run(go())
+    assert [c.outcome for c in rec.completions] == [Outcome.TIMEOUT] * 3
+    assert {c.done_ns - c.sent_ns for c in rec.completions} == {timeout_ns + sweep_ns}
+    assert (strays, in_flight) == (3, 0)
 
 
 def test_dns_target_overflows_past_65536_outstanding_ids_on_a_socket() -> None:
-    async def go() -> list[Completion]:
-        async with fake_dns(lambda wire: None) as (host, port):
-            completions, _ = await query_all(
-                host, port, CLUSTER_QUERIES[:1], [0] * (IDS_PER_SOCKET + 5), timeout_s=0.5
-            )
-            return completions
+    clock = FakeClock(1_000 * NS_PER_S)
+    timeout_ns = 500 * NS_PER_MS
+    sweep_ns = timeout_ns // 10  # the sweep runs every timeout/10 (dns.py)
+    rec = FakeRecorder()
 
-    completions = asyncio.run(go())
-    outcomes = [c.outcome for c in completions]
-    assert outcomes.count(Outcome.OVERFLOW) == 5
-    assert outcomes.count(Outcome.TIMEOUT) == IDS_PER_SOCKET
+    async def go() -> int:
+        async with fake_dns(lambda wire: None) as (host, port):
+            target = DnsTarget(host, port, CLUSTER_QUERIES[:1], timeout_s=0.5, clock=clock)
+            await target.open(rec)
+            try:
+                for _ in range(IDS_PER_SOCKET + 5):
+                    target.submit(0, clock.now_ns())
+                in_flight = target.in_flight
+                await wait_for(lambda: sweeper_asleep(clock), "the sweeper to start")
+                clock.advance(timeout_ns + sweep_ns)
+                await wait_for(
+                    lambda: len(rec.completions) == IDS_PER_SOCKET + 5, "every query to end"
+                )
+                return in_flight
+            finally:
+                await target.close()
+
+    in_flight = asyncio.run(go())
+    assert in_flight == IDS_PER_SOCKET
+    overflowed = [c for c in rec.completions if c.outcome is Outcome.OVERFLOW]
+    timed_out = [c for c in rec.completions if c.outcome is Outcome.TIMEOUT]
+    assert len(overflowed) == 5
+    assert len(timed_out) == IDS_PER_SOCKET
+    assert {c.done_ns - c.sent_ns for c in timed_out} == {timeout_ns + sweep_ns}
 
 
 @pytest.mark.needs_unbound

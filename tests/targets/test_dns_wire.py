@@ -14,8 +14,11 @@ from loadlab.targets.dns_wire import (
     classify,
     encode_query,
     is_truncated,
+    next_free_id,
     with_id,
 )
+
+from .helpers import answer_to
 
 
 def test_encoded_query_parses_back_with_the_patched_id() -> None:
@@ -27,15 +30,8 @@ def test_encoded_query_parses_back_with_the_patched_id() -> None:
     assert msg.flags & dns.flags.RD
 
 
-def answer(
-    query: DnsQuery, *, rcode: dns.rcode.Rcode = dns.rcode.NOERROR, tc: bool = False, qid: int = 7
-) -> bytes:
-    request = dns.message.from_wire(with_id(qid, encode_query(query)))
-    response = dns.message.make_response(request)
-    response.set_rcode(rcode)
-    if tc:
-        response.flags |= dns.flags.TC
-    return response.to_wire()
+def query_wire(query: DnsQuery, qid: int = 7) -> bytes:
+    return with_id(qid, encode_query(query))
 
 
 @pytest.mark.parametrize(
@@ -53,22 +49,36 @@ def test_classify_maps_rcodes(
     rcode: dns.rcode.Rcode, expect_nxdomain: bool, outcome: Outcome
 ) -> None:
     query = DnsQuery("a.cluster.local", expect_nxdomain=expect_nxdomain)
-    assert classify(answer(query, rcode=rcode), encode_query(query)) is outcome
+    assert classify(answer_to(query_wire(query), rcode=rcode), encode_query(query)) is outcome
 
 
 def test_classify_accepts_the_question_echoed_in_another_case() -> None:
     query = DnsQuery("a.cluster.local")
-    wire = answer(DnsQuery("A.Cluster.Local"))
+    wire = answer_to(query_wire(DnsQuery("A.Cluster.Local")))
     assert classify(wire, encode_query(query)) is Outcome.OK
 
 
 def test_classify_refuses_an_answer_to_another_type() -> None:
-    wire = answer(DnsQuery("a.cluster.local", "AAAA"))
+    wire = answer_to(query_wire(DnsQuery("a.cluster.local", "AAAA")))
     assert classify(wire, encode_query(DnsQuery("a.cluster.local", "A"))) is Outcome.MALFORMED
 
 
 def test_truncation_and_id_are_read_from_the_header() -> None:
-    wire = answer(DnsQuery("a.cluster.local"), tc=True, qid=0x1234)
+    wire = answer_to(query_wire(DnsQuery("a.cluster.local"), qid=0x1234), tc=True)
     assert answer_id(wire) == 0x1234
     assert is_truncated(wire)
     assert answer_id(b"short") is None
+
+
+@pytest.mark.parametrize(
+    ("taken", "start", "expected"),
+    [
+        pytest.param(set(), 5, 5, id="start-free"),
+        pytest.param({5, 6}, 5, 7, id="skips-taken"),
+        pytest.param({0xFFFF, 0}, 0xFFFF, 1, id="wraps-past-65535"),
+    ],
+)
+def test_next_free_id_takes_the_first_untaken_id_from_start(
+    taken: set[int], start: int, expected: int
+) -> None:
+    assert next_free_id(taken, start) == expected

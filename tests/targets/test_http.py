@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
 
-from loadlab.clock import NS_PER_S, MonotonicClock
+from loadlab.clock import NS_PER_S, FakeClock, MonotonicClock
 from loadlab.errors import TargetMisbehaving, TargetUnreachable
 from loadlab.targets.base import Outcome
-from loadlab.targets.http import HttpOperation, HttpTarget, probe_http, retry_after_s
+from loadlab.targets.http import (
+    HttpOperation,
+    HttpTarget,
+    probe_http,
+    retry_after_s,
+    retry_hold_ns,
+)
 
 from ..engine.fakes import Completion, FakeRecorder
+from ..ports import closed_tcp_port
+from .helpers import wait_for
 
 pytestmark = pytest.mark.realtime
 
@@ -35,6 +42,7 @@ async def http_server(seen: list[tuple[str, str]]) -> AsyncIterator[str]:
         return web.Response(status=500)
 
     async def slow(request: web.Request) -> web.Response:
+        seen.append((request.path, ""))
         await asyncio.sleep(5)
         return web.Response()
 
@@ -70,12 +78,6 @@ async def garbage_server() -> AsyncIterator[str]:
     finally:
         server.close()
         await server.wait_closed()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def send_all(
@@ -133,7 +135,7 @@ def test_http_target_reports_garbage_as_malformed() -> None:
 
 
 def test_http_target_reports_a_closed_port_as_connection_error() -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{closed_tcp_port()}"
     completions = asyncio.run(send_all(url, [HttpOperation("get", "GET", "/")], [0, 0, 0]))
     assert [c.outcome for c in completions] == [Outcome.CONN_ERROR] * 3
 
@@ -151,38 +153,83 @@ def test_http_target_spreads_paths_and_bodies_round_robin_with_the_token() -> No
     assert seen == [(f"/ok/{i % 3}", "Bearer t0k") for i in range(6)]
 
 
-def test_http_target_holds_the_connection_for_retry_after_when_honouring_it() -> None:
+@pytest.mark.parametrize(
+    ("honour", "hold_ns"),
+    [pytest.param(True, NS_PER_S // 5, id="honoured"), pytest.param(False, 0, id="ignored")],
+)
+def test_http_target_holds_the_connection_for_retry_after_only_when_honouring_it(
+    honour: bool, hold_ns: int
+) -> None:
+    """The server says Retry-After: 1, capped at 0.2 s; time moves only when the test says."""
     ops = [HttpOperation("throttled", "GET", "/throttle"), HttpOperation("ok", "GET", "/ok")]
+    clock = FakeClock(1_000 * NS_PER_S)
+    rec = FakeRecorder()
 
-    async def go(honour: bool) -> list[Completion]:
+    async def go() -> None:
         async with http_server([]) as url:
-            return await send_all(
-                url, ops, [0, 1], connections=1, honour_retry_after=honour, max_retry_after_s=0.2
+            target = HttpTarget(
+                url,
+                ops,
+                connections=1,
+                honour_retry_after=honour,
+                max_retry_after_s=0.2,
+                clock=clock,
             )
+            await target.open(rec)
+            try:
+                target.submit(0, clock.now_ns())
+                target.submit(1, clock.now_ns())
+                await wait_for(lambda: len(rec.completions) >= 1, "the 429")
+                if hold_ns:
+                    await wait_for(lambda: clock.next_deadline_ns is not None, "the hold")
+                    assert len(rec.completions) == 1  # the next request waits for the clock
+                    clock.advance(hold_ns)
+                await wait_for(lambda: len(rec.completions) == 2, "the request after the 429")
+            finally:
+                await target.close()
 
-    first, second = asyncio.run(go(True))
+    asyncio.run(go())
+    first, second = rec.completions
     assert (first.outcome, second.outcome) == (Outcome.THROTTLED, Outcome.OK)
-    # Retry-After said 1 s, capped at 0.2 s: the next request waited at least that long.
-    assert second.sent_ns - first.done_ns >= NS_PER_S // 5
+    assert second.sent_ns - first.done_ns == hold_ns
     # The wait is charged to the request from its intended time.
-    assert second.done_ns - second.intended_ns >= NS_PER_S // 5
+    assert second.done_ns - second.intended_ns == hold_ns
+
+
+@pytest.mark.parametrize(
+    ("header", "expected_ns"),
+    [
+        pytest.param("1", NS_PER_S, id="under-the-cap"),
+        pytest.param("2.5", 2 * NS_PER_S, id="capped"),
+        pytest.param("0", 0, id="zero"),
+        pytest.param(None, 0, id="absent"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", 0, id="http-date"),
+    ],
+)
+def test_retry_hold_is_the_header_seconds_up_to_the_cap(
+    header: str | None, expected_ns: int
+) -> None:
+    assert retry_hold_ns(header, max_hold_ns=2 * NS_PER_S) == expected_ns
 
 
 def test_http_target_close_times_out_what_is_still_queued_or_active() -> None:
+    seen: list[tuple[str, str]] = []
+
     async def go() -> tuple[list[Completion], int]:
-        async with http_server([]) as url:
+        async with http_server(seen) as url:
             clock = MonotonicClock()
             target = HttpTarget(url, [HttpOperation("slow", "GET", "/slow")], connections=2)
             rec = FakeRecorder()
             await target.open(rec)
             for _ in range(5):
                 target.submit(0, clock.now_ns())
-            await asyncio.sleep(0.05)
+            await wait_for(lambda: len(seen) == 2, "both connections' requests at the server")
             in_flight = target.in_flight
             await target.close()
             return rec.completions, in_flight
 
     completions, in_flight = asyncio.run(go())
+    assert len(seen) == 2  # two connections: the other three never left the queue
     assert in_flight == 5
     assert [c.outcome for c in completions] == [Outcome.TIMEOUT] * 5
 
@@ -205,7 +252,7 @@ def test_probe_http_passes_on_any_http_answer() -> None:
 
 def test_probe_http_says_unreachable_when_nothing_listens() -> None:
     with pytest.raises(TargetUnreachable, match="check --api"):
-        asyncio.run(probe_http(f"http://127.0.0.1:{closed_port()}", timeout_s=2))
+        asyncio.run(probe_http(f"http://127.0.0.1:{closed_tcp_port()}", timeout_s=2))
 
 
 def test_probe_http_says_misbehaving_when_the_answer_is_not_http() -> None:
