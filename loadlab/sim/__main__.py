@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from loadlab.errors import LoadlabError
-from loadlab.sim.cli import add_sim_arguments, config_from_args, sim_command
+from loadlab.sim import lifeline
 
-__all__ = ["add_sim_arguments", "config_from_args", "main"]
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First, before the imports below (pydantic, aiohttp: a quarter of a second) and the seeding
+    # (seconds at 5,000 nodes): a loadlab killed meanwhile must still take this sim with it.
+    lifeline.hold_from_environment()
+
+    import argparse
+
+    from loadlab.errors import LoadlabError
+    from loadlab.sim.cli import add_sim_arguments, sim_command
+
     parser = argparse.ArgumentParser(
         prog="python -m loadlab.sim",
         description="Run the simulated kube-apiserver and cluster DNS on loopback until Ctrl-C.",

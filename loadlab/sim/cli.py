@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from loadlab.sim.config import SimConfig, load_sim_config, sim_config_from_dict
+from loadlab.errors import UsageError
+from loadlab.sim.config import SimConfig, is_loopback_host, load_sim_config, sim_config_from_dict
 
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +19,11 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-port", type=int, help="API server port, 0 = any (default 6443)")
     parser.add_argument("--dns-port", type=int, help="DNS port, UDP+TCP, 0 = any (default 1053)")
     parser.add_argument("--config", metavar="FILE", help="YAML file of sim settings")
+    parser.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="allow a --host (or config host) beyond loopback: the sim's API has no authentication",
+    )
     parser.add_argument(
         "--ready-json",
         action="store_true",
@@ -38,9 +45,34 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     return sim_config_from_dict({**base.model_dump(), **overrides}, source="command line")
 
 
+def check_listen_host(host: str, *, allow_non_loopback: bool) -> str | None:
+    """None if ``host`` is loopback; else the warning to print if allowed, or ``UsageError``.
+
+    The sim serves an API and DNS without authentication, so listening beyond loopback must be
+    asked for explicitly, whether the host came from --host or from the config file.
+    """
+    if is_loopback_host(host):
+        return None
+    if not allow_non_loopback:
+        raise UsageError(
+            f"the sim would listen on {host}, beyond loopback, with an unauthenticated API; "
+            "use --host 127.0.0.1, or add --allow-non-loopback if you mean it"
+        )
+    return (
+        f"loadlab sim: warning: listening on {host}, beyond loopback: anyone who can reach "
+        "this machine can use the sim's API and DNS"
+    )
+
+
 def sim_command(args: argparse.Namespace) -> int:
     """``loadlab sim``: run in the foreground until Ctrl-C."""
     from loadlab.sim.server import run_sim
 
-    run_sim(config_from_args(args), ready_json=bool(getattr(args, "ready_json", False)))
+    config = config_from_args(args)
+    warning = check_listen_host(
+        config.host, allow_non_loopback=bool(getattr(args, "allow_non_loopback", False))
+    )
+    if warning is not None:
+        print(warning, file=sys.stderr)
+    run_sim(config, ready_json=bool(getattr(args, "ready_json", False)))
     return 0

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,25 @@ class SimConfig(BaseModel):
     headless_services: int = Field(default=2, ge=0)
     """How many of those services are headless (clusterIP None, per-endpoint DNS records)."""
     host: str = "127.0.0.1"
+    """Where the API server and DNS listen. Anything but loopback (``is_loopback_host``) opens an
+    unauthenticated API to the network, so ``loadlab sim`` refuses it without
+    ``--allow-non-loopback``."""
     api_port: int = Field(default=6443, ge=0, le=65535)
     dns_port: int = Field(default=1053, ge=0, le=65535)
     api: ApiServerConfig = Field(default_factory=ApiServerConfig)
     overload: OverloadConfig = Field(default_factory=OverloadConfig)
     dns: ClusterDnsConfig = Field(default_factory=ClusterDnsConfig)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a loopback IP literal (127.0.0.0/8, ::1) or ``localhost``; False for any other
+    name, which could resolve anywhere."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, not an IP literal
+        return False
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -2,6 +2,12 @@
 
 ``start_sim_process(["--nodes", "500"])`` runs ``python -m loadlab.sim ... --api-port 0
 --dns-port 0 --ready-json`` and waits for its one JSON line ``{"api": URL, "dns": HOST:PORT}``.
+
+The sim never outlives this process: it holds a lifeline (``loadlab.sim.lifeline``: a parent-death
+signal on Linux, and a pipe everywhere) from before its seeding, so a SIGKILLed loadlab takes it
+along; and an interrupt (Ctrl-C) while waiting for the ready line kills and reaps it before
+propagating. Call ``start_sim_process`` from the main thread (or one that lives as long as the
+sim): Linux's parent-death signal fires when the *thread* that started the sim exits.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from types import TracebackType
 from typing import IO
 
 from loadlab.errors import TargetUnreachable
+from loadlab.sim.lifeline import ParentLifeline
 
 START_TIMEOUT_S = 120.0  # 5,000 nodes x 30 pods must seed in < 30 s (issue 3); room for a slow box
 # Not from a reference: how long the sim may take after SIGTERM (ending watches, closing sockets)
@@ -31,7 +38,12 @@ class SimProcess:
     """A running sim subprocess: where it listens, and ``stop()`` (SIGTERM, then SIGKILL)."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], api_url: str, dns_addr: str, log: IO[bytes]
+        self,
+        proc: subprocess.Popen[bytes],
+        api_url: str,
+        dns_addr: str,
+        log: IO[bytes],
+        lifeline: ParentLifeline,
     ) -> None:
         self._proc = proc
         self.api_url = api_url
@@ -39,6 +51,7 @@ class SimProcess:
         self.dns_addr = dns_addr
         """``127.0.0.1:PORT`` (UDP and TCP)."""
         self._log = log
+        self._lifeline = lifeline
 
     @property
     def pid(self) -> int:
@@ -56,6 +69,8 @@ class SimProcess:
                     self._proc.wait(grace_s)
             return self._proc.returncode
         finally:
+            # Only now: cutting the lifeline earlier would end the sim before its clean shutdown.
+            self._lifeline.cut()
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
             self._log.close()
@@ -118,16 +133,27 @@ def start_sim_process(
     ]
     # The log outlives this function: SimProcess owns and closes it.
     log = tempfile.TemporaryFile()  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+    lifeline = ParentLifeline()
     try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, **lifeline.child_env()},
+            pass_fds=(lifeline.child_fd,),
+        )
+    except BaseException:
+        lifeline.cut()
+        log.close()
+        raise
+    try:
+        lifeline.close_child_end()
         line = _read_ready_line(proc, time.monotonic() + timeout_s)
         ready = json.loads(line)
-        return SimProcess(proc, str(ready["api"]), str(ready["dns"]), log)
+        return SimProcess(proc, str(ready["api"]), str(ready["dns"]), log, lifeline)
     except (TimeoutError, EOFError, ValueError, KeyError) as exc:
-        proc.kill()
-        proc.wait(STOP_GRACE_S)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _kill_and_reap(proc, lifeline)
         tail = _stderr_tail(log)
         log.close()
         why = "timed out" if isinstance(exc, TimeoutError) else "failed"
@@ -135,3 +161,20 @@ def start_sim_process(
             f"the embedded sim {why} to start ({' '.join(cmd[1:])}): {tail or exc!r}. "
             "Check the sim options, or pass --api/--dns to use a real control plane."
         ) from exc
+    except BaseException:
+        # KeyboardInterrupt (Ctrl-C), SystemExit from a SIGTERM handler, anything: the sim is
+        # still seeding and nobody else knows its pid, so it goes before the exception does.
+        _kill_and_reap(proc, lifeline)
+        log.close()
+        raise
+
+
+def _kill_and_reap(proc: subprocess.Popen[bytes], lifeline: ParentLifeline) -> None:
+    """SIGKILL the sim that is not ready, wait for it, and release its pipes and lifeline."""
+    try:
+        proc.kill()
+        proc.wait(STOP_GRACE_S)
+    finally:
+        lifeline.cut()
+        if proc.stdout is not None:
+            proc.stdout.close()
