@@ -1,22 +1,92 @@
 """Profiles: what load to offer, to which target, and what counts as passing.
 
 A profile is YAML validated by pydantic with unknown fields forbidden, so a misspelt field is an
-error that names it, not a silently ignored setting. ``--set a.b=value`` overrides any field.
+error that names it (and the field meant), not a silently ignored setting. ``--set a.b=value``
+overrides any field.
+
+Types are strict where YAML's loose typing would surprise: ``true`` is not a number, ``5`` is not a
+name, and every number must be finite and within what one machine can do. The upper bounds are
+below; each says why.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from loadlab.analysis.steps import StepCriteria
 from loadlab.errors import ProfileError
 
 PROFILE_SCHEMA = "loadlab.profile/v1"
+
+# Upper bounds: far above anything useful, low enough that a typo (an extra zero, 1e9) is refused
+# here rather than hanging the run or exhausting memory.
+MAX_RATE_PER_S = 1_000_000
+"""10x the generator's ~100k sends/s per core (loadlab/engine/runner.py): an absurd but finite rate
+still reaches the run, which then reports itself as the limit (exit 4)."""
+MAX_DURATION_S = 86_400  # one day
+MAX_STEP_S = 3_600  # one hour per ramp step
+MAX_TIMEOUT_S = 3_600  # kube-apiserver's --request-timeout defaults to 60 s; an hour is generous
+MAX_LATENCY_MS = MAX_TIMEOUT_S * 1000
+"""No p99 above the longest timeout can be measured, so no SLO or lag limit may exceed it."""
+MAX_WEIGHT = 1_000_000
+MAX_SPREAD = 100_000
+"""Paths and bodies are pre-rendered once per value of {i}: 100k URLs take ~40 MB and ~1 s to
+build (measured with yarl), 1M ~400 MB per operation. The sim's largest cluster is 20k nodes."""
+MAX_RAMP_FACTOR = 100  # a x100 step jumps past any knee at once; bisection then does all the work
+MAX_PROFILE_BYTES = 1_000_000  # the shipped profiles are ~2 kB; a larger file is the wrong file
+
+
+def _number(value: object) -> object:
+    """Before every float field: a finite int or float, never a boolean."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_not_bool", "must be a number, not true/false")
+    if isinstance(value, str):
+        # PyYAML follows YAML 1.1, where 1e9 (an exponent without a dot) is a string, not a float.
+        try:
+            value = float(value)
+        except ValueError:
+            raise PydanticCustomError("number_type", "must be a number") from None
+    if isinstance(value, int):
+        try:
+            value = float(value)
+        except OverflowError:
+            raise PydanticCustomError("finite_number", "must be a finite number") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("finite_number", "must be a finite number")
+    return value
+
+
+def _whole_number(value: object) -> object:
+    """Before every int field: YAML's ``true`` would otherwise become 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_not_bool", "must be a whole number, not true/false")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number), AllowInfNan(False)]
+"""A float field: ints are fine (``rate_per_s: 200``); booleans, inf and NaN are not."""
+Count = Annotated[int, BeforeValidator(_whole_number)]
+"""An int field that refuses booleans."""
+Flag = Annotated[bool, Strict()]
+"""A bool field that takes only true/false, not 1 or "yes" (YAML already reads yes/no as bools)."""
+Text = Annotated[str, Strict()]
+"""A str field: a number or a boolean is refused rather than turned into text."""
 
 
 class _Strict(BaseModel):
@@ -26,17 +96,20 @@ class _Strict(BaseModel):
 class HttpOp(_Strict):
     """One entry of the API request mix."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: Text = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: str = Field(pattern=r"^/")
-    body: str | None = None
-    content_type: str = "application/json"
-    weight: float = Field(default=1.0, gt=0)
-    spread: int = Field(default=1, ge=1, description="render {i} in path/body as 0..spread-1")
-    user: str | None = Field(default=None, description="bearer token = identity in the sim")
-    slo_p99_ms: float = Field(
+    path: Text = Field(pattern=r"^/")
+    body: Text | None = None
+    content_type: Text = "application/json"
+    weight: Number = Field(default=1.0, gt=0, le=MAX_WEIGHT)
+    spread: Count = Field(
+        default=1, ge=1, le=MAX_SPREAD, description="render {i} in path/body as 0..spread-1"
+    )
+    user: Text | None = Field(default=None, description="bearer token = identity in the sim")
+    slo_p99_ms: Number = Field(
         default=1000.0,
         gt=0,
+        le=MAX_LATENCY_MS,
         description="sig-scalability: single-object calls p99 <= 1 s; LIST <= 30 s",
     )
 
@@ -44,11 +117,13 @@ class HttpOp(_Strict):
 class DnsOp(_Strict):
     """One entry of the DNS query mix."""
 
-    name: str
+    name: Text
     type: Literal["A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "MX", "NS", "SOA"] = "A"
-    weight: float = Field(default=1.0, gt=0)
-    expect_nxdomain: bool = False
-    slo_p99_ms: float = Field(default=100.0, gt=0, description="clusterloader2 DNS: p99 <= 100 ms")
+    weight: Number = Field(default=1.0, gt=0, le=MAX_WEIGHT)
+    expect_nxdomain: Flag = False
+    slo_p99_ms: Number = Field(
+        default=100.0, gt=0, le=MAX_LATENCY_MS, description="clusterloader2 DNS: p99 <= 100 ms"
+    )
 
     @property
     def op_name(self) -> str:
@@ -56,30 +131,32 @@ class DnsOp(_Strict):
 
 
 class ApiTarget(_Strict):
-    url: str | None = Field(default=None, description="None: start the embedded control plane")
-    connections: int = Field(default=64, ge=1, le=10_000)
-    timeout_s: float = Field(default=60.0, gt=0, description="kube-apiserver --request-timeout")
-    honour_retry_after: bool = False
+    url: Text | None = Field(default=None, description="None: start the embedded control plane")
+    connections: Count = Field(default=64, ge=1, le=10_000)
+    timeout_s: Number = Field(
+        default=60.0, gt=0, le=MAX_TIMEOUT_S, description="kube-apiserver --request-timeout"
+    )
+    honour_retry_after: Flag = False
     mix: tuple[HttpOp, ...] = Field(min_length=1)
 
 
 class DnsTarget(_Strict):
-    server: str | None = Field(default=None, description="HOST:PORT; None: the embedded DNS")
-    sockets: int = Field(default=2, ge=1, le=64)
-    timeout_s: float = Field(default=2.0, gt=0)
+    server: Text | None = Field(default=None, description="HOST:PORT; None: the embedded DNS")
+    sockets: Count = Field(default=2, ge=1, le=64)
+    timeout_s: Number = Field(default=2.0, gt=0, le=MAX_TIMEOUT_S)
     queries: tuple[DnsOp, ...] = Field(min_length=1)
 
 
 class Ramp(_Strict):
     """Stepped open-loop search of the rate (knee-method.md, 'Method')."""
 
-    start_per_s: float = Field(gt=0)
-    factor: float = Field(default=2.0, gt=1)
-    max_per_s: float = Field(gt=0)
-    step_s: float = Field(default=10.0, gt=0)
-    warmup_s: float = Field(default=2.0, ge=0)
-    refine_within: float = Field(default=0.05, gt=0, lt=1)
-    max_steps: int = Field(default=30, ge=1, le=200)
+    start_per_s: Number = Field(gt=0, le=MAX_RATE_PER_S)
+    factor: Number = Field(default=2.0, gt=1, le=MAX_RAMP_FACTOR)
+    max_per_s: Number = Field(gt=0, le=MAX_RATE_PER_S)
+    step_s: Number = Field(default=10.0, gt=0, le=MAX_STEP_S)
+    warmup_s: Number = Field(default=2.0, ge=0)
+    refine_within: Number = Field(default=0.05, gt=0, lt=1)
+    max_steps: Count = Field(default=30, ge=1, le=200)
 
     @model_validator(mode="after")
     def _bounds(self) -> Ramp:
@@ -93,11 +170,14 @@ class Ramp(_Strict):
 class Load(_Strict):
     mode: Literal["open", "closed"] = "open"
     arrival: Literal["constant", "poisson"] = "constant"
-    rate_per_s: float | None = Field(default=None, gt=0, description="fixed open-loop rate")
-    concurrency: int = Field(default=64, ge=1, le=100_000, description="closed loop: in flight")
-    duration_s: float = Field(default=30.0, gt=0, le=86_400)
+    rate_per_s: Number | None = Field(
+        default=None, gt=0, le=MAX_RATE_PER_S, description="fixed open-loop rate"
+    )
+    concurrency: Count = Field(default=64, ge=1, le=100_000, description="closed loop: in flight")
+    duration_s: Number = Field(default=30.0, gt=0, le=MAX_DURATION_S)
     ramp: Ramp | None = None
-    seed: int = 1
+    # random.Random(-n) is random.Random(n): a negative seed would silently repeat a positive one.
+    seed: Count = Field(default=1, ge=0, le=2**63 - 1)
 
     @model_validator(mode="after")
     def _shape(self) -> Load:
@@ -115,11 +195,11 @@ class Criteria(_Strict):
     """What makes a step pass (knee-method.md) and what the run's SLO gate checks."""
 
     # Defaults, with their sources, live once: in loadlab.analysis.steps.StepCriteria.
-    max_error_rate: float = Field(default=_STEP_DEFAULTS.max_error_rate, ge=0, le=1)
-    min_sent_ratio: float = Field(default=_STEP_DEFAULTS.min_sent_ratio, gt=0, le=1)
-    max_lag_p99_ms: float = Field(default=_STEP_DEFAULTS.max_lag_p99_ms, gt=0)
-    min_achieved_ratio: float = Field(default=_STEP_DEFAULTS.min_achieved_ratio, gt=0, le=1)
-    max_generator_cpu_percent: float = Field(
+    max_error_rate: Number = Field(default=_STEP_DEFAULTS.max_error_rate, ge=0, le=1)
+    min_sent_ratio: Number = Field(default=_STEP_DEFAULTS.min_sent_ratio, gt=0, le=1)
+    max_lag_p99_ms: Number = Field(default=_STEP_DEFAULTS.max_lag_p99_ms, gt=0, le=MAX_LATENCY_MS)
+    min_achieved_ratio: Number = Field(default=_STEP_DEFAULTS.min_achieved_ratio, gt=0, le=1)
+    max_generator_cpu_percent: Number = Field(
         default=90.0,
         gt=0,
         le=100,
@@ -130,21 +210,21 @@ class Criteria(_Strict):
 class SimSettings(_Strict):
     """Arguments for the embedded control plane when no target URL is given."""
 
-    nodes: int = Field(default=100, ge=1, le=20_000)
-    pods_per_node: int = Field(default=10, ge=0, le=110)  # reference: 110 pods per node max
-    config: str | None = None
+    nodes: Count = Field(default=100, ge=1, le=20_000)
+    pods_per_node: Count = Field(default=10, ge=0, le=110)  # reference: 110 pods per node max
+    config: Text | None = None
 
 
 class Profile(_Strict):
-    schema_: str = Field(default=PROFILE_SCHEMA, alias="schema")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
+    schema_: Text = Field(default=PROFILE_SCHEMA, alias="schema")
+    name: Text = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: Text = ""
     api: ApiTarget | None = None
     dns: DnsTarget | None = None
     load: Load
     criteria: Criteria = Criteria()
     sim: SimSettings = SimSettings()
-    interval_s: float = Field(default=1.0, ge=0.1, le=60)
+    interval_s: Number = Field(default=1.0, ge=0.1, le=60)
 
     @model_validator(mode="after")
     def _targets(self) -> Profile:
@@ -155,25 +235,60 @@ class Profile(_Strict):
 
 def load_profile(path: str | Path, overrides: list[str] | None = None) -> Profile:
     """Read, override and validate a profile; every failure is one ProfileError line."""
-    p = Path(path)
+    raw = _read_mapping(Path(path), str(path))
+    for item in overrides or []:
+        apply_override(raw, item)
+    return validate_profile(raw, source=str(path))
+
+
+def _read_mapping(p: Path, shown: str) -> dict[str, Any]:
+    """The profile file's top-level mapping; each way a file can be wrong is one clear line."""
     if not p.exists():
         hint = ""
         shipped = Path(__file__).resolve().parent.parent / "profiles" / f"{p.stem}.yaml"
         if not p.suffix and shipped.exists():
             hint = f" (did you mean {shipped}?)"
-        raise ProfileError(f"profile {path}: no such file{hint}")
+        raise ProfileError(f"profile {shown}: no such file{hint}")
+    if p.is_dir():
+        raise ProfileError(f"profile {shown}: is a directory, expected a YAML file")
+    if not p.is_file():  # a FIFO or a device would block or never end
+        raise ProfileError(f"profile {shown}: not a regular file, expected a YAML file")
     try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
+        with p.open("rb") as f:
+            data = f.read(MAX_PROFILE_BYTES + 1)
+    except OSError as exc:
+        raise ProfileError(f"profile {shown}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ProfileError(
+            f"profile {shown}: larger than {MAX_PROFILE_BYTES:,} bytes; is it the right file?"
+        )
+    try:
+        text: str | None = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise ProfileError(f"profile {shown}: not a text file (UTF-8 YAML expected)")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
         # The context mark is where the broken construct began; the problem mark is often EOF.
-        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        mark = exc.context_mark or exc.problem_mark
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ProfileError(f"profile {path}:{where} is not valid YAML") from None
+        raise ProfileError(f"profile {shown}:{where} is not valid YAML") from None
+    except yaml.YAMLError:  # a ReaderError: a control character YAML does not allow
+        raise ProfileError(f"profile {shown}: not a text file (UTF-8 YAML expected)") from None
+    except ValueError:  # Python refuses to convert an integer of over 4300 digits
+        raise ProfileError(f"profile {shown}: holds a number too long to read") from None
+    except RecursionError:
+        raise ProfileError(f"profile {shown}: nested too deeply to be a profile") from None
+    if raw is None:
+        raise ProfileError(f"profile {shown}: is empty; expected a mapping with name:, load: ...")
     if not isinstance(raw, dict):
-        raise ProfileError(f"profile {path}: expected a mapping at the top level")
-    for item in overrides or []:
-        apply_override(raw, item)
-    return validate_profile(raw, source=str(path))
+        kind = "a list" if isinstance(raw, list) else f"a single value ({raw!r:.40})"
+        raise ProfileError(
+            f"profile {shown}: is {kind}; expected a mapping with name:, load: ... at the top level"
+        )
+    return raw
 
 
 def validate_profile(raw: dict[str, Any], *, source: str = "profile") -> Profile:
@@ -181,60 +296,176 @@ def validate_profile(raw: dict[str, Any], *, source: str = "profile") -> Profile
         return Profile.model_validate(raw)
     except ValidationError as exc:
         raise ProfileError(f"{source}: {describe_validation_error(exc)}") from None
+    except RecursionError:  # a YAML alias cycle or absurd nesting that survived parsing
+        raise ProfileError(f"{source}: nested too deeply to be a profile") from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """The first error, as 'field a.b.c: what was expected (got X)'."""
-    err = exc.errors()[0]
-    loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    """One error, as 'field a.b.c: what was expected (got X)', and how many others there are.
+
+    An unknown field is reported before anything else: a misspelt required field also makes the
+    real one "missing", and the typo is the error the user can act on. Errors that only echo the
+    reported one (that missing field; a list "too short" because its item failed) are not counted.
+    """
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    where = err["loc"]
+    loc = ".".join(str(part) for part in where) or "(top level)"
     kind = err["type"]
+    meant = _close_field(where) if kind == "extra_forbidden" else None
+    echoes = [
+        e
+        for e in errors
+        if e is not err
+        and (
+            (e["type"] == "missing" and meant is not None and e["loc"] == (*where[:-1], meant))
+            or (e["type"] == "too_short" and e["loc"] == where[: len(e["loc"])])
+        )
+    ]
+    others = len(errors) - 1 - len(echoes)
+    more = f"; and {others} more" if others else ""
     if kind == "extra_forbidden":
-        return f"unknown field '{loc}' (misspelt? see the profile reference in README.md)"
+        names = _field_names_at(where[:-1])
+        if meant is not None:
+            hint = f"did you mean '{meant}'?"
+        elif names:
+            hint = f"expected one of: {', '.join(names)}"
+        else:
+            hint = "see the profile reference in README.md"
+        return f"unknown field '{loc}' ({hint}){more}"
     if kind == "missing":
-        return f"field '{loc}' is required"
-    got = err.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        return f"field '{loc}' is required{more}"
+    return f"field '{loc}': {_expected(err)}{_got(err)}{more}"
+
+
+_BOUND_WORDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+
+
+def _expected(err: Any) -> str:
+    """What the field needs, in the profile's words rather than pydantic's."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind in _BOUND_WORDS:
+        key, word = _BOUND_WORDS[kind]
+        return f"must be {word} {_number_text(ctx[key])}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "must be a whole number"
+    if kind in ("float_type", "float_parsing"):
+        return "must be a number"
+    if kind == "string_type":
+        return "must be text (quote it in YAML)"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "must be a section of fields, not a single value"
+    if kind in ("tuple_type", "list_type"):
+        return "must be a list"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    more = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
-    return f"field '{loc}': {msg}{shown}{more}"
+    if msg.startswith("Input should "):  # pydantic's wording; the profile's is "must"
+        msg = "must " + msg.removeprefix("Input should ")
+    return msg
+
+
+def _number_text(value: Any) -> str:
+    number = float(value)
+    return f"{int(number):,}" if number.is_integer() else f"{number:g}"
+
+
+def _got(err: Any) -> str:
+    got = err.get("input")
+    if isinstance(got, dict | list):
+        return ""
+    # pydantic reports a bound's input before or after conversion ('1e9' or 1e9): show both alike.
+    text = _number_text(got) if err["type"] in _BOUND_WORDS else repr(got)
+    return f" (got {text[:60]}...)" if len(text) > 60 else f" (got {text})"
+
+
+def _close_field(loc: tuple[int | str, ...]) -> str | None:
+    """The field of the section holding the unknown one whose name is closest to it, if any."""
+    close = difflib.get_close_matches(str(loc[-1]), _field_names_at(loc[:-1]), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _field_names_at(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] | None = Profile
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):  # an item of a list of sections: the same model
+            continue
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        field = fields.get(part)
+        model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The section model inside ``X``, ``X | None`` or ``tuple[X, ...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to the raw profile mapping, in place."""
+    """Apply ``a.b.c=value`` (value parsed as YAML) to the raw profile mapping, in place.
+
+    A section can be replaced by a mapping (``load.ramp={start_per_s: 1, max_per_s: 9}``) or
+    removed with ``null``, but not by a single value: that is nearly always a missing ``.field``.
+    """
     key, sep, value = item.partition("=")
+    key = key.strip()
     if not sep or not key:
         raise ProfileError(f"--set {item!r}: expected key=value, e.g. load.ramp.max_per_s=5000")
+    parts = key.split(".")
+    if any(not part.strip() for part in parts):
+        raise ProfileError(f"--set {key}: empty part in the key; expected e.g. load.rate_per_s")
+    parts = [part.strip() for part in parts]
     try:
         parsed = yaml.safe_load(value) if value else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         parsed = value
     node: Any = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
+        here = ".".join(parts[: depth + 1])
         if isinstance(node, list):
-            node = _list_item(node, part, key)
-            continue
-        if not isinstance(node, dict):
-            raise ProfileError(f"--set {key}: '{part}' is not a section")
-        node = node.setdefault(part, {})
+            node = node[_index(node, part, key)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise ProfileError(f"--set {key}: '{here}' is a single value, not a section")
+        if not isinstance(node, dict | list):
+            raise ProfileError(f"--set {key}: '{here}' is a single value, not a section")
     last = parts[-1]
     if isinstance(node, list):
         index = _index(node, last, key)
+        _check_replacement(node[index], parsed, key)
         node[index] = parsed
-    elif isinstance(node, dict):
-        node[last] = parsed
     else:
-        raise ProfileError(f"--set {key}: '{last}' is not inside a section")
+        _check_replacement(node.get(last), parsed, key)
+        node[last] = parsed
+
+
+def _check_replacement(old: Any, new: Any, key: str) -> None:
+    if isinstance(old, dict) and not isinstance(new, dict | None):
+        raise ProfileError(f"--set {key}: '{key}' is a section; set a field, e.g. {key}.FIELD=...")
+    if isinstance(old, list) and not isinstance(new, list | None):
+        raise ProfileError(f"--set {key}: '{key}' is a list; set an item, e.g. {key}.0.FIELD=...")
 
 
 def _index(node: list[Any], part: str, key: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ProfileError(f"--set {key}: '{part}' is not an index below {len(node)}")
+    if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
+        where = f"0 to {len(node) - 1}" if node else "none: the list is empty"
+        raise ProfileError(f"--set {key}: '{part}' is not an index of the list (indices: {where})")
     return int(part)
-
-
-def _list_item(node: list[Any], part: str, key: str) -> Any:
-    return node[_index(node, part, key)]
 
 
 def planned_steps_bound_s(profile: Profile) -> float:
