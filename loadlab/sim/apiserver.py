@@ -18,16 +18,12 @@ from aiohttp import web
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.sim import discovery
 from loadlab.sim.config import SimConfig
+from loadlab.sim.cost import RequestAttributes
 from loadlab.sim.overload import OutOfMemory, OverloadModel, Rejected
 from loadlab.sim.promtext import CONTENT_TYPE, PromRegistry
 from loadlab.sim.routing import DiscoveryPath, RequestInfo, RouteError, resolve
 from loadlab.sim.store import Store
-from loadlab.sim.verbs import (
-    ResourceVerbs,
-    attributes_of,
-    json_response,
-    status_response,
-)
+from loadlab.sim.verbs import ResourceVerbs, json_response, status_response
 from loadlab.sim.watch import bookmark_event, encode_json
 
 _METRIC_VERBS = {
@@ -43,6 +39,36 @@ _HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 # Not from a reference: stop() has already ended every watch, so requests still running get 1 s
 # to finish before aiohttp drops their connections (its own default waits 60 s).
 SHUTDOWN_GRACE_S = 1.0
+
+
+def attributes_of(request: web.BaseRequest, info: RequestInfo) -> RequestAttributes:
+    """Who is asking: the bearer token is the user name; impersonation headers override it."""
+    user = "system:anonymous"
+    groups: list[str] = []
+    auth = request.headers.get("Authorization", "")
+    token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+    if token:
+        user = token
+        groups.append("system:authenticated")
+        if user.startswith("system:node:"):
+            groups.append("system:nodes")
+    else:
+        groups.append("system:unauthenticated")
+    impersonated = request.headers.get("Impersonate-User")
+    if impersonated:
+        user = impersonated
+        groups = ["system:authenticated"]
+    groups.extend(request.headers.getall("Impersonate-Group", []))
+    return RequestAttributes(
+        user=user,
+        groups=tuple(groups),
+        verb=info.verb,
+        resource=info.rtype.plural,
+        subresource=info.subresource,
+        namespace=info.namespace,
+        name=info.name,
+        long_running=info.verb == "watch",
+    )
 
 
 class SimApiServer:

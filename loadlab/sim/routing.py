@@ -2,15 +2,24 @@
 
 Follows kube-apiserver's RequestInfoResolver: ``/api/v1/...`` and ``/apis/<group>/<version>/...``,
 ``namespaces/<ns>/<resource>[/<name>[/<subresource>]]``, ``?watch=1`` and the legacy
-``/watch/`` prefix.
+``/watch/`` prefix; and the query of a LIST or WATCH, checked as metav1.ListOptions is.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from loadlab.sim.objects import RESOURCE_TYPES, ResourceType
+from loadlab.sim.validation import (
+    FieldError,
+    bad_request,
+    field_forbidden,
+    field_not_supported,
+    go_quote,
+    invalid,
+)
 
 _BY_PATH: dict[tuple[str, str, str], ResourceType] = {
     (rt.group, rt.version, rt.plural): rt for rt in RESOURCE_TYPES
@@ -111,3 +120,100 @@ def resolve(method: str, path: str, query: Mapping[str, str]) -> RequestInfo | D
     else:
         raise RouteError(405, "MethodNotAllowed", f"method {method} is not allowed")
     return RequestInfo(verb, rtype, namespace, name, subresource)
+
+
+# -- query parameters -----------------------------------------------------------------------
+
+_UINT64_MAX = 2**64 - 1
+_INT64_MAX = 2**63 - 1
+_RV_MATCHES = ("Exact", "NotOlderThan")
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    """The query of a LIST or WATCH, as metav1.ListOptions decodes it."""
+
+    limit: int
+    """Page size; 0 means no paging (kube-apiserver ignores a limit <= 0 too)."""
+    timeout_s: int | None
+    """timeoutSeconds; a negative one ends a watch at once, as a negative Go timer does."""
+    resource_version: str
+    resource_version_match: str
+    continue_token: str | None
+
+
+def _int64_param(query: Mapping[str, str], name: str) -> int | None:
+    raw = query.get(name, "")
+    if not raw:
+        return None
+    if not re.fullmatch(r"[+-]?[0-9]+", raw, re.ASCII):
+        raise bad_request(f'{name}: strconv.ParseInt: parsing "{raw}": invalid syntax')
+    value = int(raw)
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise bad_request(f'{name}: strconv.ParseInt: parsing "{raw}": value out of range')
+    return value
+
+
+def check_resource_version(raw: str) -> None:
+    """etcd3 APIObjectVersioner.ParseResourceVersion: "" or a decimal uint64, else 400."""
+    if not raw:
+        return
+    if not re.fullmatch(r"[0-9]+", raw, re.ASCII):
+        reason = "invalid syntax"
+    elif int(raw) > _UINT64_MAX:
+        reason = "value out of range"
+    else:
+        return
+    raise bad_request(
+        f"resourceVersion: Invalid value: {go_quote(raw)}: strconv.ParseUint: parsing "
+        f"{go_quote(raw)}: {reason}"
+    )
+
+
+def list_options(query: Mapping[str, str], *, watch: bool) -> ListOptions:
+    """Parse and check a LIST or WATCH query: malformed numbers are 400 BadRequest, option
+    combinations ValidateListOptions forbids are 422 (apimachinery pkg/apis/meta/internalversion
+    /validation), and a continue token with a resourceVersion is 400 (etcd3 store GetList)."""
+    limit = _int64_param(query, "limit") or 0
+    timeout_s = _int64_param(query, "timeoutSeconds")
+    rv = query.get("resourceVersion", "")
+    check_resource_version(rv)
+    match = query.get("resourceVersionMatch", "")
+    token = query.get("continue") or None
+    errs: list[FieldError] = []
+    if match and watch and "sendInitialEvents" not in query:
+        errs.append(
+            field_forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            )
+        )
+    elif match and not watch:
+        if not rv:
+            errs.append(
+                field_forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                )
+            )
+        if token:
+            errs.append(
+                field_forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                )
+            )
+        if match not in _RV_MATCHES:
+            errs.append(field_not_supported("resourceVersionMatch", match, [*_RV_MATCHES, ""]))
+        elif match == "Exact" and rv == "0":
+            errs.append(
+                field_forbidden(
+                    "resourceVersionMatch",
+                    'resourceVersionMatch "exact" is forbidden for resourceVersion "0"',
+                )
+            )
+    if errs:
+        raise invalid("meta.k8s.io", "ListOptions", "", errs)
+    if token and rv not in ("", "0"):
+        raise bad_request("specifying resource version is not allowed when using continue")
+    return ListOptions(max(limit, 0), timeout_s, rv, match, token)

@@ -29,12 +29,14 @@ class Requirement:
     """One of ``in``, ``notin``, ``exists``, ``!exists`` (``=`` and ``!=`` become in/notin)."""
     values: frozenset[str] = frozenset()
 
-    def matches(self, labels: Mapping[str, str]) -> bool:
+    def matches(self, labels: Mapping[str, Any]) -> bool:
         if self.op == "exists":
             return self.key in labels
         if self.op == "!exists":
             return self.key not in labels
         value = labels.get(self.key)
+        if not isinstance(value, str):
+            value = None  # only strings can equal a selector's values (and they hash)
         if self.op == "in":
             return value in self.values
         return value not in self.values  # notin: a missing label matches, as in Kubernetes
@@ -86,11 +88,19 @@ class LabelSelector:
     def matches(self, obj: Mapping[str, Any]) -> bool:
         if not self.requirements:
             return True
-        labels = obj.get("metadata", {}).get("labels") or {}
+        labels = labels_of(obj)
         return all(r.matches(labels) for r in self.requirements)
 
 
 EVERYTHING_LABELS = LabelSelector(())
+
+
+def labels_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``metadata.labels``, or no labels when either is not a map: the API server refuses such
+    objects, but a read must never fail on one (an object seeded or stored before checks)."""
+    meta = obj.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    return labels if isinstance(labels, Mapping) else {}
 
 
 def field_value(obj: Mapping[str, Any], path: str) -> str:

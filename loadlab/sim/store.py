@@ -271,7 +271,15 @@ class Store:
         try:
             data = json.loads(base64.urlsafe_b64decode(token.encode()))
             rv, start = int(data["rv"]), (str(data["start"][0]), str(data["start"][1]))
-        except (ValueError, KeyError, IndexError, TypeError, binascii.Error) as exc:
+        except (
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            binascii.Error,
+            OverflowError,  # {"rv": 1e999}
+            RecursionError,  # a token of deeply nested JSON
+        ) as exc:
             raise Invalid(f"invalid continue token: {exc}") from exc
         if rv < table.floor_rv:
             raise Expired(

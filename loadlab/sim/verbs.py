@@ -2,15 +2,15 @@
 
 Each verb asks the overload model for a work estimate from counts the store knows cheaply, is
 admitted (or gets 429), awaits its service time, then does the store operation and answers in
-real Kubernetes JSON (a Table when kubectl asks for one, a Status on errors).
+real Kubernetes JSON (a Table when kubectl asks for one, a Status on errors). What a client sends
+is checked first (``validation``: the body, its types, its values; ``routing.list_options``: the
+query), so nothing the store holds can break a later read.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping
-from typing import Any
 
 from aiohttp import web
 
@@ -19,10 +19,18 @@ from loadlab.sim.config import ApiServerConfig
 from loadlab.sim.cost import RequestAttributes, count_list_objects
 from loadlab.sim.objects import JsonObj
 from loadlab.sim.overload import OverloadModel
-from loadlab.sim.routing import RequestInfo
+from loadlab.sim.routing import RequestInfo, check_resource_version, list_options
 from loadlab.sim.selection import FieldSelector, LabelSelector, SelectorError
-from loadlab.sim.store import Expired, Invalid, Store, StoreError
+from loadlab.sim.store import Expired, Invalid, Store, StoreError, merge_patch
 from loadlab.sim.tables import table, wants_table
+from loadlab.sim.validation import (
+    ApiError,
+    bad_request,
+    check_decodes,
+    check_patch_result,
+    decode_body,
+    validate_object,
+)
 from loadlab.sim.watch import Watcher, WatchEvent, encode_json
 
 _MERGE_TYPES = frozenset(
@@ -64,38 +72,17 @@ def status_response(
     )
 
 
+def error_response(exc: ApiError) -> web.Response:
+    """The Status of a refused request (details such as ``causes`` included)."""
+    return web.Response(
+        status=exc.code,
+        body=encode_json(status_obj(exc.code, exc.reason, str(exc), exc.details)),
+        content_type="application/json",
+    )
+
+
 def json_response(body: bytes, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json")
-
-
-def attributes_of(request: web.BaseRequest, info: RequestInfo) -> RequestAttributes:
-    """Who is asking: the bearer token is the user name; impersonation headers override it."""
-    user = "system:anonymous"
-    groups: list[str] = []
-    auth = request.headers.get("Authorization", "")
-    token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
-    if token:
-        user = token
-        groups.append("system:authenticated")
-        if user.startswith("system:node:"):
-            groups.append("system:nodes")
-    else:
-        groups.append("system:unauthenticated")
-    impersonated = request.headers.get("Impersonate-User")
-    if impersonated:
-        user = impersonated
-        groups = ["system:authenticated"]
-    groups.extend(request.headers.getall("Impersonate-Group", []))
-    return RequestAttributes(
-        user=user,
-        groups=tuple(groups),
-        verb=info.verb,
-        resource=info.rtype.plural,
-        subresource=info.subresource,
-        namespace=info.namespace,
-        name=info.name,
-        long_running=info.verb == "watch",
-    )
 
 
 class ResourceVerbs:
@@ -120,6 +107,8 @@ class ResourceVerbs:
             if info.verb == "get":
                 return await self._get(request, info, attrs)
             return await self._write(request, info, attrs)
+        except ApiError as exc:
+            return error_response(exc)
         except StoreError as exc:
             return status_response(exc.code, exc.reason, str(exc))
         except SelectorError as exc:
@@ -129,6 +118,7 @@ class ResourceVerbs:
         self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
     ) -> web.StreamResponse:
         assert info.name is not None
+        check_resource_version(request.query.get("resourceVersion", ""))
         from_cache = request.query.get("resourceVersion", "") != ""
         est = self._model.estimate(
             attrs,
@@ -154,9 +144,8 @@ class ResourceVerbs:
         self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
     ) -> web.StreamResponse:
         q = request.query
-        rv = q.get("resourceVersion", "")
-        token = q.get("continue") or None
-        limit = _int_param(q, "limit")
+        opts = list_options(q, watch=False)
+        rv, token, limit = opts.resource_version, opts.continue_token, opts.limit
         labels = LabelSelector.parse(q.get("labelSelector"))
         fields = FieldSelector.parse(q.get("fieldSelector"))
         # reference: rv=0 -> watch cache; rv="" -> consistent read (etcd); continue -> etcd.
@@ -215,22 +204,21 @@ class ResourceVerbs:
     async def _write(
         self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
     ) -> web.StreamResponse:
-        body: Any = None
+        body: JsonObj = {}
+        if info.verb == "patch" and request.content_type not in _MERGE_TYPES:
+            ctype = request.content_type
+            return status_response(
+                415, "UnsupportedMediaType", f"the sim serves merge patches, not {ctype}"
+            )
         if info.verb != "delete":
-            body = await _read_json(request)
+            raw = await _read_body(request)
+            if isinstance(raw, web.Response):
+                return raw
+            body = decode_body(raw)
             if info.verb == "patch":
-                ctype = request.content_type
-                if ctype not in _MERGE_TYPES:
-                    return status_response(
-                        415, "UnsupportedMediaType", f"the sim serves merge patches, not {ctype}"
-                    )
-            elif info.namespace is not None:
-                meta = body.setdefault("metadata", {})
-                if meta.get("namespace", info.namespace) != info.namespace:
-                    raise Invalid("the namespace of the object does not match the request")
-                meta["namespace"] = info.namespace
-            if info.verb == "update" and (body.get("metadata") or {}).get("name") != info.name:
-                raise Invalid("the name of the object does not match the name on the URL")
+                self._check_patch(info, body)
+            else:
+                _check_body(info, body)
         est = self._model.estimate(
             attrs,
             objects_scanned=1,
@@ -251,6 +239,16 @@ class ResourceVerbs:
                 obj = store.delete(rt, ns, name)
             return json_response(encode_json(obj))
 
+    def _check_patch(self, info: RequestInfo, patch: JsonObj) -> None:
+        """Refuse a patch whose result would not decode or validate, before it is admitted."""
+        assert info.name is not None
+        old = self._store.get(info.rtype, info.namespace or "", info.name)
+        patched = merge_patch(old, patch)
+        check_patch_result(info.rtype, patched)
+        _check_identity(info, patched.get("metadata") or {})
+        if info.subresource != "status":  # a status write keeps the stored metadata
+            validate_object(info.rtype, patched, creating=False)
+
     # -- watch -------------------------------------------------------------------------------
 
     async def watch(
@@ -259,10 +257,12 @@ class ResourceVerbs:
         """Admit (a watch holds its seat only while initialising), subscribe, then stream."""
         q = request.query
         try:
+            opts = list_options(q, watch=True)
             labels = LabelSelector.parse(q.get("labelSelector"))
             fields = FieldSelector.parse(q.get("fieldSelector"))
-            timeout_s = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else None
-        except (SelectorError, ValueError) as exc:
+        except ApiError as exc:
+            return error_response(exc)
+        except SelectorError as exc:
             return status_response(400, "BadRequest", str(exc))
         est = self._model.estimate(
             attrs,
@@ -281,7 +281,7 @@ class ResourceVerbs:
                     info.namespace,
                     labels=labels,
                     fields=fields,
-                    resource_version=q.get("resourceVersion", ""),
+                    resource_version=opts.resource_version,
                 )
             except Expired as exc:
                 error = status_obj(410, "Expired", str(exc))
@@ -298,7 +298,7 @@ class ResourceVerbs:
             await resp.write(encode_json({"type": "ERROR", "object": error}) + b"\n")
             await resp.write_eof()
             return resp
-        self._arm(watcher, timeout_s, q.get("allowWatchBookmarks") in ("true", "1"))
+        self._arm(watcher, opts.timeout_s, q.get("allowWatchBookmarks") in ("true", "1"))
         as_table = wants_table(request.headers.get("Accept", ""))
         include = q.get("includeObject", "Metadata")
         try:
@@ -310,13 +310,16 @@ class ResourceVerbs:
         await resp.write_eof()
         return resp
 
-    def _arm(self, watcher: Watcher, timeout_s: float | None, bookmarks: bool) -> None:
+    def _arm(self, watcher: Watcher, timeout_s: int | None, bookmarks: bool) -> None:
         now_ns = self._clock.now_ns()
-        if timeout_s is None:
-            # reference: watches end at a random time in [min-request-timeout, 2x).
+        if not timeout_s:
+            # reference: watches end at a random time in [min-request-timeout, 2x); so does
+            # timeoutSeconds=0 (handlers/get.go: a zero timeout takes the default).
             low = self._config.min_request_timeout_s
-            timeout_s = self._rng.uniform(low, 2 * low)
-        watcher.deadline_ns = now_ns + int(timeout_s * NS_PER_S)
+            wait_s = self._rng.uniform(low, 2 * low)
+        else:
+            wait_s = max(timeout_s, 0)  # a negative timeout ends the watch at once
+        watcher.deadline_ns = now_ns + int(wait_s * NS_PER_S)
         if bookmarks:
             watcher.bookmark_every_ns = int(self._config.bookmark_interval_s * NS_PER_S)
             watcher.next_bookmark_ns = now_ns + watcher.bookmark_every_ns
@@ -362,23 +365,43 @@ class ResourceVerbs:
         return encode_json({"type": event.type, "object": tbl}) + b"\n"
 
 
-def _int_param(query: Mapping[str, str], name: str) -> int:
-    raw = query.get(name, "")
-    if not raw:
-        return 0
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise Invalid(f"{name} must be an integer, got {raw!r}") from exc
-    return max(value, 0)
+def _check_identity(info: RequestInfo, meta: Mapping[str, object]) -> None:
+    """handlers/rest.go checkName and EnsureObjectNamespaceMatchesRequestNamespace: 400s."""
+    namespace = meta.get("namespace")
+    if info.namespace is not None and namespace and namespace != info.namespace:
+        raise bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
+    if info.name is not None and meta.get("name") != info.name:
+        raise bad_request(
+            f"the name of the object ({meta.get('name') or ''}) does not match the name on the "
+            f"URL ({info.name})"
+        )
 
 
-async def _read_json(request: web.BaseRequest) -> Any:
-    raw = await request.read()
+def _check_body(info: RequestInfo, body: JsonObj) -> None:
+    """Create and update: decode (400), then identity (400), then values (422), as
+    handlers/create.go and update.go order them. The namespace on the URL fills in the body's;
+    a client's creationTimestamp is dropped (rest.BeforeCreate sets the server's own)."""
+    check_decodes(info.rtype, body)
+    meta = body.setdefault("metadata", {})
+    _check_identity(info, meta)
+    if info.namespace is not None:
+        meta["namespace"] = info.namespace
+    creating = info.verb == "create"
+    if creating:
+        meta.pop("creationTimestamp", None)
+    if info.subresource != "status":  # a status write keeps the stored metadata
+        validate_object(info.rtype, body, creating=creating)
+
+
+async def _read_body(request: web.BaseRequest) -> bytes | web.Response:
+    """The body, or 413 as a Status past aiohttp's client_max_size (kube-apiserver answers 413
+    RequestEntityTooLarge past its own 3 MiB, handlers/rest.go limitedReadBody)."""
     try:
-        body = json.loads(raw) if raw else None
-    except ValueError as exc:
-        raise Invalid(f"the request body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise Invalid("the request body must be a JSON object")
-    return body
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.client_max_size
+        return status_response(
+            413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}"
+        )
