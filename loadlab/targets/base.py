@@ -10,13 +10,18 @@ coroutines, DNS writes datagrams from ``submit`` itself.
 from __future__ import annotations
 
 import enum
+import errno
+import resource
 from typing import Protocol
 
 from loadlab.clock import NS_PER_MS, Clock
+from loadlab.errors import UsageError
 
 DRAIN_POLL_NS = 5 * NS_PER_MS
 """How often a drain looks at ``in_flight``. A drain happens once per step, so a coarse poll costs
 nothing, and 5 ms is small beside the seconds a step's drain deadline allows."""
+FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+"""Out of file descriptors: this process (EMFILE) or the whole system (ENFILE)."""
 
 
 class Outcome(enum.IntEnum):
@@ -31,8 +36,10 @@ class Outcome(enum.IntEnum):
     NXDOMAIN = 6  # DNS name does not exist
     SERVFAIL = 7  # DNS server failure
     REFUSED = 8  # DNS refused
-    MALFORMED = 9  # an answer that is not HTTP/DNS, or not for our question
+    MALFORMED = 9  # not HTTP; or a DNS answer to our question with an rcode we cannot use
     OVERFLOW = 10  # never sent: the generator's backlog for this target was full
+    TOO_LARGE = 11  # HTTP body over max_body_bytes: not read further, its connection dropped
+    # New outcomes go last: recorders index arrays by value, so the others keep their slots.
 
     @property
     def label(self) -> str:
@@ -51,6 +58,7 @@ _LABELS = {
     Outcome.REFUSED: "refused",
     Outcome.MALFORMED: "malformed",
     Outcome.OVERFLOW: "overflow",
+    Outcome.TOO_LARGE: "too_large",
 }
 
 
@@ -73,6 +81,10 @@ class Target(Protocol):
     op_names: tuple[str, ...]
     """Name of each operation in the mix; ``op`` indices refer to this tuple."""
 
+    fd_exhausted: bool
+    """Set, never cleared, once a socket could not be opened for want of file descriptors
+    (``FD_ERRNOS``): every later connect fails the same way, so the run should stop and say so."""
+
     async def open(self, sink: CompletionSink) -> None:
         """Connect (or prepare sockets) and remember where completions go."""
         ...
@@ -84,6 +96,14 @@ class Target(Protocol):
     @property
     def in_flight(self) -> int:
         """Requests sent (or queued to send) and not yet completed."""
+        ...
+
+    def pending_intended_ns(self) -> list[tuple[int, int]]:
+        """``(op, intended_ns)`` of every request queued or in flight and not yet completed.
+
+        Not for the hot path: a judge calls it once per step to count what a silent server never
+        answered (``in_flight`` says how many; this says which, and since when).
+        """
         ...
 
     async def drain(self, deadline_ns: int) -> None:
@@ -102,3 +122,25 @@ async def wait_until_idle(clock: Clock, target: Target, deadline_ns: int) -> Non
     """
     while target.in_flight and clock.now_ns() < deadline_ns:
         await clock.sleep_until(min(deadline_ns, clock.now_ns() + DRAIN_POLL_NS))
+
+
+FD_MARGIN = 64
+"""File descriptors a run needs besides its sockets: stdio, the event loop's epoll and self-pipe,
+result files, the sim's pipes, imports that open files. A handful each; 64 leaves room."""
+
+
+def check_fd_budget(needed: int) -> None:
+    """Raise ``UsageError`` when the open-file limit (soft RLIMIT_NOFILE) is below ``needed``
+    sockets plus ``FD_MARGIN``: better one clear line before the run than a run of CONN_ERROR."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed + FD_MARGIN
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    if hard != resource.RLIM_INFINITY and hard < want:
+        how = f"the hard limit is {hard}, so lower connections/sockets or raise the hard limit"
+    else:
+        how = f"raise it with `ulimit -n {want}` in this shell"
+    raise UsageError(
+        f"this run needs about {want} file descriptors ({needed} sockets + {FD_MARGIN} spare) "
+        f"but the open-file limit is {soft}: {how}"
+    )

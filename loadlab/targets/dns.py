@@ -1,10 +1,13 @@
 """The DNS target: a query mix over UDP (one DatagramProtocol per socket), TCP on truncation.
 
 Hot path per query: pick a socket round-robin, take the next free 16-bit ID of that socket, prepend
-it to the pre-encoded wire, ``sendto``. Answers are matched by ID and echoed question, classified
-from header bytes, and completed to the sink. Timeouts come from one periodic sweep, not a timer per
-query. This shape reaches ~196k qps on one core here, against ~7.5k qps for dnspython's per-query
-``asyncquery.udp`` (reference/anchors.md, measured on this machine), which is never used here.
+it to the pre-encoded wire, ``sendto``. An answer completes the query waiting on its ID only if it
+also echoes that query's question (``answers``; RFC 5452 section 3); any other answer is counted in
+``stray`` and completes nothing, so its query still times out unless the right answer comes.
+Matched answers are classified from header bytes and completed to the sink. Timeouts come from one
+periodic sweep, not a timer per query. This shape reaches ~196k qps on one core here, against
+~7.5k qps for dnspython's per-query ``asyncquery.udp`` (reference/anchors.md, measured on this
+machine), which is never used here.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from collections.abc import Callable, Sequence
 from loadlab.clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
 from loadlab.errors import TargetMisbehaving, TargetUnreachable
 from loadlab.targets.address import parse_host_port
-from loadlab.targets.base import CompletionSink, Outcome, wait_until_idle
+from loadlab.targets.base import FD_ERRNOS, CompletionSink, Outcome, wait_until_idle
 from loadlab.targets.dns_channels import Pending, TcpChannel, UdpChannel
 from loadlab.targets.dns_wire import (
     ID_SPACE,
     DnsQuery,
     EncodedQuery,
     answer_id,
+    answers,
     classify,
     encode_query,
     is_truncated,
@@ -76,8 +80,14 @@ class DnsTarget:
         self._sweeper: asyncio.Task[None] | None = None
         self._in_flight = 0
         """Submitted and not yet completed (over UDP, or retried over TCP)."""
-        self.stray_answers = 0
-        """UDP answers matching no outstanding ID (late, after their timeout, or unsolicited)."""
+        self.fd_exhausted = False
+        """Set (and never cleared) when the TCP fallback could not connect for EMFILE/ENFILE."""
+        self.last_os_error: OSError | None = None
+        """The last socket-level error of the TCP fallback: why its queries failed."""
+        self.stray = 0
+        """Answers (UDP or TCP) that completed nothing: no query waits on their ID (late, after
+        its timeout, or unsolicited), or the query waiting on it asked another question, or
+        they are not DNS responses at all."""
 
     async def open(self, sink: CompletionSink) -> None:
         self._sink = sink
@@ -114,12 +124,20 @@ class DnsTarget:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def pending_intended_ns(self) -> list[tuple[int, int]]:
+        pending = [p for channel in self._udp for p in channel.outstanding.values()]
+        if self._tcp is not None:
+            pending += self._tcp.pending()
+        return [(op, intended_ns) for op, intended_ns, _ in pending]
+
     def _on_udp_answer(self, channel: UdpChannel, wire: bytes) -> None:
         qid = answer_id(wire)
-        pending = channel.outstanding.pop(qid, None) if qid is not None else None
-        if pending is None:
-            self.stray_answers += 1
+        outstanding = channel.outstanding
+        pending = outstanding.get(qid) if qid is not None else None
+        if qid is None or pending is None or not answers(wire, self._encoded[pending[0]]):
+            self.stray += 1
             return
+        del outstanding[qid]
         op = pending[0]
         outcome = classify(wire, self._encoded[op])
         if outcome is not Outcome.MALFORMED and is_truncated(wire):
@@ -130,14 +148,24 @@ class DnsTarget:
         self._in_flight -= 1
         self._sink.complete(op, outcome, pending[1], pending[2], self._clock.now_ns())
 
-    def _on_tcp_answer(self, pending: Pending, wire: bytes) -> None:
+    def _on_tcp_answer(self, pending: Pending | None, wire: bytes) -> bool:
+        """Complete ``pending`` (the query waiting on ``wire``'s ID, if any) when ``wire`` answers
+        it; else count a stray. True when it was completed."""
+        if pending is None or not answers(wire, self._encoded[pending[0]]):
+            self.stray += 1
+            return False
         op, intended_ns, sent_ns = pending
         outcome = classify(wire, self._encoded[op])
         assert self._sink is not None
         self._in_flight -= 1
         self._sink.complete(op, outcome, intended_ns, sent_ns, self._clock.now_ns())
+        return True
 
-    def _on_tcp_failed(self, failed: Sequence[Pending]) -> None:
+    def _on_tcp_failed(self, failed: Sequence[Pending], error: OSError | None) -> None:
+        if error is not None:
+            self.last_os_error = error
+            if error.errno in FD_ERRNOS:
+                self.fd_exhausted = True
         assert self._sink is not None
         now_ns = self._clock.now_ns()
         for op, intended_ns, sent_ns in failed:
@@ -236,7 +264,7 @@ async def probe_dns(
         ) from None
     finally:
         transport.close()
-    if answer_id(wire) != qid or classify(wire, encoded) is Outcome.MALFORMED:
+    if answer_id(wire) != qid or not answers(wire, encoded):
         raise TargetMisbehaving(
             f"{addr} answered, but not with DNS for our question: "
             "check that --dns names a DNS resolver's UDP port"

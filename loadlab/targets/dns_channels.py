@@ -1,7 +1,7 @@
 """The DNS target's sockets: one UDP channel per socket, one pooled TCP channel for truncation.
 
 Each channel keeps its own outstanding map ``id -> (op, intended_ns, sent_ns)`` and hands back the
-queries that timed out (``expire``); the target owns classification and completion.
+queries that timed out (``expire``); the target owns matching, classification and completion.
 """
 
 from __future__ import annotations
@@ -62,14 +62,17 @@ class TcpChannel:
     """A lazily opened, reused TCP connection with RFC 1035 4.2.2 two-byte length framing.
 
     Queries sent while it connects wait in a list; a failed connect or a lost connection hands
-    every waiting and outstanding query to ``on_failed``; the next send reconnects.
+    every waiting and outstanding query to ``on_failed``, with the socket error if there was one;
+    the next send reconnects. Each answer
+    goes to ``on_answer`` with the query waiting on its ID (or None); the query stays outstanding
+    unless ``on_answer`` says the answer was for it.
     """
 
     def __init__(
         self,
         address: tuple[str, int],
-        on_answer: Callable[[Pending, bytes], None],
-        on_failed: Callable[[Sequence[Pending]], None],
+        on_answer: Callable[[Pending | None, bytes], bool],
+        on_failed: Callable[[Sequence[Pending], OSError | None], None],
     ) -> None:
         self._address = address
         self._on_answer = on_answer
@@ -93,7 +96,7 @@ class TcpChannel:
         assert self._transport is not None
         qid = next_free_id(self._outstanding, self._next_id)
         if qid is None:  # 65536 queries outstanding on this connection: refuse this one
-            self._on_failed([pending])
+            self._on_failed([pending], None)
             return
         self._next_id = (qid + 1) & 0xFFFF
         self._outstanding[qid] = pending
@@ -106,10 +109,10 @@ class TcpChannel:
             transport, _ = await loop.create_connection(
                 lambda: _FramedProtocol(self), *self._address
             )
-        except OSError:
+        except OSError as exc:
             failed = [pending for pending, _ in self._waiting]
             self._waiting.clear()
-            self._on_failed(failed)
+            self._on_failed(failed, exc)
             return
         finally:
             self._connecting = None
@@ -128,17 +131,21 @@ class TcpChannel:
             wire = bytes(buffer[2 : 2 + size])
             del buffer[: 2 + size]
             qid = answer_id(wire)
-            pending = self._outstanding.pop(qid, None) if qid is not None else None
-            if pending is not None:  # else late, after its timeout: dropped
-                self._on_answer(pending, wire)
+            pending = self._outstanding.get(qid) if qid is not None else None
+            if self._on_answer(pending, wire) and qid is not None:
+                del self._outstanding[qid]
 
-    def _lost(self) -> None:
+    def _lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._buffer.clear()
         failed = list(self._outstanding.values())
         self._outstanding.clear()
         if failed:
-            self._on_failed(failed)
+            self._on_failed(failed, exc if isinstance(exc, OSError) else None)
+
+    def pending(self) -> list[Pending]:
+        """The queries outstanding on the connection or waiting for it."""
+        return [*self._outstanding.values(), *(p for p, _ in self._waiting)]
 
     def expire(self, sent_before_ns: int) -> list[Pending]:
         """Remove and return the queries sent before ``sent_before_ns``."""
@@ -172,4 +179,4 @@ class _FramedProtocol(asyncio.Protocol):
         self._channel._received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._channel._lost()
+        self._channel._lost(exc)

@@ -1,8 +1,9 @@
 """DNS wire helpers for the hot path: queries encoded once, answers checked by header bytes.
 
 dnspython builds each query's wire once (``encode_query``); per send only the 16-bit ID in bytes 0-1
-changes. Answers are not parsed by dnspython on the hot path: the header flags, the rcode and the
-echoed question are enough to classify them (RFC 1035 section 4.1.1).
+changes. Answers are not parsed by dnspython on the hot path: the header flags and the echoed
+question say whether an answer is for a query (``answers``), the rcode how it ended (``classify``)
+(RFC 1035 section 4.1.1).
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from loadlab.targets.base import Outcome
 HEADER_LEN = 12
 """RFC 1035 4.1.1: ID, flags, QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT, two bytes each."""
 FLAG_QR = 0x80  # in byte 2: this is a response
+OPCODE_MASK = 0x78  # in byte 2: the opcode; ours is QUERY (0)
 FLAG_TC = 0x02  # in byte 2: truncated, retry over TCP (RFC 7766)
 RCODE_MASK = 0x0F  # in byte 3
 QDCOUNT_ONE = b"\x00\x01"
+QDCOUNT_ZERO = b"\x00\x00"
+QTYPE_QCLASS_LEN = 4
+
+NO_QUESTION_RCODES = frozenset({1, 2, 4, 5})
+"""FORMERR, SERVFAIL, NOTIMP, REFUSED: error answers some servers send without the question.
+They are taken on their ID alone, as dnspython's ``Message.is_response`` does."""
 
 RCODE_OUTCOMES = {0: Outcome.OK, 2: Outcome.SERVFAIL, 3: Outcome.NXDOMAIN, 5: Outcome.REFUSED}
 """NOERROR, SERVFAIL, NXDOMAIN, REFUSED. Any other rcode (FORMERR, NOTIMP, ...) is an answer we
@@ -51,8 +59,10 @@ class EncodedQuery:
 
     tail: bytes
     """The wire after the ID (bytes 2..): prepend two ID bytes to send."""
-    question: bytes
-    """The question section, lower-cased, as a response must echo it."""
+    qname: bytes
+    """The question's name as on the wire, lower-cased: a response echoes it in any case."""
+    qtype_qclass: bytes
+    """The question's type and class, four bytes, echoed exactly."""
     expect_nxdomain: bool
 
 
@@ -62,7 +72,13 @@ def encode_query(query: DnsQuery) -> EncodedQuery:
     msg = dns.message.make_query(name.lower(), dns.rdatatype.from_text(query.rdtype))
     msg.id = 0
     wire = msg.to_wire()
-    return EncodedQuery(wire[2:], wire[HEADER_LEN:].lower(), query.expect_nxdomain)
+    question = wire[HEADER_LEN:]  # no EDNS, so the question is all that follows the header
+    return EncodedQuery(
+        wire[2:],
+        question[:-QTYPE_QCLASS_LEN].lower(),
+        question[-QTYPE_QCLASS_LEN:],
+        query.expect_nxdomain,
+    )
 
 
 def with_id(qid: int, encoded: EncodedQuery) -> bytes:
@@ -97,19 +113,31 @@ def is_truncated(wire: bytes) -> bool:
     return bool(wire[2] & FLAG_TC)
 
 
-def classify(wire: bytes, encoded: EncodedQuery) -> Outcome:
-    """The outcome of an answer whose ID matched: is it for *this* question, and its rcode.
+def answers(wire: bytes, encoded: EncodedQuery) -> bool:
+    """Whether ``wire``, whose ID matched, is a response to ``encoded``'s question.
 
-    The question is compared case-insensitively (0x20 randomisation is the client's to use).
+    RFC 5452 section 3: a resolver takes an answer only if its ID *and* question match a query
+    waiting for one. So: a response to a standard query echoing the same name (in any case, as
+    0x20 case randomisation, draft-vixie-dnsext-dns0x20, may leave it), type and class; or an
+    error answer without a question (``NO_QUESTION_RCODES``). Anything else with a right ID is a
+    stray: it completes nothing.
     """
-    question = encoded.question
-    if (
-        len(wire) < HEADER_LEN + len(question)
-        or not wire[2] & FLAG_QR
-        or wire[4:6] != QDCOUNT_ONE
-        or wire[HEADER_LEN : HEADER_LEN + len(question)].lower() != question
-    ):
-        return Outcome.MALFORMED
+    if len(wire) < HEADER_LEN or (wire[2] & (FLAG_QR | OPCODE_MASK)) != FLAG_QR:
+        return False
+    qdcount = wire[4:6]
+    if qdcount == QDCOUNT_ZERO:
+        return wire[3] & RCODE_MASK in NO_QUESTION_RCODES
+    qname = encoded.qname
+    name_end = HEADER_LEN + len(qname)
+    return (
+        qdcount == QDCOUNT_ONE
+        and wire[HEADER_LEN:name_end].lower() == qname
+        and wire[name_end : name_end + QTYPE_QCLASS_LEN] == encoded.qtype_qclass
+    )
+
+
+def classify(wire: bytes, encoded: EncodedQuery) -> Outcome:
+    """The outcome of an answer that ``answers`` ``encoded``: its rcode."""
     outcome = RCODE_OUTCOMES.get(wire[3] & RCODE_MASK, Outcome.MALFORMED)
     if outcome is Outcome.NXDOMAIN and encoded.expect_nxdomain:
         return Outcome.OK

@@ -5,6 +5,13 @@ same number, so each worker in effect owns a keep-alive connection) and pull ``(
 pairs from one deque. ``submit`` appends and wakes an idle worker: no task or closure per request.
 The deque is the client-side backlog; ``in_flight`` is queued plus active. URLs, bodies and headers
 are rendered once, up front.
+
+Honest counts: every request recorded is exactly one request the server saw. aiohttp would send an
+idempotent request a second time when a reused keep-alive connection turns out closed (RFC 9112
+9.3.1 allows it; aiohttp has no switch for it), so a middleware turns that failure into one the
+retry loop lets through (``_never_resend``; client middlewares need aiohttp >= 3.12, and cost one
+small wrapper per request inside aiohttp). Bodies are read in chunks and dropped, never kept,
+and a body over ``max_body_bytes`` ends the request as TOO_LARGE on a connection that is closed.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from yarl import URL
 
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
 from loadlab.errors import TargetMisbehaving, TargetUnreachable
-from loadlab.targets.base import CompletionSink, Outcome, wait_until_idle
+from loadlab.targets.base import FD_ERRNOS, CompletionSink, Outcome, wait_until_idle
 
 DEFAULT_TIMEOUT_S = 10.0
 """For direct use (tests, benches): a dead server ends a test in seconds. Runs from a profile pass
@@ -31,6 +38,55 @@ DEFAULT_MAX_RETRY_AFTER_S = 10.0
 """A chosen cap, not a Kubernetes number: APF's Retry-After starts at 1 s and may grow to 32 s
 (reference/control-plane-model.md); a connection held longer than this would sit out most of a
 load step instead of measuring it."""
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Comfortably above the largest answer a profile asks for: a LIST page of 500 pods (the API's
+``limit``) at ~10 KiB of JSON each is ~5 MB. 256 connections x 8 MiB bound what bodies can cost
+(they are never kept: read in chunks and dropped); unbounded, 50 MB bodies grew RSS to 4.5 GB."""
+PLAIN_HTTP_CHECK_TIMEOUT_S = 1.0
+"""How long the probe's plain-HTTP check after a stalled TLS handshake may take: one request to a
+server that just accepted a connection, far more than a loopback or LAN round trip needs."""
+GO_TLS_PORT_ANSWER = b"Client sent an HTTP request to an HTTPS server."
+"""The body Go's net/http (so kube-apiserver) sends with a 400 to plain HTTP on its TLS port."""
+PLAIN_HTTP_CHECK_READ_BYTES = 512
+"""Enough for a status line, a few headers and Go's one-line 400 body, which come in one write."""
+
+
+class _NotResent(Exception):
+    """A request failed on the wire where aiohttp would have sent it again. Deliberately neither an
+    ``aiohttp.ClientError`` nor an ``OSError``: aiohttp's retry loop passes it straight through."""
+
+
+async def _never_resend(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """A client middleware: runs once per attempt, inside aiohttp's retry loop (client.py
+    ``retry_persistent_connection``, which catches ``ClientOSError`` and ``ServerDisconnectedError``
+    for idempotent methods and sends again on a new connection)."""
+    try:
+        return await handler(request)
+    except aiohttp.ClientConnectorError:
+        raise  # connecting failed, nothing was sent: aiohttp never resends these
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        raise _NotResent(str(exc)) from exc
+
+
+async def _discard_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bool:
+    """Read the body and drop it; False, with the connection closed rather than reused, when it
+    is over ``max_bytes`` (by Content-Length up front, else once that much has arrived).
+
+    Bounded: each chunk is at least one byte, and the session's total timeout bounds the time.
+    """
+    length = resp.content_length
+    if length is not None and length > max_bytes:
+        resp.close()
+        return False
+    content, seen = resp.content, 0
+    while chunk := await content.readany():
+        seen += len(chunk)
+        if seen > max_bytes:
+            resp.close()
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -127,6 +183,7 @@ class HttpTarget:
         max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
         bearer_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         clock: Clock | None = None,
         name: str = "api",
     ) -> None:
@@ -134,6 +191,8 @@ class HttpTarget:
             raise ValueError("an HTTP target needs at least one operation")
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}")
+        if max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
         self.name = name
         self.op_names: tuple[str, ...] = tuple(op.name for op in operations)
         self.weights: tuple[float, ...] = tuple(op.weight for op in operations)
@@ -145,10 +204,17 @@ class HttpTarget:
         self._honour_retry_after = honour_retry_after
         self._max_retry_after_ns = int(max_retry_after_s * NS_PER_S)
         self._ssl_context = ssl_context
+        self._max_body_bytes = max_body_bytes
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         self._queue: deque[tuple[int, int]] = deque()
         self._idle: list[asyncio.Future[None]] = []
         self._active = 0
+        self._sending: list[tuple[int, int] | None] = [None] * connections
+        """Per worker, the ``(op, intended_ns)`` it is sending now, or None."""
+        self.fd_exhausted = False
+        """Set (and never cleared) when a connect failed with EMFILE/ENFILE."""
+        self.last_os_error: OSError | None = None
+        """The last socket-level error behind a CONN_ERROR: why connections fail."""
         self._workers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._sink: CompletionSink | None = None
@@ -166,9 +232,11 @@ class HttpTarget:
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=self._timeout_s),
             raise_for_status=False,
+            middlewares=(_never_resend,),
         )
         self._workers = [
-            asyncio.ensure_future(self._work(self._session, sink)) for _ in range(self._connections)
+            asyncio.ensure_future(self._work(self._session, sink, slot))
+            for slot in range(self._connections)
         ]
 
     def submit(self, op: int, intended_ns: int) -> None:
@@ -184,23 +252,32 @@ class HttpTarget:
     def in_flight(self) -> int:
         return len(self._queue) + self._active
 
-    async def _work(self, session: aiohttp.ClientSession, sink: CompletionSink) -> None:
+    def pending_intended_ns(self) -> list[tuple[int, int]]:
+        sending = [item for item in self._sending if item is not None]
+        return [*sending, *self._queue]
+
+    async def _work(self, session: aiohttp.ClientSession, sink: CompletionSink, slot: int) -> None:
         clock, queue, loop = self._clock, self._queue, asyncio.get_running_loop()
+        sending = self._sending
         while True:
             if not queue:
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._idle.append(waiter)
                 await waiter
                 continue
-            op, intended_ns = queue.popleft()
+            item = queue.popleft()
+            op, intended_ns = item
+            sending[slot] = item
             self._active += 1
             sent_ns = clock.now_ns()
             try:
                 outcome, hold_ns = await self._send(session, op)
             except asyncio.CancelledError:
+                sending[slot] = None
                 self._active -= 1
                 sink.complete(op, Outcome.TIMEOUT, intended_ns, sent_ns, clock.now_ns())
                 raise
+            sending[slot] = None
             self._active -= 1
             done_ns = clock.now_ns()
             sink.complete(op, outcome, intended_ns, sent_ns, done_ns)
@@ -220,14 +297,25 @@ class HttpTarget:
                 headers=rendered.headers,
                 allow_redirects=False,
             ) as resp:
-                await resp.read()
+                if not await _discard_body(resp, self._max_body_bytes):
+                    return Outcome.TOO_LARGE, 0
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After") if status == 429 else None
         except TimeoutError:
             return Outcome.TIMEOUT, 0
+        except aiohttp.ClientConnectorError as exc:
+            self._note_os_error(exc.os_error)
+            return Outcome.CONN_ERROR, 0
         except aiohttp.ClientResponseError:
             return Outcome.MALFORMED, 0  # not HTTP: bad status line, bad headers
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
+        except OSError as exc:  # includes aiohttp's ClientOSError
+            self._note_os_error(exc)
+            return Outcome.CONN_ERROR, 0
+        except _NotResent as exc:
+            if isinstance(exc.__cause__, OSError):
+                self._note_os_error(exc.__cause__)
+            return Outcome.CONN_ERROR, 0
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
             return Outcome.CONN_ERROR, 0
         except Exception:
             # Anything else aiohttp raises on a strange answer must not kill this worker (its
@@ -237,6 +325,11 @@ class HttpTarget:
         if self._honour_retry_after and status == 429:
             hold_ns = retry_hold_ns(retry_after, self._max_retry_after_ns)
         return outcome_of_status(status), hold_ns
+
+    def _note_os_error(self, exc: OSError) -> None:
+        self.last_os_error = exc
+        if exc.errno in FD_ERRNOS:
+            self.fd_exhausted = True
 
     async def drain(self, deadline_ns: int) -> None:
         await wait_until_idle(self._clock, self, deadline_ns)
@@ -263,19 +356,46 @@ class HttpTarget:
             self._session = None
 
 
-async def probe_http(base_url: str, timeout_s: float) -> None:
-    """One GET of ``base_url``: any HTTP status passes; no answer or a non-HTTP answer raises."""
+async def probe_http(
+    base_url: str, timeout_s: float, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> None:
+    """One GET of ``base_url``: any HTTP status passes; no answer or a non-HTTP answer raises.
+
+    The body is read up to ``max_body_bytes`` and dropped (a larger one still is an HTTP answer).
+    A wrong scheme gets its own message: https:// against plain HTTP (a failed or stalled TLS
+    handshake) and http:// against a Go TLS port (its 400 "HTTP request to an HTTPS server").
+    """
     timeout = aiohttp.ClientTimeout(total=timeout_s)
+    https = URL(base_url).scheme == "https"
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as s,
             s.get(base_url, allow_redirects=False) as resp,
         ):
-            await resp.read()
+            head = b""
+            if resp.status == 400 and not https:
+                with contextlib.suppress(asyncio.IncompleteReadError):
+                    head = await resp.content.readexactly(len(GO_TLS_PORT_ANSWER))
+            if head == GO_TLS_PORT_ANSWER:
+                resp.close()  # the scheme is wrong: the rest of the answer does not matter
+            else:
+                await _discard_body(resp, max_body_bytes)
     except TimeoutError:
+        if https and await _speaks_plain_http(base_url):
+            raise TargetMisbehaving(
+                _not_tls(base_url, "no TLS handshake, but plain HTTP works")
+            ) from None
         raise TargetUnreachable(
             f"{base_url} did not answer within {timeout_s:g} s: check --api and the server's load"
         ) from None
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise TargetMisbehaving(
+            f"{base_url} speaks TLS, but its certificate was not accepted "
+            f"({exc.certificate_error}): check the CA and the host name in --api"
+        ) from None
+    except aiohttp.ClientSSLError as exc:
+        reason = getattr(exc.os_error, "reason", None) or exc.os_error
+        raise TargetMisbehaving(_not_tls(base_url, f"TLS handshake failed: {reason}")) from None
     except aiohttp.ClientConnectorError as exc:
         raise TargetUnreachable(
             f"nothing answers at {base_url} ({exc.os_error.strerror or exc}): "
@@ -290,3 +410,34 @@ async def probe_http(base_url: str, timeout_s: float) -> None:
         raise TargetUnreachable(
             f"cannot reach {base_url} ({exc}): check --api and that the server is running"
         ) from None
+    if head == GO_TLS_PORT_ANSWER:
+        raise TargetMisbehaving(
+            f"{base_url} is a TLS port (it answered 400 {GO_TLS_PORT_ANSWER.decode()!r}): "
+            "is the scheme right? http vs https"
+        )
+
+
+def _not_tls(base_url: str, what: str) -> str:
+    return f"{base_url} does not speak TLS ({what}): is the scheme right? http vs https"
+
+
+async def _speaks_plain_http(base_url: str) -> bool:
+    """Whether ``base_url``'s host and port answer a plain-HTTP request with plain HTTP: asked
+    only after a TLS handshake there stalled, to tell a wrong scheme from a slow server. A slow
+    Go TLS server answers it too, but with its 400 for plain HTTP on a TLS port: that is no."""
+    url = URL(base_url)
+    if url.host is None or url.port is None:
+        return False
+    request = f"HEAD / HTTP/1.0\r\nHost: {url.host}\r\n\r\n".encode()
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(PLAIN_HTTP_CHECK_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(url.host, url.port)
+            writer.write(request)
+            answer = await reader.read(PLAIN_HTTP_CHECK_READ_BYTES)
+            return answer.startswith(b"HTTP/") and GO_TLS_PORT_ANSWER not in answer
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()

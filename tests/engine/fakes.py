@@ -48,6 +48,7 @@ class SlotServerTarget:
 
     name: str = "fake"
     op_names: tuple[str, ...] = ("a", "b")
+    fd_exhausted: bool = False
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class SlotServerTarget:
         self._service_ns = service_ns
         self._send_cost_ns = send_cost_ns
         self._queue: deque[tuple[int, int, int]] = deque()
+        self._serving: list[tuple[int, int, int]] = []
         self._active = 0
         self._in_flight = 0
         self._sink: CompletionSink | None = None
@@ -86,8 +88,11 @@ class SlotServerTarget:
     async def _serve(self) -> None:
         assert self._sink is not None
         while self._queue:
-            op, intended_ns, sent_ns = self._queue.popleft()
+            item = self._queue.popleft()
+            op, intended_ns, sent_ns = item
+            self._serving.append(item)
             await self._clock.sleep_until(self._clock.now_ns() + self._service_ns)
+            self._serving.remove(item)
             self._in_flight -= 1
             self._sink.complete(op, Outcome.OK, intended_ns, sent_ns, self._clock.now_ns())
         self._active -= 1
@@ -95,6 +100,9 @@ class SlotServerTarget:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def pending_intended_ns(self) -> list[tuple[int, int]]:
+        return [(op, intended_ns) for op, intended_ns, _ in [*self._serving, *self._queue]]
 
     async def drain(self, deadline_ns: int) -> None:
         await wait_until_idle(self._clock, self, deadline_ns)
@@ -110,6 +118,7 @@ class FailAtOnceTarget:
 
     name: str = "fail"
     op_names: tuple[str, ...] = ("a",)
+    fd_exhausted: bool = False
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -128,6 +137,9 @@ class FailAtOnceTarget:
     @property
     def in_flight(self) -> int:
         return 0
+
+    def pending_intended_ns(self) -> list[tuple[int, int]]:
+        return []  # every request completes inside submit
 
     async def drain(self, deadline_ns: int) -> None:
         return None
