@@ -12,6 +12,7 @@ on its own jittered period (kubelets renewing their leases), merged into one ord
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from typing import Protocol
 
@@ -23,6 +24,12 @@ class Schedule(Protocol):
 
     def next_ns(self) -> int | None:
         """The next intended time (never smaller than the previous one), or None when finished."""
+        ...
+
+    def skip_until(self, cutoff_ns: int) -> int:
+        """Drop every intended time before ``cutoff_ns`` (and before the end) in one go; return
+        how many were dropped. A runner that fell behind calls this instead of drawing each late
+        time: at an absurd rate, drawing them one by one would never catch up with the clock."""
         ...
 
 
@@ -53,6 +60,18 @@ class ConstantRate:
         self._k += 1
         return t_ns
 
+    def skip_until(self, cutoff_ns: int) -> int:
+        cutoff_ns = min(cutoff_ns, self._end_ns)
+        if cutoff_ns <= self._start_ns:
+            return 0
+        # The first k whose time start + int(k * interval) is at or after the cutoff.
+        k = max(self._k, math.ceil((cutoff_ns - self._start_ns) / self._interval_ns))
+        while k > self._k and self._start_ns + int((k - 1) * self._interval_ns) >= cutoff_ns:
+            k -= 1  # float rounding of the ceil: step back to the exact first time
+        skipped = k - self._k
+        self._k = k
+        return skipped
+
 
 class PoissonArrivals:
     """Independent arrivals at mean ``rate_per_s``: exponential gaps drawn from a seeded RNG."""
@@ -71,6 +90,16 @@ class PoissonArrivals:
         self._t_ns += self._rng.expovariate(1.0) * self._mean_gap_ns
         t_ns = int(self._t_ns)
         return t_ns if t_ns < self._end_ns else None
+
+    def skip_until(self, cutoff_ns: int) -> int:
+        cutoff_ns = min(cutoff_ns, self._end_ns)
+        if cutoff_ns <= self._t_ns:
+            return 0
+        # Poisson arrivals are memoryless: restarting the process at the cutoff gives later times
+        # exactly the right distribution. The count skipped is its expectation, not a draw.
+        skipped = round((cutoff_ns - self._t_ns) / self._mean_gap_ns)
+        self._t_ns = float(cutoff_ns)
+        return skipped
 
 
 class JitteredAgents:
@@ -123,3 +152,11 @@ class JitteredAgents:
         heapq.heapreplace(self._heap, (t_ns + gap_ns, agent))
         self.last_agent = agent
         return t_ns
+
+    def skip_until(self, cutoff_ns: int) -> int:
+        # Bounded by the agents' own rate (a few per agent per period): drawing them is cheap.
+        skipped = 0
+        while self._heap[0][0] < min(cutoff_ns, self._end_ns):
+            self.next_ns()
+            skipped += 1
+        return skipped

@@ -124,3 +124,29 @@ def test_jittered_agents_offer_their_mean_rate() -> None:
 def test_schedules_refuse_nonsense_parameters(make: object) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies by parameter
         make()  # type: ignore[operator]
+
+
+def test_constant_rate_skip_until_drops_exactly_the_times_before_the_cutoff() -> None:
+    sched = ConstantRate(1000, start_ns=0, end_ns=NS_PER_S)  # one every 1 ms
+    assert sched.next_ns() == 0
+    assert sched.skip_until(10 * 1_000_000) == 9  # 1 ms .. 9 ms
+    assert sched.next_ns() == 10 * 1_000_000
+    assert sched.skip_until(0) == 0  # already past it
+    assert sched.skip_until(5 * NS_PER_S) == 989  # capped at the end: 11 ms .. 999 ms
+    assert sched.next_ns() is None
+
+
+def test_poisson_skip_until_restarts_at_the_cutoff_with_the_expected_count() -> None:
+    sched = PoissonArrivals(1000, start_ns=0, end_ns=10 * NS_PER_S, seed=3)
+    assert sched.skip_until(NS_PER_S) == 1000
+    t = sched.next_ns()
+    assert t is not None
+    assert t >= NS_PER_S
+
+
+def test_jittered_agents_skip_until_draws_past_the_cutoff() -> None:
+    sched = JitteredAgents(10, 1.0, jitter=0.0, start_ns=0, end_ns=5 * NS_PER_S, seed=1)
+    assert sched.skip_until(2 * NS_PER_S) == 20
+    t = sched.next_ns()
+    assert t is not None
+    assert t >= 2 * NS_PER_S
