@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from loadlab import __version__
-from loadlab.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoadlabError
+from loadlab.errors import (
+    EXIT_CODES,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    LoadlabError,
+    Terminated,
+)
 
 SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
-EPILOG = """\
-exit codes:
-  0  the run completed and its SLOs passed
-  1  an SLO failed
-  2  bad command line or profile (one line names the field and what was expected)
-  3  a target could not be reached, or did not speak HTTP/DNS
-  4  inconclusive: the load generator, not the server, was the limit
-  130 interrupted (partial results are kept)
+EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
+    textwrap.fill(meaning, width=78, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+    for code, meaning in EXIT_CODES.items()
+)
+
+EPILOG = (
+    EXIT_CODES_HELP
+    + """
 
 examples:
   loadlab run profiles/http-knee.yaml                 # knee of the embedded control plane
@@ -26,6 +35,7 @@ examples:
   loadlab run profiles/dns-knee.yaml --dns 127.0.0.1:5353 --set load.ramp.max_per_s=20000
   loadlab sim --nodes 5000 --pods-per-node 30        # the embedded control plane, standalone
 """
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("loadlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("loadlab: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as exc:
+        # The last resort: a bug outside a run (a run logs its own into its results folder).
+        from loadlab.launch import write_error_log
+
+        log = write_error_log(exc, None)
+        print(
+            f"loadlab: internal error ({type(exc).__name__}: {exc}); the traceback is in {log}. "
+            "Please report it.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def _description(path: Path) -> str:

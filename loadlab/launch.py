@@ -1,9 +1,11 @@
 """``loadlab run``: from a profile and a command line to a results folder and an exit code.
 
-Order of work: validate everything the user gave (profile, addresses) -> start the embedded control
-plane if a target is missing -> probe the targets -> open the results folder -> run the session ->
-write summary.json. Any user-facing failure is a ``LoadlabError`` (one line, a documented exit
-code); an interrupted run still writes a summary marked ``"complete": false``.
+Order of work: validate everything the user gave (profile, addresses) -> claim the results folder
+(unique, writable, before any traffic) -> start the embedded control plane if a target is missing
+-> probe the targets -> run the session -> judge it and write summary.json. Any user-facing
+failure is a ``LoadlabError`` (one line, a documented exit code); a bug is an ``InternalError``
+whose traceback goes to a log file in the results folder. SIGINT and SIGTERM stop the load, write
+a summary marked ``"complete": false`` that claims nothing, and exit 130 / 143.
 """
 
 from __future__ import annotations
@@ -12,18 +14,33 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
+import signal
 import sys
+import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.engine.mix import OpMix
 from loadlab.engine.selfmon import GeneratorMonitor
-from loadlab.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_SLO_FAILED, UsageError
+from loadlab.errors import (
+    EXIT_CODES,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_SLO_FAILED,
+    EXIT_TERMINATED,
+    InternalError,
+    LoadlabError,
+    ResultsWriteError,
+    Terminated,
+    UsageError,
+)
 from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.recorder import Recorder, merge_blobs
 from loadlab.metrics.stats import summarize_histogram, window_stats
@@ -31,10 +48,21 @@ from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import DnsTarget as DnsSection
 from loadlab.profile import Profile, load_profile
 from loadlab.progress import ProgressSink, make_progress
-from loadlab.results import default_out_dir, prepare_out_dir, write_json_atomic
+from loadlab.results import (
+    ERROR_LOG,
+    claim_out_dir,
+    create_unique_dir,
+    default_out_dir,
+    write_json_atomic,
+)
 from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
 from loadlab.summary import RunVerdict, TargetOutcome, build_summary, judge_run
-from loadlab.targets.address import ensure_loopback_or_allowed, parse_host_port
+from loadlab.targets.address import (
+    format_host_port,
+    parse_api_url,
+    parse_host_port,
+    resolve_loopback,
+)
 from loadlab.targets.base import Target
 from loadlab.targets.dns import DnsQuery, DnsTarget, probe_dns
 from loadlab.targets.http import HttpOperation, HttpTarget, probe_http
@@ -44,6 +72,17 @@ PROBE_TIMEOUT_S = 5.0
 # server: it is not keeping up). Bounds the generator's memory on a stalled server.
 MAX_BACKLOG = 100_000
 DNS_DEFAULT_PORT = 53
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What ``run_profile`` hands back: the summary as written, and the exit code it states."""
+
+    summary: dict[str, Any] | None
+    """None when the run was stopped before any target was opened."""
+    exit_code: int
+    error: LoadlabError | None = None
+    """What stopped the run early, to print as its one line (disk full, out of descriptors)."""
 
 
 def run_command(
@@ -57,23 +96,72 @@ def run_command(
 ) -> int:
     profile = load_profile(profile_path, overrides)
     profile = apply_targets(profile, api=api, dns=dns)
+    run_id = uuid.uuid4().hex[:12]
+    # The folder is checked (and made this run's own) before anything starts or connects.
+    out_dir = claim_out_dir(
+        out if out is not None else create_unique_dir(default_out_dir(profile.name)), run_id
+    )
     progress = make_progress(quiet)
-    with embedded_control_plane(profile) as (api_url, dns_addr):
-        out_dir = prepare_out_dir(out if out is not None else default_out_dir(profile.name))
-        _install_uvloop()
-        summary = asyncio.run(
-            run_profile(
-                profile, api_url=api_url, dns_addr=dns_addr, out_dir=out_dir, progress=progress
-            )
-        )
-    print_result(summary, out_dir)
-    return exit_code(summary)
+    with sigterm_raises_terminated():
+        try:
+            with embedded_control_plane(profile) as (api_url, dns_addr):
+                _install_uvloop()
+                outcome = asyncio.run(
+                    run_profile(
+                        profile,
+                        api_url=api_url,
+                        dns_addr=dns_addr,
+                        out_dir=out_dir,
+                        progress=progress,
+                        run_id=run_id,
+                    )
+                )
+        except (LoadlabError, KeyboardInterrupt, Terminated):
+            raise
+        except Exception as exc:
+            log = write_error_log(exc, out_dir)
+            raise InternalError(
+                f"internal error ({type(exc).__name__}: {exc}); the traceback is in {log}; "
+                "partial results are kept there. Please report it."
+            ) from None
+    if outcome.summary is not None:
+        print_result(outcome.summary, out_dir)
+    if outcome.error is not None:
+        print(f"loadlab: {outcome.error}", file=sys.stderr)
+    return outcome.exit_code
 
 
-def exit_code(summary: dict[str, Any]) -> int:
-    if summary["generator"]["limited"]:
-        return EXIT_INCONCLUSIVE
-    return EXIT_OK if summary["slo"]["passed"] else EXIT_SLO_FAILED
+@contextlib.contextmanager
+def sigterm_raises_terminated() -> Iterator[None]:
+    """Outside the event loop (loading, starting the sim), SIGTERM raises ``Terminated`` so that
+    every ``finally`` on the way out runs (the sim is stopped); inside it, ``run_profile``'s own
+    handler takes over and stops the load cleanly."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_error_log(exc: BaseException, folder: Path | None) -> Path:
+    """Write ``exc``'s traceback to ``folder/loadlab-error.log`` (or a temporary file when there
+    is no folder, or it cannot be written) and return where it went."""
+    text = "".join(traceback.format_exception(exc))
+    if folder is not None:
+        path = folder / ERROR_LOG
+        try:
+            path.write_text(text)
+            return path
+        except OSError:
+            pass
+    fd, name = tempfile.mkstemp(prefix="loadlab-error-", suffix=".log")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return Path(name)
 
 
 def apply_targets(profile: Profile, *, api: str | None, dns: str | None) -> Profile:
@@ -89,14 +177,18 @@ def apply_targets(profile: Profile, *, api: str | None, dns: str | None) -> Prof
         update["dns"] = profile.dns.model_copy(update={"server": dns})
     if update:
         profile = profile.model_copy(update=update)
+    # Host names are resolved by loadlab itself (only ``localhost``, to 127.0.0.1), never by the
+    # system resolver: the profile as run holds IP literals only.
+    update = {}
     if profile.api is not None and profile.api.url is not None:
-        parts = urlsplit(profile.api.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"--api {profile.api.url}: expected a URL like http://127.0.0.1:6443")
-        ensure_loopback_or_allowed(parts.hostname)
+        address = parse_api_url(profile.api.url)
+        update["api"] = profile.api.model_copy(update={"url": address.base_url})
     if profile.dns is not None and profile.dns.server is not None:
-        host, _ = parse_host_port(profile.dns.server, default_port=DNS_DEFAULT_PORT)
-        ensure_loopback_or_allowed(host)
+        host, port = parse_host_port(profile.dns.server, default_port=DNS_DEFAULT_PORT)
+        server = format_host_port(resolve_loopback(host), port)
+        update["dns"] = profile.dns.model_copy(update={"server": server})
+    if update:
+        profile = profile.model_copy(update=update)
     return profile
 
 
@@ -155,6 +247,27 @@ def dns_queries(section: DnsSection) -> list[DnsQuery]:
     ]
 
 
+class Stopper:
+    """Ends a run early, once: records why (``SIGINT``, ``SIGTERM``, a write error) and cancels
+    the run's main task, whose ``finally`` writes the partial summary. A second signal while it
+    unwinds exits at once (the sim dies with us: it watches its parent)."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self._task = task
+        self.reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.reason is not None:
+            if reason in _SIGNAL_EXIT:
+                os._exit(_SIGNAL_EXIT[reason])
+            return
+        self.reason = reason
+        self._task.cancel()
+
+
+_SIGNAL_EXIT = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}
+
+
 async def run_profile(
     profile: Profile,
     *,
@@ -162,8 +275,46 @@ async def run_profile(
     dns_addr: str | None,
     out_dir: Path,
     progress: ProgressSink,
-) -> dict[str, Any]:
-    """Probe, run and summarise; files are written as the run goes."""
+    run_id: str,
+) -> RunOutcome:
+    """Probe, run and summarise; files are written as the run goes. SIGINT and SIGTERM stop the
+    load within a second and still write the (partial) summary."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stopper = Stopper(main)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopper.stop, signal.Signals(signum).name)
+    try:
+        return await _run(
+            profile,
+            api_url=api_url,
+            dns_addr=dns_addr,
+            out_dir=out_dir,
+            progress=progress,
+            run_id=run_id,
+            stopper=stopper,
+        )
+    except asyncio.CancelledError:
+        if stopper.reason is None:
+            raise
+        # Stopped before any target was opened: nothing was measured, nothing to summarise.
+        return RunOutcome(None, _SIGNAL_EXIT.get(stopper.reason, EXIT_INTERRUPTED))
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _run(
+    profile: Profile,
+    *,
+    api_url: str | None,
+    dns_addr: str | None,
+    out_dir: Path,
+    progress: ProgressSink,
+    run_id: str,
+    stopper: Stopper,
+) -> RunOutcome:
     if api_url is not None:
         await probe_http(api_url, PROBE_TIMEOUT_S)
     if dns_addr is not None:
@@ -173,7 +324,10 @@ async def run_profile(
         resolved["api"]["url"] = api_url
     if resolved.get("dns"):
         resolved["dns"]["server"] = dns_addr
-    write_json_atomic(out_dir / "profile.resolved.json", resolved)
+    try:
+        write_json_atomic(out_dir / "profile.resolved.json", resolved)
+    except OSError as exc:
+        raise ResultsWriteError(f"cannot write to {out_dir} ({exc.strerror})") from None
 
     clock = MonotonicClock()
     start_ns = clock.now_ns()
@@ -242,8 +396,8 @@ async def run_profile(
         start_ns=start_ns,
         interval_ns=int(profile.interval_s * NS_PER_S),
         mixes=mixes,
+        abort=stopper.stop,
     )
-    run_id = uuid.uuid4().hex[:12]
     progress.start(f"loadlab {profile.name} -> {', '.join(r.address for r in rigs)}  ({out_dir})")
     ticker = asyncio.ensure_future(session.tick_forever())
     complete = False
@@ -254,21 +408,63 @@ async def run_profile(
         else:
             await session.fixed(rigs)
         complete = True
+    except asyncio.CancelledError:
+        if stopper.reason is None:
+            raise  # not ours to swallow
     finally:
         await cancel_quietly(ticker)
-        session.rotate_all(clock.now_ns())
+        # Close the targets first: what is still in flight completes (as a timeout) into the
+        # recorders, and the last rotation writes it out.
         for rig in rigs:
             with contextlib.suppress(Exception):
                 await rig.target.close()
-            rig.hlogs.close()
-        timeline.close()
+        session.write_safely(lambda: session.rotate_all(clock.now_ns()))
+        for rig in rigs:
+            session.write_safely(rig.hlogs.close)
+        session.write_safely(timeline.close)
         progress.stop()
-        summary = summarise(session, run_id, started_at, complete)
-        write_json_atomic(out_dir / "summary.json", summary)
-    return summary
+    return finish(session, run_id, started_at, complete=complete, stopped_by=stopper.reason)
 
 
-def summarise(session: Session, run_id: str, started_at: str, complete: bool) -> dict[str, Any]:
+def finish(
+    session: Session, run_id: str, started_at: str, *, complete: bool, stopped_by: str | None
+) -> RunOutcome:
+    """Judge the run, decide its exit code, and write summary.json (both from one verdict)."""
+    verdict = judge(session, complete=complete and stopped_by is None)
+    error = session.fatal
+    if error is not None:
+        code = error.exit_code
+    elif stopped_by in _SIGNAL_EXIT:
+        code = _SIGNAL_EXIT[stopped_by]
+    else:
+        code = verdict.exit_code
+    lag = summarize_histogram(merge_blobs(s.lag for r in session.rigs for s in r.snapshots))
+    summary = build_summary(
+        run_id=run_id,
+        profile=session.profile.name,
+        targets=_outcomes(session),
+        verdict=verdict,
+        generator=session.monitor.summary(),
+        lag_p50_ms=lag.p50_ms,
+        lag_p99_ms=lag.p99_ms,
+        started_at=started_at,
+        duration_s=(session.clock.now_ns() - session.start_ns) / NS_PER_S,
+        exit_code=code,
+        stopped_by=stopped_by if error is None else f"{stopped_by}: {error}",
+    )
+    try:
+        write_json_atomic(session.out_dir / "summary.json", summary)
+    except OSError as exc:
+        if error is None:
+            error = ResultsWriteError(
+                f"could not write {session.out_dir / 'summary.json'} ({exc.strerror}); "
+                "the interval files written so far are kept"
+            )
+            code = error.exit_code
+    return RunOutcome(summary, code, error)
+
+
+def _outcomes(session: Session) -> list[TargetOutcome]:
     outcomes = []
     for rig in session.rigs:
         snaps = rig.snapshots or [rig.recorder.rotate(session.clock.now_ns())]
@@ -281,53 +477,24 @@ def summarise(session: Session, run_id: str, started_at: str, complete: bool) ->
                 ramped=session.profile.load.ramp is not None,
                 slo_p99_ms=rig.slo_p99_ms,
                 max_error_rate=session.profile.criteria.max_error_rate,
-                generator_limited=rig.generator_limited,
+                stop_reason=rig.stop_reason,
+                stalled_at_s=rig.stalled_at_s,
             )
         )
-    verdict: RunVerdict = judge_run(outcomes)
-    lag = summarize_histogram(merge_blobs(s.lag for r in session.rigs for s in r.snapshots))
-    return build_summary(
-        run_id=run_id,
-        profile=session.profile.name,
-        targets=outcomes,
-        verdict=verdict,
-        generator=session.monitor.summary(),
-        lag_p50_ms=lag.p50_ms,
-        lag_p99_ms=lag.p99_ms,
-        complete=complete,
-        started_at=started_at,
-        duration_s=(session.clock.now_ns() - session.start_ns) / NS_PER_S,
-    )
+    return outcomes
+
+
+def judge(session: Session, *, complete: bool) -> RunVerdict:
+    return judge_run(_outcomes(session), complete=complete)
 
 
 def print_result(summary: dict[str, Any], out_dir: Path) -> None:
-    """A few lines a human reads first; the full answer is in summary.json."""
+    """A few lines a human reads first; the full answer is in summary.json. Every line comes
+    from the summary's verdict, so what is printed and what is written cannot disagree."""
     lines = [f"results: {out_dir}"]
-    knees = summary.get("knee")
-    assert isinstance(knees, dict)
-    steps = summary.get("steps")
-    assert isinstance(steps, list)
-    for target in ("api", "dns"):
-        knee = knees.get(target)
-        if knee is not None:
-            kneedle = knee.get("kneedle")
-            cross = f", Kneedle {kneedle:,.0f}/s" if isinstance(kneedle, float) else ""
-            flag = " (methods disagree > 15%)" if knee.get("flagged") else ""
-            lines.append(
-                f"{target} knee: {knee['offered']:,.0f}/s offered, "
-                f"{knee['achieved']:,.0f}/s achieved, p99 {knee['p99_ms']:,.1f} ms{cross}{flag}; "
-                f"above it: {knee['reason']}"
-            )
-        elif any(s.get("target") == target for s in steps):
-            limited = [s for s in steps if s.get("target") == target and s.get("generator_limited")]
-            if limited:
-                lines.append(
-                    f"{target}: no knee - the generator fell behind at "
-                    f"{limited[0]['offered']:,.0f}/s ({limited[0]['why']}); "
-                    "the server was not the limit up to there"
-                )
-            elif len([s for s in steps if s.get("target") == target]) > 1:
-                lines.append(f"{target}: no knee found within the ramp (raise load.ramp.max_per_s)")
+    verdict = summary["verdict"]
+    for finding in verdict["findings"].values():
+        lines.append(str(finding["line"]))
     totals = summary["totals"]
     if totals["requests"]:
         lines.append(
@@ -339,8 +506,15 @@ def print_result(summary: dict[str, Any], out_dir: Path) -> None:
             f"dns: {totals['dns_queries']:,} queries, {totals['achieved_qps']:,.0f}/s answered, "
             f"{totals['dns_failures']:,} failures"
         )
-    slo = summary.get("slo")
-    assert isinstance(slo, dict)
-    failed = [c["name"] for c in slo["checks"] if not c["passed"]]
-    lines.append("SLOs: passed" if not failed else f"SLOs: FAILED ({'; '.join(failed)})")
+    code = int(verdict["exit_code"])
+    label = "passed" if verdict["passed"] else _VERDICT_LABELS.get(code, "FAILED")
+    lines.append(f"verdict: {label} (exit {code}: {EXIT_CODES.get(code, '')})")
     print("\n".join(lines), file=sys.stdout)
+
+
+_VERDICT_LABELS = {
+    EXIT_SLO_FAILED: "FAILED",
+    EXIT_INCONCLUSIVE: "INCONCLUSIVE",
+    EXIT_INTERRUPTED: "INTERRUPTED, nothing claimed",
+    EXIT_TERMINATED: "TERMINATED, nothing claimed",
+}

@@ -7,6 +7,8 @@ Layout of ``results/<profile>-<UTC timestamp>/``:
   *.uncorrected.hlog      the same, latency from the actual send
   steps.jsonl             one line per finished step of a ramp (appended as steps end)
   summary.json            written at the end (atomically), schema ``loadlab.summary/v1``
+  run.id                  created first, exclusively: the run id and pid that own the folder
+  loadlab-error.log       only after an internal error: the traceback
 A run killed halfway keeps everything but summary.json.
 """
 
@@ -23,20 +25,66 @@ from loadlab.errors import UsageError
 SUMMARY_SCHEMA = "loadlab.summary/v1"
 
 
+RUN_ID_FILE = "run.id"
+ERROR_LOG = "loadlab-error.log"
+_MAX_SUFFIX = 1000
+"""Runs of one profile started in the same second get -2, -3, ... up to this."""
+
+
 def default_out_dir(profile_name: str, root: Path = Path("results")) -> Path:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return root / f"{profile_name}-{stamp}"
 
 
-def prepare_out_dir(path: Path) -> Path:
-    """Create the folder; refuse one that already holds a summary (never overwrite a result)."""
-    if (path / "summary.json").exists():
-        raise UsageError(f"--out {path}: already holds a finished run; choose another folder")
+def create_unique_dir(base: Path) -> Path:
+    """Create ``base``, or ``base-2``, ``base-3``, ...: the first that did not exist. ``mkdir``
+    is atomic, so two runs started in the same second never share a folder."""
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"results folder {base.parent}: cannot create it ({_why(exc)})") from None
+    for n in range(1, _MAX_SUFFIX + 1):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UsageError(f"results folder {path}: cannot create it ({_why(exc)})") from None
+        return path
+    raise UsageError(f"results folder {base}: {_MAX_SUFFIX} runs already share its name")
+
+
+def claim_out_dir(path: Path, run_id: str) -> Path:
+    """Make ``path`` this run's own, before any traffic: create it (an existing empty folder is
+    fine), then create ``run.id`` exclusively. Refuses a folder that holds another run (finished,
+    running or killed), and one that cannot be written, with one line (exit 2)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--out {path}: cannot create it ({exc.strerror})") from None
+        raise UsageError(f"--out {path}: cannot create it ({_why(exc)})") from None
+    if not path.is_dir():
+        raise UsageError(f"--out {path}: not a folder")
+    if (path / "summary.json").exists() or (path / RUN_ID_FILE).exists():
+        raise UsageError(f"--out {path}: already holds a run; choose another folder")
+    try:
+        fd = os.open(path / RUN_ID_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise UsageError(f"--out {path}: another run is using it; choose another folder") from None
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot write there ({_why(exc)})") from None
+    try:
+        os.write(fd, f"{run_id} pid {os.getpid()}\n".encode())
+        os.fsync(fd)
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot write there ({_why(exc)})") from None
+    finally:
+        os.close(fd)
     return path
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Sequence
+import resource
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from loadlab.analysis.ramp import RampPlan, RampSearch
+from loadlab.analysis.knee import find_knee
+from loadlab.analysis.ramp import RampPlan, RampSearch, StopReason
 from loadlab.analysis.steps import StepCriteria, StepVerdict, judge_step
-from loadlab.clock import NS_PER_S, Clock
+from loadlab.clock import NS_PER_MS, NS_PER_S, NS_PER_US, Clock
 from loadlab.engine.mix import OpMix
 from loadlab.engine.runner import ClosedLoopRunner, OpenLoopRunner
 from loadlab.engine.schedule import ConstantRate, PoissonArrivals, Schedule
 from loadlab.engine.selfmon import GeneratorMonitor
+from loadlab.errors import GeneratorResourceError, LoadlabError, ResultsWriteError
 from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.recorder import IntervalSnapshot, Recorder
 from loadlab.metrics.stats import window_stats
@@ -36,6 +40,15 @@ from loadlab.targets.base import CompletionSink, Outcome, Target
 MAX_LAG_S = 0.5
 # Between ramp steps, wait this long at most for the previous step's requests to finish.
 DRAIN_BETWEEN_STEPS_S = 5.0
+# A fixed-rate or closed-loop run ends early when a target has had no successful answer for this
+# long while load was offered: the server is down or answers only errors, and the rest of the run
+# would measure a dead port. Not from a reference: long enough to ride out a restart of a few
+# seconds, short beside the default 30 s run.
+STALL_S = 10.0
+# An operation without an SLO: a request unanswered this long when its step is judged is counted
+# as unanswered. kube-apiserver's own --request-timeout default is 60 s; we take the sig-scalability
+# LIST bound (30 s), the loosest latency SLO there is.
+DEFAULT_UNANSWERED_MS = 30_000.0
 
 
 class SwitchableSink:
@@ -64,6 +77,12 @@ class Rig:
     max_backlog: int
     snapshots: list[IntervalSnapshot] = field(default_factory=list)
     steps: list[StepVerdict] = field(default_factory=list)
+    stop_reason: StopReason | None = None
+    """Why this target's ramp search ended (None: no ramp, or it did not end)."""
+    stalled_at_s: float | None = None
+    """Run time at which a fixed run was ended because this target stopped serving."""
+    quiet_intervals: int = 0
+    """Consecutive intervals with requests sent and not one success."""
 
     @property
     def name(self) -> str:
@@ -91,6 +110,13 @@ class Session:
     """Operation mix per target name."""
     phase: str = "starting"
     offered_per_s: dict[str, float] = field(default_factory=dict)
+    stalled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a target stopped serving during a fixed run (see STALL_S)."""
+    abort: Callable[[str], None] = lambda reason: None
+    """Stops the whole run (the launcher cancels its main task); called with the reason when the
+    results cannot be written or the generator runs out of file descriptors."""
+    fatal: LoadlabError | None = None
+    """What made the session abort, for the summary and the one-line message."""
 
     # -- the interval ticker -------------------------------------------------------------------
 
@@ -99,11 +125,43 @@ class Session:
         return self.start_ns + k * self.interval_ns
 
     async def tick_forever(self) -> None:
-        """Rotate every recorder on each interval boundary and write the interval out."""
-        while True:
+        """Rotate every recorder on each interval boundary and write the interval out; stop the
+        run when the results cannot be written or the generator ran out of descriptors."""
+        while self.fatal is None:
             boundary = self.next_boundary_ns(self.clock.now_ns())
             await self.clock.sleep_until(boundary)
-            self.rotate_all(self.clock.now_ns())
+            self.write_safely(lambda: self.rotate_all(self.clock.now_ns()))
+            self._check_descriptors()
+
+    def write_safely(self, write: Callable[[], object]) -> None:
+        """Run ``write``; a write error (disk full, quota, read-only) stops the run at once: load
+        that is not recorded is load nobody can judge. The first error is the one reported."""
+        try:
+            write()
+        except OSError as exc:
+            self.fail(
+                ResultsWriteError(
+                    f"writing results to {self.out_dir} failed ({exc.strerror or exc}): the load "
+                    "was stopped; everything written before is kept"
+                )
+            )
+
+    def fail(self, error: LoadlabError) -> None:
+        if self.fatal is None:
+            self.fatal = error
+            self.abort(type(error).__name__)
+
+    def _check_descriptors(self) -> None:
+        for rig in self.rigs:
+            if rig.target.fd_exhausted:
+                limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                self.fail(
+                    GeneratorResourceError(
+                        f"the generator ran out of file descriptors (ulimit -n is {limit}) while "
+                        f"connecting to {rig.address}: the run was stopped; raise the limit "
+                        "(ulimit -n) or lower api.connections"
+                    )
+                )
 
     def rotate_all(self, now_ns: int) -> None:
         snaps: dict[str, IntervalSnapshot] = {}
@@ -111,8 +169,10 @@ class Session:
         for rig in self.rigs:
             snap = rig.recorder.rotate(now_ns)
             rig.snapshots.append(snap)
-            rig.hlogs.write(snap)
             snaps[rig.name] = snap
+            self._watch_stall(rig, snap)
+        for rig in self.rigs:
+            rig.hlogs.write(snaps[rig.name])
         stats_by_target = self.timeline.write(
             snaps, offered_per_s=self.offered_per_s, generator=cpu
         )
@@ -130,6 +190,16 @@ class Session:
                     in_flight=rig.target.in_flight,
                 )
             )
+
+    def _watch_stall(self, rig: Rig, snap: IntervalSnapshot) -> None:
+        if snap.ok > 0 or (snap.sent == 0 and snap.completed == 0):
+            rig.quiet_intervals = 0
+            return
+        rig.quiet_intervals += 1
+        stall_intervals = max(1, math.ceil(STALL_S * NS_PER_S / self.interval_ns))
+        if rig.quiet_intervals >= stall_intervals and rig.stalled_at_s is None:
+            rig.stalled_at_s = (snap.end_ns - self.start_ns) / NS_PER_S
+            self.stalled.set()
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -152,9 +222,11 @@ class Session:
             max_lag_ns=int(MAX_LAG_S * NS_PER_S),
             max_backlog=rig.max_backlog,
         )
-        await runner.run()
-        await self.clock.sleep_until(end_ns)
-        self.offered_per_s[rig.name] = 0.0
+        try:
+            await runner.run()
+            await self.clock.sleep_until(end_ns)
+        finally:
+            self.offered_per_s[rig.name] = 0.0
 
     def window(self, rig: Rig, start_ns: int, end_ns: int) -> list[IntervalSnapshot]:
         """Snapshots inside [start, end], allowing half an interval of ticker slack."""
@@ -176,7 +248,7 @@ class Session:
         )
 
     async def step(
-        self, rig: Rig, rate_per_s: float, step_s: float, warmup_s: float
+        self, rig: Rig, rate_per_s: float, step_s: float, warmup_s: float, role: str = "search"
     ) -> StepVerdict:
         """Run one step at ``rate_per_s`` and judge its measuring window."""
         start_ns = self.next_boundary_ns(self.clock.now_ns())
@@ -187,7 +259,7 @@ class Session:
         # Let the ticker close the last interval of the step before judging it.
         await self.clock.sleep_until(end_ns + self.interval_ns // 10)
         await asyncio.sleep(0)
-        verdict = self.judge(rig, measure_from_ns, end_ns, offered_per_s=rate_per_s)
+        verdict = self.judge(rig, measure_from_ns, end_ns, offered_per_s=rate_per_s, role=role)
         self.progress.step(
             StepView(
                 target=rig.name,
@@ -204,7 +276,13 @@ class Session:
         return verdict
 
     def judge(
-        self, rig: Rig, start_ns: int, end_ns: int, *, offered_per_s: float | None
+        self,
+        rig: Rig,
+        start_ns: int,
+        end_ns: int,
+        *,
+        offered_per_s: float | None,
+        role: str = "search",
     ) -> StepVerdict:
         """Judge the intervals in [start, end] as one step; record and write the verdict.
 
@@ -213,15 +291,36 @@ class Session:
         snaps = self.window(rig, start_ns, end_ns)
         if not snaps:  # the ticker could not keep up at all: nothing to judge the server by
             snaps = [rig.recorder.rotate(self.clock.now_ns())]
-        stats = window_stats(snaps, offered_per_s=offered_per_s)
+        stats = window_stats(
+            snaps, offered_per_s=offered_per_s, unanswered=self.unanswered(rig, start_ns, end_ns)
+        )
         if offered_per_s is None:
             offered_per_s = stats.planned_per_s
         verdict = self.blame_generator_cpu(
             judge_step(stats, offered_per_s, self.criteria(rig)), start_ns
         )
+        if role != verdict.role:
+            verdict = replace(verdict, role=role)
         rig.steps.append(verdict)
-        append_jsonl(self.out_dir / "steps.jsonl", rounded(verdict.as_dict(), digits=6))
+        self.write_safely(
+            lambda: append_jsonl(self.out_dir / "steps.jsonl", rounded(verdict.as_dict(), digits=6))
+        )
         return verdict
+
+    def unanswered(self, rig: Rig, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+        """(op, age in us) of requests intended in [start, end) and still unanswered now, though
+        older than their operation's SLO: a silent server's requests never complete in the step
+        that sent them, and must not leave it looking idle."""
+        now_ns = self.clock.now_ns()
+        slo_ns = [
+            int(rig.slo_p99_ms.get(name, DEFAULT_UNANSWERED_MS) * NS_PER_MS)
+            for name in rig.recorder.op_names
+        ]
+        return [
+            (op, (now_ns - intended_ns) // NS_PER_US)
+            for op, intended_ns in rig.target.pending_intended_ns()
+            if start_ns <= intended_ns < end_ns and now_ns - intended_ns > slo_ns[op]
+        ]
 
     def blame_generator_cpu(self, verdict: StepVerdict, since_ns: int) -> StepVerdict:
         """A failing step while the generator's core was saturated says nothing of the server.
@@ -265,6 +364,13 @@ class Session:
                 # run the step once more; a generator that is really too slow fails it again.
                 verdict = await self.step(rig, rate, step_s, warmup_s)
             search.record(verdict)
+        rig.stop_reason = search.stop_reason
+        knee = find_knee(search.verdicts)
+        if knee is not None and search.stop_reason is not StopReason.SERVED_NOTHING:
+            # Re-run the knee: a saturating server serves it again, one that degrades with time
+            # (or died after the last passing step) does not (loadlab.analysis.findings).
+            self.phase = f"confirm {rig.name} knee"
+            await self.step(rig, knee.offered, step_s, warmup_s, role="confirm")
 
     async def fixed(self, rigs: Sequence[Rig]) -> None:
         load = self.profile.load
@@ -273,12 +379,27 @@ class Session:
         await self.clock.sleep_until(start_ns)
         if load.mode == "closed":
             self.phase = f"closed loop x{load.concurrency}"
-            await asyncio.gather(*(self._closed(rig, end_ns) for rig in rigs))
+            load_task = asyncio.gather(*(self._closed(rig, end_ns) for rig in rigs))
         else:
             rate = load.rate_per_s
             assert rate is not None
             self.phase = f"open loop {rate:,.0f}/s"
-            await asyncio.gather(*(self.open_loop(rig, rate, start_ns, end_ns) for rig in rigs))
+            load_task = asyncio.gather(
+                *(self.open_loop(rig, rate, start_ns, end_ns) for rig in rigs)
+            )
+        stall: asyncio.Future[Any] = asyncio.ensure_future(self.stalled.wait())
+        waiters: list[asyncio.Future[Any]] = [load_task, stall]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stall.cancel()
+            if not load_task.done():
+                load_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await load_task
+        if self.stalled.is_set():
+            end_ns = min(end_ns, self.clock.now_ns())
+            self.phase = "stopped: a target stopped serving"
         for rig in rigs:
             await rig.target.drain(self.clock.now_ns() + int(DRAIN_BETWEEN_STEPS_S * NS_PER_S))
         await self.clock.sleep_until(self.next_boundary_ns(self.clock.now_ns()) + 1)

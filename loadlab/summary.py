@@ -6,7 +6,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loadlab.analysis.knee import Knee, find_knee
+from loadlab.analysis.findings import (
+    Finding,
+    FindingKind,
+    exit_code,
+    fixed_finding,
+    ramp_finding,
+)
+from loadlab.analysis.knee import Knee
+from loadlab.analysis.ramp import StopReason
 from loadlab.analysis.slo import SloCheck, SloReport, evaluate_slos
 from loadlab.analysis.steps import StepVerdict
 from loadlab.engine.selfmon import GeneratorSummary
@@ -25,23 +33,42 @@ class TargetOutcome:
     ramped: bool
     slo_p99_ms: Mapping[str, float]
     max_error_rate: float
-    generator_limited: bool
-    """The generator fell behind where it mattered (the search ended there, or the fixed run)."""
+    stop_reason: StopReason | None = None
+    """Why the ramp search ended (ramps only)."""
+    stalled_at_s: float | None = None
+    """A fixed run was ended then because this target stopped serving."""
 
 
 @dataclass(frozen=True)
 class RunVerdict:
+    """The run's answer: one finding per target, the SLO checks, and the exit code they imply.
+    ``summary.json`` and the exit code are both built from this one object, so they agree."""
+
     slo: SloReport
     knees: Mapping[str, Knee | None]
-    generator_limited: bool
+    findings: tuple[Finding, ...]
+    complete: bool
+
+    @property
+    def generator_limited(self) -> bool:
+        return any(f.kind is FindingKind.GENERATOR_LIMITED for f in self.findings)
+
+    @property
+    def passed(self) -> bool:
+        return self.complete and self.slo.passed
+
+    @property
+    def exit_code(self) -> int:
+        """From the findings; an interrupted run's code is the caller's (130 or 143)."""
+        return exit_code(self.findings)
 
 
-def judge_run(targets: Sequence[TargetOutcome]) -> RunVerdict:
-    """SLO checks and knees. A ramp is judged by its steps; a fixed run by its whole window."""
-    knees: dict[str, Knee | None] = {}
+def judge_run(targets: Sequence[TargetOutcome], *, complete: bool = True) -> RunVerdict:
+    """One finding per target (a ramp by its steps, a fixed run by its whole window) and the SLO
+    checks; every finding is also a check, so ``slo.passed`` is true only when all passed."""
     checks: list[SloCheck] = []
-    generator_limited = False
     fixed = [t for t in targets if not t.ramped]
+    report = SloReport(())
     if fixed:
         report = evaluate_slos(
             [t.whole_run for t in fixed],
@@ -54,19 +81,29 @@ def judge_run(targets: Sequence[TargetOutcome]) -> RunVerdict:
             },
         )
         checks.extend(report.checks)
+    findings: list[Finding] = []
+    knees: dict[str, Knee | None] = {}
     for t in targets:
-        limited = t.generator_limited
-        generator_limited = generator_limited or limited
-        knees[t.name] = find_knee(t.steps) if t.ramped else None
+        if t.ramped:
+            finding = ramp_finding(t.name, t.steps, stop_reason=t.stop_reason, complete=complete)
+        else:
+            window = next((s for s in reversed(t.steps) if s.role == "search"), None)
+            finding = fixed_finding(
+                t.name, window, report, complete=complete, stalled_at_s=t.stalled_at_s
+            )
+        findings.append(finding)
+        knees[t.name] = finding.knee if finding.kind is FindingKind.KNEE else None
         checks.append(
             SloCheck(
-                f"{t.name} generator kept its schedule",
+                f"{t.name} {finding.kind.value}",
                 threshold=1.0,
-                observed=0.0 if limited else 1.0,
-                passed=not limited,
+                observed=1.0 if finding.passed else 0.0,
+                passed=finding.passed,
             )
         )
-    return RunVerdict(SloReport(tuple(checks)), knees, generator_limited)
+    if not complete:
+        checks.append(SloCheck("run completed", threshold=1.0, observed=0.0, passed=False))
+    return RunVerdict(SloReport(tuple(checks)), knees, tuple(findings), complete)
 
 
 def build_summary(
@@ -78,10 +115,13 @@ def build_summary(
     generator: GeneratorSummary,
     lag_p50_ms: float,
     lag_p99_ms: float,
-    complete: bool,
     started_at: str,
     duration_s: float,
+    exit_code: int,
+    stopped_by: str | None = None,
 ) -> dict[str, Any]:
+    """``exit_code`` is the one the process exits with; ``stopped_by`` says what ended a run
+    early (``SIGINT``, ``SIGTERM``, ``write error: ...``), None for a run that ran its course."""
     by_name = {t.name: t for t in targets}
     api, dns = by_name.get("api"), by_name.get("dns")
     totals = {
@@ -96,7 +136,9 @@ def build_summary(
         "schema": SUMMARY_SCHEMA,
         "run_id": run_id,
         "profile": profile,
-        "complete": complete,
+        "complete": verdict.complete,
+        "stopped_by": stopped_by,
+        "exit_code": exit_code,
         "started_at": started_at,
         "duration_s": duration_s,
         "targets": {"api": api.address if api else None, "dns": dns.address if dns else None},
@@ -116,5 +158,10 @@ def build_summary(
             for name in ("api", "dns")
         },
         "slo": verdict.slo.as_dict(),
+        "verdict": {
+            "passed": verdict.passed and exit_code == 0,
+            "exit_code": exit_code,
+            "findings": {f.target: f.as_dict() for f in verdict.findings},
+        },
     }
     return dict(rounded(summary))

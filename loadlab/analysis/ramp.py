@@ -5,6 +5,8 @@ exponentially until two consecutive steps fail (or the maximum passes), then bis
 last pass and the first fail of that pair until they are within ``refine_within`` (5%). If the
 very first steps fail, step down by the growth factor until one passes, then bisect. A
 generator-limited step ends the search: past it, the generator, not the server, is the limit.
+A step in which not one request succeeded ends it too: that is a server that is down or answers
+only errors, not a knee (``loadlab.analysis.findings`` says which).
 
 The runner drives it::
 
@@ -82,6 +84,9 @@ class StopReason(enum.Enum):
     """The step budget ran out."""
     NO_PASSING_STEP = "no_passing_step"
     """Every step failed, down to the plan's floor: the server fails even at low load."""
+    SERVED_NOTHING = "served_nothing"
+    """A step sent requests and not one succeeded: the server is down or answers only errors.
+    Searching on would measure a dead port (or bisect towards a knee that is not there)."""
 
 
 class RampSearch:
@@ -115,6 +120,9 @@ class RampSearch:
         self.verdicts.append(verdict)
         if verdict.generator_limited:
             self._stop(StopReason.GENERATOR_LIMITED)
+            return
+        if verdict.served_nothing:
+            self._stop(StopReason.SERVED_NOTHING)
             return
         if self.phase is Phase.GROW:
             self._grow(rate, verdict.passed)

@@ -21,6 +21,8 @@ CHECK_LAG = "generator_lag"
 CHECK_ERRORS = "error_rate"
 CHECK_P99 = "p99"  # the check code is "p99:<op>"
 CHECK_ACHIEVED = "achieved_ratio"
+NO_ANSWER = "no_answer"
+"""How a step's requests left unanswered past their SLO are named in a verdict."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,37 @@ class StepVerdict:
     check: str | None = None
     """Code of the first failing check (``generator_sent``, ``generator_lag``, ``error_rate``,
     ``p99:<op>``, ``achieved_ratio``), or None when the step passed."""
+    sent_count: int = 0
+    """Requests dispatched in the window."""
+    ok_count: int = 0
+    """Successful completions in the window."""
+    errors_by_outcome: Mapping[str, int] = field(default_factory=dict)
+    """Error completions per outcome label."""
+    unanswered_count: int = 0
+    """Requests sent in the window still unanswered, past their SLO, when it was judged."""
+    role: str = "search"
+    """``search`` (a step of the ramp search, or a fixed run's window) or ``confirm`` (the knee
+    re-run at the end, to tell a server that degrades over time from one that saturates)."""
 
     @property
     def failed(self) -> bool:
         """A failure of the server (a generator-limited step is not one)."""
         return not self.passed and not self.generator_limited
+
+    @property
+    def served_nothing(self) -> bool:
+        """A failed step in which requests went out and not one succeeded: the server is down,
+        or answers only errors. It says nothing about capacity, so the search stops there."""
+        return self.failed and self.sent_count > 0 and self.ok_count == 0
+
+    @property
+    def dominant_outcome(self) -> str | None:
+        """The most frequent error outcome of the step; ``no_answer`` when its only trouble was
+        requests left unanswered past their SLO; None when it had neither."""
+        worst = max(self.errors_by_outcome.items(), key=lambda kv: kv[1], default=None)
+        if worst is not None and worst[1] > 0:
+            return worst[0]
+        return NO_ANSWER if self.unanswered_count else None
 
     def as_dict(self) -> dict[str, object]:
         """The entry of summary.json's ``steps`` list."""
@@ -83,6 +111,12 @@ class StepVerdict:
             "passed": self.passed,
             "generator_limited": self.generator_limited,
             "why": self.why,
+            "check": self.check,
+            "sent_count": self.sent_count,
+            "ok_count": self.ok_count,
+            "errors_by_outcome": dict(self.errors_by_outcome),
+            "unanswered_count": self.unanswered_count,
+            "role": self.role,
         }
 
 
@@ -102,7 +136,23 @@ def judge_step(stats: WindowStats, offered_per_s: float, criteria: StepCriteria)
         generator_limited=generator_limited,
         why=why,
         check=check,
+        sent_count=stats.sent,
+        ok_count=stats.ok,
+        errors_by_outcome=dict(stats.errors_by_outcome),
+        unanswered_count=stats.unanswered,
     )
+
+
+def describe_errors(errors_by_outcome: Mapping[str, int]) -> str:
+    """``", all 500"`` or ``", mostly 429 (87%)"``: the dominant error outcome, for a verdict."""
+    total = sum(errors_by_outcome.values())
+    worst = max(errors_by_outcome.items(), key=lambda kv: kv[1], default=None)
+    if worst is None or total == 0:
+        return ""
+    label, n = worst
+    if n == total:
+        return f", all {label}"
+    return f", mostly {label} ({n / total:.0%})"
 
 
 def _first_failure(
@@ -121,15 +171,17 @@ def _first_failure(
             f"> {criteria.max_lag_p99_ms:g} ms"
         )
     if stats.error_rate > criteria.max_error_rate:
-        worst = max(stats.errors_by_outcome.items(), key=lambda kv: kv[1], default=None)
-        mostly = f", mostly {worst[0]}" if worst else ""
         return CHECK_ERRORS, (
-            f"error rate {stats.error_rate:.2%} > {criteria.max_error_rate:.2%}{mostly}"
+            f"error rate {stats.error_rate:.2%} > {criteria.max_error_rate:.2%}"
+            f"{describe_errors(stats.errors_by_outcome)}"
         )
     for op, slo_ms in criteria.slo_p99_ms.items():
         latency = stats.latency_by_op.get(op)
         if latency is not None and latency.p99_ms > slo_ms:
-            return f"{CHECK_P99}:{op}", f"p99 of {op} {latency.p99_ms:.1f} ms > SLO {slo_ms:g} ms"
+            waiting = f" ({stats.unanswered:,} still unanswered)" if stats.unanswered else ""
+            return f"{CHECK_P99}:{op}", (
+                f"p99 of {op} {latency.p99_ms:.1f} ms > SLO {slo_ms:g} ms{waiting}"
+            )
     # Compare with what the schedule really planned in this window, not the nominal rate:
     # Poisson arrivals at 250/s over 3 s vary by ~4%, which alone would fail a 95% check.
     basis_per_s = stats.planned_per_s if stats.planned_per_s > 0 else offered_per_s

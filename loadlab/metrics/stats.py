@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from hdrh.histogram import HdrHistogram
 
 from loadlab.clock import US_PER_MS
-from loadlab.metrics.recorder import IntervalSnapshot, merge_blobs
+from loadlab.metrics.recorder import (
+    HIGHEST_US,
+    LOWEST_US,
+    IntervalSnapshot,
+    merge_blobs,
+    new_histogram,
+)
 
 _PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
@@ -95,6 +101,9 @@ class WindowStats:
     lag_p50_ms: float
     lag_p99_ms: float
     """Schedule lag of the generator (dispatched minus intended)."""
+    unanswered: int = 0
+    """Requests sent in the window with no answer yet, though older than their SLO, when it was
+    judged (not completions: their age only enters the latency percentiles)."""
 
     def per_s(self, count: int) -> float:
         """``count`` over the window's duration (0 for an empty window)."""
@@ -115,7 +124,10 @@ class WindowStats:
 
 
 def window_stats(
-    snapshots: Sequence[IntervalSnapshot], offered_per_s: float | None = None
+    snapshots: Sequence[IntervalSnapshot],
+    offered_per_s: float | None = None,
+    *,
+    unanswered: Sequence[tuple[int, int]] = (),
 ) -> WindowStats:
     """Aggregate consecutive snapshots of one target.
 
@@ -123,6 +135,12 @@ def window_stats(
     duration: a Poisson schedule's count varies by ~1/sqrt(n) (1% at 10k requests), which would
     trip the 99% sent check by chance. ``offered_per_s`` (None in closed loop) only fills in
     when nothing was planned at all.
+
+    ``unanswered`` lists (op index, age in us) of requests sent in the window that had no answer
+    yet, though older than their SLO, when the window was judged: their age, a lower bound of
+    their latency, goes into the percentiles, and their number into ``unanswered``. A server
+    that goes silent therefore shows a p99 of seconds, not an empty window with p99 0; the
+    error rate stays a rate of answers.
     """
     if not snapshots:
         raise ValueError("a window needs at least one interval snapshot")
@@ -145,10 +163,21 @@ def window_stats(
         for label, n in s.errors_by_outcome().items():
             errors_by_outcome[label] = errors_by_outcome.get(label, 0) + n
 
-    all_ops = merge_blobs(b for s in snapshots for b in s.corrected.values())
+    pending_blobs: dict[int, bytes] = {}
+    for op in {op for op, _ in unanswered}:
+        hist = new_histogram()
+        for _, age_us in (u for u in unanswered if u[0] == op):
+            hist.record_value(min(max(age_us, LOWEST_US), HIGHEST_US))
+        pending_blobs[op] = hist.encode()
+
+    all_ops = merge_blobs(
+        [*(b for s in snapshots for b in s.corrected.values()), *pending_blobs.values()]
+    )
     latency_by_op: dict[str, LatencySummary] = {}
     for op, name in enumerate(first.op_names):
         blobs = [b for s in snapshots for key, b in s.corrected.items() if key[0] == op]
+        if op in pending_blobs:
+            blobs.append(pending_blobs[op])
         if blobs:
             latency_by_op[name] = summarize_histogram(merge_blobs(blobs))
     lag = summarize_histogram(merge_blobs(s.lag for s in snapshots))
@@ -170,6 +199,7 @@ def window_stats(
         latency=summarize_histogram(all_ops),
         lag_p50_ms=lag.p50_ms,
         lag_p99_ms=lag.p99_ms,
+        unanswered=len(unanswered),
     )
 
 

@@ -223,3 +223,14 @@ def test_noisier_throughput_mostly_lands_within_minus_20_plus_10_percent() -> No
         if knee is not None and 0.80 * capacity <= knee.offered <= 1.10 * capacity:
             within += 1
     assert within / trials >= 0.95
+
+
+def test_a_step_that_served_nothing_ends_the_search_at_once() -> None:
+    search = RampSearch(RampPlan(start_per_s=100, factor=2, max_per_s=6400))
+    search.record(verdict(100, passed=True))
+    dead = judge_step(make_stats(offered=200, error_rate=1.0), 200, CRITERIA)
+    assert dead.served_nothing
+    search.record(dead)
+    assert search.done
+    assert search.stop_reason is StopReason.SERVED_NOTHING
+    assert search.next_rate() is None

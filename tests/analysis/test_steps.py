@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from loadlab.analysis.steps import StepCriteria, judge_step
+from loadlab.analysis.steps import StepCriteria, describe_errors, judge_step
 
 from .synthetic import make_stats
 
@@ -86,7 +86,23 @@ def test_operations_without_an_slo_have_no_latency_check() -> None:
 def test_error_verdict_names_the_dominant_outcome() -> None:
     verdict = judge_step(make_stats(offered=OFFERED, error_rate=0.2), OFFERED, CRITERIA)
     assert verdict.check == "error_rate"
-    assert "mostly 429" in verdict.why
+    assert verdict.why.endswith(", all 429")
+    assert verdict.dominant_outcome == "429"
+
+
+def test_mixed_errors_name_the_most_frequent_with_its_share() -> None:
+    assert describe_errors({"500": 30, "timeout": 70}) == ", mostly timeout (70%)"
+    assert describe_errors({}) == ""
+
+
+def test_a_failed_step_with_no_success_served_nothing() -> None:
+    stats = make_stats(offered=OFFERED, error_rate=1.0)
+    verdict = judge_step(stats, OFFERED, CRITERIA)
+    assert verdict.ok_count == 0
+    assert verdict.served_nothing
+    assert not judge_step(
+        make_stats(offered=OFFERED, error_rate=0.2), OFFERED, CRITERIA
+    ).served_nothing
 
 
 def test_verdict_dict_has_the_summary_step_keys() -> None:

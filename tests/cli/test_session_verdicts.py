@@ -1,0 +1,288 @@
+"""Whole runs in fake time against servers that lie: the verdict never passes a broken server.
+
+Session + runners + recorder + analysis + findings, with a FakeClock and a scripted fake server
+(N slots, a service time, and an outcome that may change with time: 500s, 429s, resets, or no
+answer at all). No sockets, no sleeping; the real-socket versions live in tests/acceptance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadlab.analysis.findings import FindingKind
+from loadlab.clock import NS_PER_MS, NS_PER_S, FakeClock
+from loadlab.engine.mix import OpMix
+from loadlab.engine.selfmon import GeneratorMonitor
+from loadlab.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_SLO_FAILED
+from loadlab.launch import judge
+from loadlab.metrics.hlog import TargetHlogs
+from loadlab.metrics.recorder import Recorder
+from loadlab.metrics.timeline import TimelineWriter
+from loadlab.profile import validate_profile
+from loadlab.progress import NullProgress
+from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
+from loadlab.summary import RunVerdict
+from loadlab.targets.base import CompletionSink, Outcome, wait_until_idle
+
+START_NS = 10 * NS_PER_S
+SILENT = None
+"""The outcome of a server that never answers."""
+
+Behaviour = Callable[[float], Outcome | None]
+"""Run time in seconds -> how the server answers a request arriving then."""
+
+
+class StillProcess:
+    def cpu_time_s(self) -> float:
+        return 0.0
+
+    def rss_bytes(self) -> int:
+        return 0
+
+
+class ScriptedServer:
+    """A fake server with ``slots`` workers of ``service_ms`` each; what a request gets depends
+    on when it arrives (``behaviour``). A silent answer holds its slot forever."""
+
+    name = "api"
+    op_names: tuple[str, ...] = ("get",)
+    fd_exhausted = False
+
+    def __init__(
+        self, clock: FakeClock, behaviour: Behaviour, *, slots: int = 4, service_ms: int = 20
+    ) -> None:
+        self._clock = clock
+        self._behaviour = behaviour
+        self._slots = slots
+        self._service_ns = service_ms * NS_PER_MS
+        self._queue: deque[tuple[int, int, int]] = deque()
+        self._serving: list[tuple[int, int, int]] = []
+        self._active = 0
+        self._sink: CompletionSink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self, sink: CompletionSink) -> None:
+        self._sink = sink
+
+    def submit(self, op: int, intended_ns: int) -> None:
+        self._queue.append((op, intended_ns, self._clock.now_ns()))
+        if self._active < self._slots:
+            self._active += 1
+            task = asyncio.ensure_future(self._serve())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self) -> None:
+        assert self._sink is not None
+        while self._queue:
+            item = self._queue.popleft()
+            op, intended_ns, sent_ns = item
+            outcome = self._behaviour((self._clock.now_ns() - START_NS) / NS_PER_S)
+            self._serving.append(item)
+            if outcome is SILENT:
+                await asyncio.Event().wait()  # held until the target is closed
+            await self._clock.sleep_until(self._clock.now_ns() + self._service_ns)
+            self._serving.remove(item)
+            assert outcome is not None
+            self._sink.complete(op, outcome, intended_ns, sent_ns, self._clock.now_ns())
+        self._active -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue) + len(self._serving)
+
+    def pending_intended_ns(self) -> list[tuple[int, int]]:
+        return [(op, intended) for op, intended, _ in [*self._serving, *self._queue]]
+
+    async def drain(self, deadline_ns: int) -> None:
+        await wait_until_idle(self._clock, self, deadline_ns)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def run(tmp_path: Path, behaviour: Behaviour, load: dict[str, Any], **server: int) -> RunVerdict:
+    """Run ``load`` against a scripted server in fake time; return the run's verdict."""
+    profile = validate_profile(
+        {
+            "name": "fake",
+            "api": {"mix": [{"name": "get", "path": "/get", "slo_p99_ms": 200}]},
+            "load": load,
+        }
+    )
+    clock = FakeClock(start_ns=START_NS)
+
+    async def scenario() -> Session:
+        target = ScriptedServer(clock, behaviour, **server)
+        recorder = Recorder(target.name, target.op_names, start_ns=clock.now_ns())
+        sink = SwitchableSink(recorder)
+        await target.open(sink)
+        rig = Rig(
+            target=target,
+            recorder=recorder,
+            sink=sink,
+            address="fake",
+            slo_p99_ms={"get": 200.0},
+            hlogs=TargetHlogs(tmp_path, target.name, start_time_epoch_s=0.0),
+            max_backlog=100_000,
+        )
+        timeline = TimelineWriter(tmp_path / "timeline.csv", [rig.name], {rig.name: ("get",)})
+        session = Session(
+            profile=profile,
+            clock=clock,
+            rigs=[rig],
+            timeline=timeline,
+            out_dir=tmp_path,
+            progress=NullProgress(),
+            monitor=GeneratorMonitor(clock, StillProcess()),
+            start_ns=clock.now_ns(),
+            interval_ns=NS_PER_S,
+            mixes={rig.name: OpMix([1.0], seed=1)},
+        )
+        ticker = asyncio.ensure_future(session.tick_forever())
+        try:
+            if profile.load.ramp is not None:
+                await session.ramp(rig)
+            else:
+                await session.fixed([rig])
+        finally:
+            await cancel_quietly(ticker)
+            await target.close()
+            session.rotate_all(clock.now_ns())
+            rig.hlogs.close()
+            timeline.close()
+        return session
+
+    session = asyncio.run(asyncio.wait_for(clock.run(scenario()), timeout=60))
+    return judge(session, complete=True)
+
+
+RAMP = {
+    "arrival": "constant",
+    "ramp": {"start_per_s": 25, "factor": 2, "max_per_s": 1600, "step_s": 4, "warmup_s": 1},
+}
+FIXED = {"arrival": "constant", "rate_per_s": 50, "duration_s": 30}
+
+
+def always(outcome: Outcome | None) -> Behaviour:
+    return lambda t_s: outcome
+
+
+def after(good_for_s: float, outcome: Outcome | None) -> Behaviour:
+    return lambda t_s: Outcome.OK if t_s < good_for_s else outcome
+
+
+HOSTILE = [
+    pytest.param(Outcome.SERVER_ERROR, "5xx", id="500"),
+    pytest.param(Outcome.THROTTLED, "429", id="429"),
+    pytest.param(Outcome.CONN_ERROR, "conn_error", id="reset"),
+    pytest.param(Outcome.MALFORMED, "malformed", id="garbage"),
+    pytest.param(SILENT, "no_answer", id="silence"),
+]
+
+
+@pytest.mark.parametrize(("outcome", "label"), HOSTILE)
+def test_a_ramp_against_a_server_broken_from_the_start_fails_at_the_lowest_load(
+    tmp_path: Path, outcome: Outcome | None, label: str
+) -> None:
+    verdict = run(tmp_path, always(outcome), RAMP)
+    (finding,) = verdict.findings
+    assert finding.kind is FindingKind.FAILED_AT_LOWEST_LOAD, finding.line
+    assert finding.dominant_outcome == label
+    assert "lowest offered load, 25/s" in finding.line
+    assert verdict.exit_code == EXIT_SLO_FAILED
+    assert not verdict.slo.passed
+
+
+@pytest.mark.parametrize(("outcome", "label"), HOSTILE)
+def test_a_ramp_against_a_server_that_breaks_after_a_good_start_says_it_stopped_serving(
+    tmp_path: Path, outcome: Outcome | None, label: str
+) -> None:
+    # Capacity 200/s: steps at 25, 50 and 100/s pass (4 s each), then it breaks at 12 s.
+    verdict = run(tmp_path, after(12.5, outcome), RAMP)
+    (finding,) = verdict.findings
+    assert finding.kind is FindingKind.STOPPED_SERVING, finding.line
+    assert finding.dominant_outcome == label
+    assert verdict.knees["api"] is None
+    assert verdict.exit_code == EXIT_SLO_FAILED
+
+
+@pytest.mark.parametrize(("outcome", "label"), HOSTILE)
+def test_a_fixed_run_against_a_server_that_breaks_ends_early_and_says_so(
+    tmp_path: Path, outcome: Outcome | None, label: str
+) -> None:
+    verdict = run(tmp_path, after(5, outcome), FIXED)
+    (finding,) = verdict.findings
+    assert finding.kind is FindingKind.STOPPED_SERVING, finding.line
+    assert "stopped serving" in finding.line
+    assert verdict.exit_code == EXIT_SLO_FAILED
+
+
+@pytest.mark.parametrize(("outcome", "label"), HOSTILE)
+def test_a_fixed_run_against_a_server_broken_from_the_start_never_passes(
+    tmp_path: Path, outcome: Outcome | None, label: str
+) -> None:
+    verdict = run(tmp_path, always(outcome), FIXED)
+    (finding,) = verdict.findings
+    assert not finding.passed, finding.line
+    assert verdict.exit_code == EXIT_SLO_FAILED
+
+
+def test_a_healthy_server_has_a_confirmed_knee_and_passes(tmp_path: Path) -> None:
+    verdict = run(tmp_path, always(Outcome.OK), RAMP)
+    (finding,) = verdict.findings
+    assert finding.kind is FindingKind.KNEE, finding.line
+    assert finding.knee is not None
+    assert 180 <= finding.knee.offered <= 210
+    assert verdict.exit_code == EXIT_OK
+    assert verdict.slo.passed
+
+
+def test_a_server_that_degrades_with_time_has_no_knee(tmp_path: Path) -> None:
+    # Healthy through the search (about 50 s), then a quarter of requests succeed: the knee's
+    # re-run collapses, so the knee found earlier is not the server's capacity.
+    def degrading(t_s: float) -> Outcome:
+        if t_s < 50:
+            return Outcome.OK
+        return Outcome.OK if int(t_s * 1000) % 4 == 0 else Outcome.SERVER_ERROR
+
+    verdict = run(tmp_path, degrading, RAMP)
+    (finding,) = verdict.findings
+    assert finding.kind is FindingKind.STOPPED_SERVING, finding.line
+    assert "did not hold" in finding.line
+    assert verdict.exit_code == EXIT_SLO_FAILED
+
+
+def test_a_ramp_that_passes_everywhere_holds_up_to_its_maximum(tmp_path: Path) -> None:
+    verdict = run(tmp_path, always(Outcome.OK), RAMP, slots=400)
+    (finding,) = verdict.findings
+    assert finding.kind is FindingKind.HELD, finding.line
+    assert "up to 1,600/s" in finding.line
+    assert verdict.exit_code == EXIT_OK
+
+
+def test_a_healthy_fixed_run_passes(tmp_path: Path) -> None:
+    verdict = run(tmp_path, always(Outcome.OK), FIXED)
+    (finding,) = verdict.findings
+    assert finding.kind is FindingKind.HELD, finding.line
+    assert verdict.exit_code == EXIT_OK
+
+
+def test_exit_codes_rank_a_server_failure_over_an_inconclusive_target() -> None:
+    from loadlab.analysis.findings import Finding, exit_code
+
+    failed = Finding("api", FindingKind.STOPPED_SERVING, "x")
+    limited = Finding("dns", FindingKind.GENERATOR_LIMITED, "y")
+    held = Finding("dns", FindingKind.HELD, "z")
+    assert exit_code([failed, limited]) == EXIT_SLO_FAILED
+    assert exit_code([held, limited]) == EXIT_INCONCLUSIVE
+    assert exit_code([held]) == EXIT_OK
+    assert exit_code([]) == EXIT_INCONCLUSIVE
