@@ -53,7 +53,7 @@ MAX_PAGES = 10_000
 """Bound on the paging loop: 500 x 10,000 = 5M pods, far above the 110-pods-per-node cap."""
 REPEATS = 20
 """GETs and DNS queries per kind; the table shows their median and max."""
-KUBERNETES_SERVICE_IP = "192.0.2.1"  # loadlab.sim.objects: the kubernetes Service's ClusterIP
+KUBERNETES_SERVICE_IP = "192.0.2.1"  # loadlab.sim.k8s.objects: the kubernetes Service's ClusterIP
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"
 PODS_PATH = "/api/v1/pods"
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from loadlab.sim.config import SimConfig
-from loadlab.sim.objects import LEASES, NODE_LEASE_NAMESPACE, PODS
-from loadlab.sim.selection import FieldSelector
+from loadlab.sim.k8s.objects import LEASES, NODE_LEASE_NAMESPACE, PODS
 from loadlab.sim.server import seeded_store
-from loadlab.sim.store import Store
+from loadlab.sim.storage.selection import FieldSelector
+from loadlab.sim.storage.store import Store
 
 NODES = 1000
 PODS_PER_NODE = 30

@@ -13,8 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loadlab.errors import ProfileError
-from loadlab.sim.dns import ClusterDnsConfig
-from loadlab.sim.overload_config import OverloadConfig
+from loadlab.sim.dns.nameserver import ClusterDnsConfig
+from loadlab.sim.overload.parameters import OverloadConfig
 
 
 class ApiServerConfig(BaseModel):

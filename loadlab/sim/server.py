@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loadlab.clock import Clock, MonotonicClock
-from loadlab.sim.apiserver import SimApiServer
+from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.config import SimConfig
-from loadlab.sim.dns import ClusterDns
-from loadlab.sim.objects import seed_objects
-from loadlab.sim.store import Store
+from loadlab.sim.dns.nameserver import ClusterDns
+from loadlab.sim.k8s.objects import seed_objects
+from loadlab.sim.storage.store import Store
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from loadlab.clock import Clock, MonotonicClock
-from loadlab.sim.apiserver import SimApiServer
+from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.config import SimConfig, sim_config_from_dict
 from loadlab.sim.server import SimEndpoints, seeded_store, serve
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from loadlab.clock import FakeClock
-from loadlab.sim.cost import RequestAttributes
+from loadlab.sim.overload.cost import RequestAttributes
 
 T = TypeVar("T")
 

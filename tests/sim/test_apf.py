@@ -8,14 +8,14 @@ import itertools
 import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock
-from loadlab.sim.apf import RetryAfterTracker, deal_hand
-from loadlab.sim.overload import (
+from loadlab.sim.overload.apf import RetryAfterTracker, deal_hand
+from loadlab.sim.overload.model import (
     OverloadModel,
     Rejected,
     RequestAttributes,
     WorkEstimate,
 )
-from loadlab.sim.overload_config import OverloadConfig, default_priority_levels
+from loadlab.sim.overload.parameters import OverloadConfig, default_priority_levels
 from loadlab.sim.promtext import PromRegistry
 from tests.sim.helpers import req, run
 

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from loadlab.sim.apiserver import SimApiServer
+from loadlab.sim.apiserver.app import SimApiServer
 from tests.sim.conftest import RunWithApi
 from tests.sim.helpers import MERGE
 

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock
-from loadlab.sim.apiserver import SimApiServer
-from loadlab.sim.objects import PODS
-from loadlab.sim.overload_config import OverloadConfig
+from loadlab.sim.apiserver.app import SimApiServer
+from loadlab.sim.k8s.objects import PODS
+from loadlab.sim.overload.parameters import OverloadConfig
 from loadlab.sim.server import seeded_store
 from tests.sim.conftest import RunWithApi, SimConfigFactory
 from tests.sim.helpers import FREE_COST, until

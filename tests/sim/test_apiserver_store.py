@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from loadlab.sim.objects import CONFIGMAPS, NAMESPACES, PODS, configmap_obj, namespace_obj, pod_obj
-from loadlab.sim.selection import FieldSelector, LabelSelector, SelectorError
-from loadlab.sim.store import Conflict, Expired, NotFound, Store, merge_patch
+from loadlab.sim.k8s.objects import (
+    CONFIGMAPS,
+    NAMESPACES,
+    PODS,
+    configmap_obj,
+    namespace_obj,
+    pod_obj,
+)
+from loadlab.sim.storage.selection import FieldSelector, LabelSelector, SelectorError
+from loadlab.sim.storage.store import Conflict, Expired, NotFound, Store, merge_patch
 
 
 def store_with_pods(window: int = 100) -> Store:

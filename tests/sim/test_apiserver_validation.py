@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from loadlab.sim.apiserver import SimApiServer
-from loadlab.sim.objects import PODS as POD_TYPE
+from loadlab.sim.apiserver.app import SimApiServer
+from loadlab.sim.k8s.objects import PODS as POD_TYPE
 from tests.sim.conftest import RunWithApi
 from tests.sim.helpers import MERGE
 

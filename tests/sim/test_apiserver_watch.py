@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock
-from loadlab.sim.apiserver import SimApiServer
-from loadlab.sim.objects import LEASES
+from loadlab.sim.apiserver.app import SimApiServer
+from loadlab.sim.k8s.objects import LEASES
 from tests.sim.conftest import RunWithApi, SimConfigFactory
 from tests.sim.helpers import FREE_COST, MERGE, until
 

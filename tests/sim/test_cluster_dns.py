@@ -23,9 +23,9 @@ import pydantic
 import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock, MonotonicClock
-from loadlab.sim.dns import ClusterDns, ClusterDnsConfig, Phase
-from loadlab.sim.k8s_watch import ApiError, ObjectList, StreamEvent
-from loadlab.sim.objects import SERVICE_NAME_LABEL, JsonObj
+from loadlab.sim.dns.informer import ApiError, ObjectList, StreamEvent
+from loadlab.sim.dns.nameserver import ClusterDns, ClusterDnsConfig, Phase
+from loadlab.sim.k8s.objects import SERVICE_NAME_LABEL, JsonObj
 from tests.sim.fake_api import SERVICES, SLICES, FakeApi, run_with_fake_api
 from tests.sim.helpers import until
 
@@ -358,7 +358,7 @@ def sim_config() -> Any:
 
 @pytest.mark.realtime
 def test_real_sim_api_feeds_the_dns_and_its_changes_show_up() -> None:
-    from loadlab.sim.apiserver import SimApiServer
+    from loadlab.sim.apiserver.app import SimApiServer
     from loadlab.sim.server import seeded_store
 
     async def main() -> None:
@@ -397,7 +397,7 @@ def test_real_sim_api_feeds_the_dns_and_its_changes_show_up() -> None:
 
 @pytest.mark.realtime
 def test_real_sim_api_going_down_leaves_stale_answers_then_a_restart_servfails() -> None:
-    from loadlab.sim.apiserver import SimApiServer
+    from loadlab.sim.apiserver.app import SimApiServer
     from loadlab.sim.server import seeded_store
 
     async def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loadlab.clock import FakeClock
-from loadlab.sim.cost import (
+from loadlab.sim.overload.cost import (
     count_list_objects,
     estimate_work,
     list_seats,
@@ -13,8 +13,8 @@ from loadlab.sim.cost import (
     mutation_seats,
     seat_cap,
 )
-from loadlab.sim.overload import OverloadModel
-from loadlab.sim.overload_config import CostConfig, OverloadConfig
+from loadlab.sim.overload.model import OverloadModel
+from loadlab.sim.overload.parameters import CostConfig, OverloadConfig
 from loadlab.sim.promtext import PromRegistry
 from tests.sim.helpers import req
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadlab.sim.dns_records import Rcode, RecordTable, allowed_address
-from loadlab.sim.objects import SERVICE_NAME_LABEL
+from loadlab.sim.dns.records import Rcode, RecordTable, allowed_address
+from loadlab.sim.k8s.objects import SERVICE_NAME_LABEL
 
 
 def service(

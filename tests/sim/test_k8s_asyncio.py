@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client, watch
 
-from loadlab.sim.apiserver import SimApiServer
+from loadlab.sim.apiserver.app import SimApiServer
 from tests.sim.conftest import RunWithApi
 from tests.sim.helpers import MERGE
 

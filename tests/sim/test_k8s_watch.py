@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock, MonotonicClock
-from loadlab.sim.k8s_watch import (
+from loadlab.sim.dns.informer import (
     ApiError,
     Backoff,
     BackoffPolicy,
@@ -22,7 +22,7 @@ from loadlab.sim.k8s_watch import (
     ObjectList,
     StreamEvent,
 )
-from loadlab.sim.objects import JsonObj
+from loadlab.sim.k8s.objects import JsonObj
 from tests.sim.fake_api import SERVICES, FakeApi, run_with_fake_api
 from tests.sim.helpers import WAIT_S, until
 

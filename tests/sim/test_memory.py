@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from loadlab.clock import FakeClock
-from loadlab.sim.memory import MemoryAccount
-from loadlab.sim.overload import OutOfMemory, OverloadModel, WorkEstimate
-from loadlab.sim.overload_config import OverloadConfig
+from loadlab.sim.overload.memory import MemoryAccount
+from loadlab.sim.overload.model import OutOfMemory, OverloadModel, WorkEstimate
+from loadlab.sim.overload.parameters import OverloadConfig
 from loadlab.sim.promtext import PromRegistry
 from tests.sim.helpers import req, run
 

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from loadlab.clock import FakeClock
-from loadlab.sim.overload import OverloadModel
-from loadlab.sim.overload_config import OverloadConfig
+from loadlab.sim.overload.model import OverloadModel
+from loadlab.sim.overload.parameters import OverloadConfig
 from loadlab.sim.promtext import PromRegistry, format_value
 
 # A sample line: name, optional {labels}, value (text format 0.0.4, no timestamps here).

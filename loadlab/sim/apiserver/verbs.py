@@ -15,15 +15,11 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from loadlab.clock import NS_PER_S, Clock
+from loadlab.sim.apiserver.routing import RequestInfo, check_resource_version, list_options
+from loadlab.sim.apiserver.tables import table, wants_table
 from loadlab.sim.config import ApiServerConfig
-from loadlab.sim.cost import RequestAttributes, count_list_objects
-from loadlab.sim.objects import JsonObj
-from loadlab.sim.overload import OverloadModel
-from loadlab.sim.routing import RequestInfo, check_resource_version, list_options
-from loadlab.sim.selection import FieldSelector, LabelSelector, SelectorError
-from loadlab.sim.store import Expired, Invalid, Store, StoreError, merge_patch
-from loadlab.sim.tables import table, wants_table
-from loadlab.sim.validation import (
+from loadlab.sim.k8s.objects import JsonObj
+from loadlab.sim.k8s.validation import (
     ApiError,
     bad_request,
     check_decodes,
@@ -31,7 +27,11 @@ from loadlab.sim.validation import (
     decode_body,
     validate_object,
 )
-from loadlab.sim.watch import Watcher, WatchEvent, encode_json
+from loadlab.sim.overload.cost import RequestAttributes, count_list_objects
+from loadlab.sim.overload.model import OverloadModel
+from loadlab.sim.storage.selection import FieldSelector, LabelSelector, SelectorError
+from loadlab.sim.storage.store import Expired, Invalid, Store, StoreError, merge_patch
+from loadlab.sim.storage.watch import Watcher, WatchEvent, encode_json
 
 _MERGE_TYPES = frozenset(
     {

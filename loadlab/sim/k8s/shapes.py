@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadlab.sim.objects import (
+from loadlab.sim.k8s.objects import (
     CONFIGMAPS,
     ENDPOINTSLICES,
     LEASES,

@@ -23,15 +23,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from loadlab.sim.collection import Collection, Key
-from loadlab.sim.objects import NAMESPACES, RESOURCE_TYPES, JsonObj, ResourceType, now_timestamp
-from loadlab.sim.selection import (
+from loadlab.sim.k8s.objects import NAMESPACES, RESOURCE_TYPES, JsonObj, ResourceType, now_timestamp
+from loadlab.sim.storage.collection import Collection, Key
+from loadlab.sim.storage.selection import (
     EVERYTHING_FIELDS,
     EVERYTHING_LABELS,
     FieldSelector,
     LabelSelector,
 )
-from loadlab.sim.watch import Change, Watcher, WatchEvent, encode_json
+from loadlab.sim.storage.watch import Change, Watcher, WatchEvent, encode_json
 
 _KEY_MAX = "\U0010ffff"
 # Not from a reference: encoding every written object just to size it would double a write's cost,

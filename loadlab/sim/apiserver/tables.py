@@ -10,7 +10,7 @@ import datetime
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from loadlab.sim.objects import (
+from loadlab.sim.k8s.objects import (
     CONFIGMAPS,
     ENDPOINTSLICES,
     LEASES,

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from loadlab.sim.objects import NAMESPACES, SERVICES, JsonObj, ResourceType
-from loadlab.sim.shapes import BodyError, json_kind, parse_body, shape_error
+from loadlab.sim.k8s.objects import NAMESPACES, SERVICES, JsonObj, ResourceType
+from loadlab.sim.k8s.shapes import BodyError, json_kind, parse_body, shape_error
 
 # apimachinery pkg/util/validation/validation.go
 _DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"

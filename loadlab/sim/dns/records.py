@@ -31,7 +31,7 @@ import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 import dns.rrset
 
-from loadlab.sim.objects import SERVICE_NAME_LABEL, JsonObj
+from loadlab.sim.k8s.objects import SERVICE_NAME_LABEL, JsonObj
 
 # dnspython's rdata constructors carry no annotations, hence the no-untyped-call ignores below.
 

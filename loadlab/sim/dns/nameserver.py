@@ -32,9 +32,9 @@ import dns.rcode
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loadlab.clock import NS_PER_S, Clock
-from loadlab.sim.dns_records import RecordTable
-from loadlab.sim.k8s_watch import ApiSource, HttpApiSource, Informer
-from loadlab.sim.objects import JsonObj
+from loadlab.sim.dns.informer import ApiSource, HttpApiSource, Informer
+from loadlab.sim.dns.records import RecordTable
+from loadlab.sim.k8s.objects import JsonObj
 
 DEFAULT_TOKEN = "system:serviceaccount:kube-system:coredns"
 SERVICES_PATH = "/api/v1/services"

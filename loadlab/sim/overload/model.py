@@ -24,10 +24,10 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from loadlab.clock import NS_PER_S, Clock
-from loadlab.sim.apf import FairQueueing, Rejected, Ticket
-from loadlab.sim.cost import RequestAttributes, WorkEstimate, estimate_work
-from loadlab.sim.memory import MemoryAccount, OutOfMemory, Reservation
-from loadlab.sim.overload_config import OverloadConfig
+from loadlab.sim.overload.apf import FairQueueing, Rejected, Ticket
+from loadlab.sim.overload.cost import RequestAttributes, WorkEstimate, estimate_work
+from loadlab.sim.overload.memory import MemoryAccount, OutOfMemory, Reservation
+from loadlab.sim.overload.parameters import OverloadConfig
 from loadlab.sim.promtext import PromRegistry
 
 __all__ = [

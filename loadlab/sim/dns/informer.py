@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
-from loadlab.sim.objects import JsonObj
+from loadlab.sim.k8s.objects import JsonObj
 
 HTTP_GONE = 410
 LIST_PAGE_SIZE = 500  # client-go reflector: initial LIST pages of 500

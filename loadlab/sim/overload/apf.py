@@ -25,9 +25,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from loadlab.clock import NS_PER_S, Clock
-from loadlab.sim.cost import RequestAttributes
-from loadlab.sim.objects import NODE_LEASE_NAMESPACE
-from loadlab.sim.overload_config import OverloadConfig, PriorityLevelConfig
+from loadlab.sim.k8s.objects import NODE_LEASE_NAMESPACE
+from loadlab.sim.overload.cost import RequestAttributes
+from loadlab.sim.overload.parameters import OverloadConfig, PriorityLevelConfig
 from loadlab.sim.promtext import PromRegistry
 
 # dropped_requests_tracker.go: retryAfter doubles when the drops in the last retryAfter seconds

@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from loadlab.sim.objects import RESOURCE_TYPES, ResourceType
-from loadlab.sim.validation import (
+from loadlab.sim.k8s.objects import RESOURCE_TYPES, ResourceType
+from loadlab.sim.k8s.validation import (
     FieldError,
     bad_request,
     field_forbidden,

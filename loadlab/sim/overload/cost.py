@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from loadlab.sim.overload_config import CostConfig
+from loadlab.sim.overload.parameters import CostConfig
 
 READ_VERBS = frozenset({"get", "list", "watch"})
 

@@ -7,7 +7,7 @@ they are not aggregated.
 
 from __future__ import annotations
 
-from loadlab.sim.objects import KUBE_VERSION, RESOURCE_TYPES, JsonObj, ResourceType
+from loadlab.sim.k8s.objects import KUBE_VERSION, RESOURCE_TYPES, JsonObj, ResourceType
 
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 _STATUS_VERBS = ["get", "patch", "update"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
-from loadlab.sim.objects import JsonObj, ResourceType
-from loadlab.sim.selection import FieldSelector, field_value
-from loadlab.sim.watch import Change, Watcher
+from loadlab.sim.k8s.objects import JsonObj, ResourceType
+from loadlab.sim.storage.selection import FieldSelector, field_value
+from loadlab.sim.storage.watch import Change, Watcher
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped resources
 NAME_TRIGGER = "metadata.name"

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from loadlab.sim.objects import JsonObj, ResourceType
-from loadlab.sim.selection import FieldSelector, LabelSelector
+from loadlab.sim.k8s.objects import JsonObj, ResourceType
+from loadlab.sim.storage.selection import FieldSelector, LabelSelector
 
 
 def encode_json(obj: Any) -> bytes:

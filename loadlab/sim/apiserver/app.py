@@ -16,15 +16,15 @@ from collections.abc import Awaitable
 from aiohttp import web
 
 from loadlab.clock import NS_PER_S, Clock
-from loadlab.sim import discovery
+from loadlab.sim.apiserver import discovery
+from loadlab.sim.apiserver.routing import DiscoveryPath, RequestInfo, RouteError, resolve
+from loadlab.sim.apiserver.verbs import ResourceVerbs, json_response, status_response
 from loadlab.sim.config import SimConfig
-from loadlab.sim.cost import RequestAttributes
-from loadlab.sim.overload import OutOfMemory, OverloadModel, Rejected
+from loadlab.sim.overload.cost import RequestAttributes
+from loadlab.sim.overload.model import OutOfMemory, OverloadModel, Rejected
 from loadlab.sim.promtext import CONTENT_TYPE, PromRegistry
-from loadlab.sim.routing import DiscoveryPath, RequestInfo, RouteError, resolve
-from loadlab.sim.store import Store
-from loadlab.sim.verbs import ResourceVerbs, json_response, status_response
-from loadlab.sim.watch import bookmark_event, encode_json
+from loadlab.sim.storage.store import Store
+from loadlab.sim.storage.watch import bookmark_event, encode_json
 
 _METRIC_VERBS = {
     "get": "GET",

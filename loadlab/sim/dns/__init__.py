@@ -1,0 +1,5 @@
+"""The cluster DNS: the UDP/TCP nameserver, its record table, and the informer that feeds it.
+
+May import ``loadlab.clock`` and ``loadlab.sim.k8s``; it learns objects over the API's HTTP, like
+CoreDNS, so never imports ``loadlab.sim.storage`` or ``loadlab.sim.apiserver``.
+"""
