@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
 import signal
 import sys
@@ -21,19 +20,15 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loadlab.clock import NS_PER_S, MonotonicClock
-from loadlab.engine.mix import OpMix
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import (
-    EXIT_CODES,
-    EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
-    EXIT_SLO_FAILED,
     EXIT_TERMINATED,
     InternalError,
     LoadlabError,
@@ -41,11 +36,10 @@ from loadlab.errors import (
     Terminated,
     UsageError,
 )
-from loadlab.metrics.hlog import TargetHlogs
-from loadlab.metrics.recorder import Recorder, merge_blobs
+from loadlab.metrics.recorder import merge_blobs
 from loadlab.metrics.stats import summarize_histogram, window_stats
 from loadlab.metrics.timeline import TimelineWriter
-from loadlab.profile import DnsTarget as DnsSection
+from loadlab.present import print_result
 from loadlab.profile import Profile, load_profile
 from loadlab.progress import ProgressSink, make_progress
 from loadlab.results import (
@@ -55,7 +49,7 @@ from loadlab.results import (
     default_out_dir,
     write_json_atomic,
 )
-from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
+from loadlab.session import Session, cancel_quietly
 from loadlab.summary import RunVerdict, TargetOutcome, build_summary, judge_run
 from loadlab.targets.address import (
     format_host_port,
@@ -63,15 +57,18 @@ from loadlab.targets.address import (
     parse_host_port,
     resolve_loopback,
 )
-from loadlab.targets.base import Target
-from loadlab.targets.dns import DnsQuery, DnsTarget, probe_dns
-from loadlab.targets.http import HttpOperation, HttpTarget, probe_http
+from loadlab.targets.base import check_fd_budget
+from loadlab.targets.dns import probe_dns
+from loadlab.targets.http import probe_http
+from loadlab.wiring import (
+    DNS_DEFAULT_PORT,
+    RunTargets,
+    descriptors_needed,
+    open_rigs,
+    resolved_profile,
+)
 
 PROBE_TIMEOUT_S = 5.0
-# Requests queued or in flight per target before new sends complete as OVERFLOW (an error of the
-# server: it is not keeping up). Bounds the generator's memory on a stalled server.
-MAX_BACKLOG = 100_000
-DNS_DEFAULT_PORT = 53
 
 
 @dataclass(frozen=True)
@@ -101,6 +98,7 @@ def run_command(
     out_dir = claim_out_dir(
         out if out is not None else create_unique_dir(default_out_dir(profile.name)), run_id
     )
+    check_fd_budget(descriptors_needed(profile))
     progress = make_progress(quiet)
     with sigterm_raises_terminated():
         try:
@@ -219,34 +217,6 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def http_operations(profile: Profile) -> list[HttpOperation]:
-    assert profile.api is not None
-    ops = []
-    for op in profile.api.mix:
-        headers = {"Content-Type": op.content_type} if op.body is not None else {}
-        if op.user is not None:
-            headers["Authorization"] = f"Bearer {op.user}"
-        ops.append(
-            HttpOperation(
-                name=op.name,
-                method=op.method,
-                path=op.path,
-                body=op.body.encode() if op.body is not None else None,
-                headers=headers,
-                weight=op.weight,
-                spread=op.spread,
-            )
-        )
-    return ops
-
-
-def dns_queries(section: DnsSection) -> list[DnsQuery]:
-    return [
-        DnsQuery(name=q.name, rdtype=q.type, weight=q.weight, expect_nxdomain=q.expect_nxdomain)
-        for q in section.queries
-    ]
-
-
 class Stopper:
     """Ends a run early, once: records why (``SIGINT``, ``SIGTERM``, a write error) and cancels
     the run's main task, whose ``finally`` writes the partial summary. A second signal while it
@@ -319,67 +289,18 @@ async def _run(
         await probe_http(api_url, PROBE_TIMEOUT_S)
     if dns_addr is not None:
         await probe_dns(dns_addr, PROBE_TIMEOUT_S)
-    resolved = json.loads(profile.model_dump_json(by_alias=True))
-    if resolved.get("api"):
-        resolved["api"]["url"] = api_url
-    if resolved.get("dns"):
-        resolved["dns"]["server"] = dns_addr
+    targets = RunTargets(api_url, dns_addr)
     try:
-        write_json_atomic(out_dir / "profile.resolved.json", resolved)
+        write_json_atomic(out_dir / "profile.resolved.json", resolved_profile(profile, targets))
     except OSError as exc:
         raise ResultsWriteError(f"cannot write to {out_dir} ({exc.strerror})") from None
 
     clock = MonotonicClock()
     start_ns = clock.now_ns()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    epoch_s = time.time()
-    rigs: list[Rig] = []
-    mixes: dict[str, OpMix] = {}
-
-    async def add_rig(
-        target: Target, ops: Sequence[tuple[str, float, float]], address: str
-    ) -> None:
-        """Open ``target`` onto a new recorder; ``ops`` are (name, weight, SLO p99 ms)."""
-        recorder = Recorder(target.name, [name for name, _, _ in ops], start_ns=start_ns)
-        sink = SwitchableSink(recorder)
-        await target.open(sink)
-        mixes[target.name] = OpMix([weight for _, weight, _ in ops], seed=profile.load.seed)
-        rigs.append(
-            Rig(
-                target=target,
-                recorder=recorder,
-                sink=sink,
-                address=address,
-                slo_p99_ms={name: slo for name, _, slo in ops},
-                hlogs=TargetHlogs(out_dir, target.name, start_time_epoch_s=epoch_s),
-                max_backlog=MAX_BACKLOG,
-            )
-        )
-
-    if profile.api is not None and api_url is not None:
-        http = HttpTarget(
-            api_url,
-            http_operations(profile),
-            connections=profile.api.connections,
-            timeout_s=profile.api.timeout_s,
-            honour_retry_after=profile.api.honour_retry_after,
-            clock=clock,
-        )
-        await add_rig(http, [(o.name, o.weight, o.slo_p99_ms) for o in profile.api.mix], api_url)
-    if profile.dns is not None and dns_addr is not None:
-        host, port = parse_host_port(dns_addr, default_port=DNS_DEFAULT_PORT)
-        dns = DnsTarget(
-            host,
-            port,
-            dns_queries(profile.dns),
-            sockets=profile.dns.sockets,
-            timeout_s=profile.dns.timeout_s,
-            clock=clock,
-        )
-        # The DNS target itself reports an expected NXDOMAIN as OK.
-        queries = [(q.op_name, q.weight, q.slo_p99_ms) for q in profile.dns.queries]
-        await add_rig(dns, queries, dns_addr)
-
+    rigs, mixes = await open_rigs(
+        profile, targets, clock=clock, start_ns=start_ns, epoch_s=time.time(), out_dir=out_dir
+    )
     timeline = TimelineWriter(
         out_dir / "timeline.csv",
         [r.name for r in rigs],
@@ -479,6 +400,7 @@ def _outcomes(session: Session) -> list[TargetOutcome]:
                 max_error_rate=session.profile.criteria.max_error_rate,
                 stop_reason=rig.stop_reason,
                 stalled_at_s=rig.stalled_at_s,
+                stray_answers=rig.target.stray,
             )
         )
     return outcomes
@@ -486,35 +408,3 @@ def _outcomes(session: Session) -> list[TargetOutcome]:
 
 def judge(session: Session, *, complete: bool) -> RunVerdict:
     return judge_run(_outcomes(session), complete=complete)
-
-
-def print_result(summary: dict[str, Any], out_dir: Path) -> None:
-    """A few lines a human reads first; the full answer is in summary.json. Every line comes
-    from the summary's verdict, so what is printed and what is written cannot disagree."""
-    lines = [f"results: {out_dir}"]
-    verdict = summary["verdict"]
-    for finding in verdict["findings"].values():
-        lines.append(str(finding["line"]))
-    totals = summary["totals"]
-    if totals["requests"]:
-        lines.append(
-            f"api: {totals['requests']:,} requests, {totals['achieved_rps']:,.0f}/s achieved, "
-            f"{totals['errors']:,} errors"
-        )
-    if totals["dns_queries"]:
-        lines.append(
-            f"dns: {totals['dns_queries']:,} queries, {totals['achieved_qps']:,.0f}/s answered, "
-            f"{totals['dns_failures']:,} failures"
-        )
-    code = int(verdict["exit_code"])
-    label = "passed" if verdict["passed"] else _VERDICT_LABELS.get(code, "FAILED")
-    lines.append(f"verdict: {label} (exit {code}: {EXIT_CODES.get(code, '')})")
-    print("\n".join(lines), file=sys.stdout)
-
-
-_VERDICT_LABELS = {
-    EXIT_SLO_FAILED: "FAILED",
-    EXIT_INCONCLUSIVE: "INCONCLUSIVE",
-    EXIT_INTERRUPTED: "INTERRUPTED, nothing claimed",
-    EXIT_TERMINATED: "TERMINATED, nothing claimed",
-}

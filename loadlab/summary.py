@@ -37,6 +37,8 @@ class TargetOutcome:
     """Why the ramp search ended (ramps only)."""
     stalled_at_s: float | None = None
     """A fixed run was ended then because this target stopped serving."""
+    stray_answers: int = 0
+    """Answers that matched no request (DNS: wrong ID or question)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ def build_summary(
         },
         "totals": totals,
         "errors_by_outcome": {t.name: dict(t.whole_run.errors_by_outcome) for t in targets},
+        "stray_answers": {t.name: t.stray_answers for t in targets},
         "latency_ms": latency_block([t.whole_run for t in targets]),
         "steps": [v.as_dict() for t in targets for v in t.steps],
         "knee": {

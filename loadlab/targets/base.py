@@ -85,6 +85,10 @@ class Target(Protocol):
     """Set, never cleared, once a socket could not be opened for want of file descriptors
     (``FD_ERRNOS``): every later connect fails the same way, so the run should stop and say so."""
 
+    stray: int
+    """Answers that matched no request in flight (DNS: a wrong ID or question). They credit no
+    request, and a server sending them is telling something: the summary reports the count."""
+
     async def open(self, sink: CompletionSink) -> None:
         """Connect (or prepare sockets) and remember where completions go."""
         ...

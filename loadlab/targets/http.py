@@ -213,6 +213,8 @@ class HttpTarget:
         """Per worker, the ``(op, intended_ns)`` it is sending now, or None."""
         self.fd_exhausted = False
         """Set (and never cleared) when a connect failed with EMFILE/ENFILE."""
+        self.stray = 0
+        """Always 0: on HTTP/1.1 a response belongs to the request sent on its connection."""
         self.last_os_error: OSError | None = None
         """The last socket-level error behind a CONN_ERROR: why connections fail."""
         self._workers: list[asyncio.Task[None]] = []

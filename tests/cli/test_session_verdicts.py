@@ -23,6 +23,7 @@ from loadlab.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_SLO_FAILED
 from loadlab.launch import judge
 from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.recorder import Recorder
+from loadlab.metrics.stats import WindowStats
 from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import validate_profile
 from loadlab.progress import NullProgress
@@ -53,6 +54,7 @@ class ScriptedServer:
     name = "api"
     op_names: tuple[str, ...] = ("get",)
     fd_exhausted = False
+    stray = 0
 
     def __init__(
         self, clock: FakeClock, behaviour: Behaviour, *, slots: int = 4, service_ms: int = 20
@@ -286,3 +288,49 @@ def test_exit_codes_rank_a_server_failure_over_an_inconclusive_target() -> None:
     assert exit_code([held, limited]) == EXIT_INCONCLUSIVE
     assert exit_code([held]) == EXIT_OK
     assert exit_code([]) == EXIT_INCONCLUSIVE
+
+
+CLOSED = {"mode": "closed", "concurrency": 8, "duration_s": 20}
+
+
+def test_a_closed_loop_against_a_healthy_server_holds(tmp_path: Path) -> None:
+    verdict = run(tmp_path, always(Outcome.OK), CLOSED)
+    (finding,) = verdict.findings
+    assert finding.kind is FindingKind.HELD, finding.line
+    assert verdict.exit_code == EXIT_OK
+
+
+def test_a_closed_loop_against_a_server_that_breaks_ends_early_and_says_so(tmp_path: Path) -> None:
+    verdict = run(tmp_path, after(5, Outcome.SERVER_ERROR), CLOSED)
+    (finding,) = verdict.findings
+    assert finding.kind is FindingKind.STOPPED_SERVING, finding.line
+    assert finding.dominant_outcome == "5xx"
+    assert verdict.exit_code == EXIT_SLO_FAILED
+
+
+def test_an_interrupted_run_claims_nothing() -> None:
+    from loadlab.summary import TargetOutcome, judge_run
+
+    outcomes = [
+        TargetOutcome(
+            name="api",
+            address="fake",
+            whole_run=verdict_window_stub(),
+            steps=(),
+            ramped=False,
+            slo_p99_ms={"get": 200.0},
+            max_error_rate=0.01,
+        )
+    ]
+    partial = judge_run(outcomes, complete=False)
+    (finding,) = partial.findings
+    assert finding.kind is FindingKind.INTERRUPTED
+    assert not partial.passed
+    assert not partial.slo.passed
+    assert any(c.name == "run completed" and not c.passed for c in partial.slo.checks)
+
+
+def verdict_window_stub() -> WindowStats:
+    from tests.analysis.synthetic import make_stats
+
+    return make_stats(offered=50)

@@ -49,6 +49,7 @@ class SlotServerTarget:
     name: str = "fake"
     op_names: tuple[str, ...] = ("a", "b")
     fd_exhausted: bool = False
+    stray: int = 0
 
     def __init__(
         self,
@@ -119,6 +120,7 @@ class FailAtOnceTarget:
     name: str = "fail"
     op_names: tuple[str, ...] = ("a",)
     fd_exhausted: bool = False
+    stray: int = 0
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock

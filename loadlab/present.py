@@ -1,0 +1,53 @@
+"""Presenting a run: the few lines a person reads first. Reads the summary, decides nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from loadlab.errors import (
+    EXIT_CODES,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_SLO_FAILED,
+    EXIT_TERMINATED,
+)
+
+
+def print_result(summary: dict[str, Any], out_dir: Path) -> None:
+    """A few lines a human reads first; the full answer is in summary.json. Every line comes
+    from the summary's verdict, so what is printed and what is written cannot disagree."""
+    lines = [f"results: {out_dir}"]
+    verdict = summary["verdict"]
+    for finding in verdict["findings"].values():
+        lines.append(str(finding["line"]))
+    totals = summary["totals"]
+    if totals["requests"]:
+        lines.append(
+            f"api: {totals['requests']:,} requests, {totals['achieved_rps']:,.0f}/s achieved, "
+            f"{totals['errors']:,} errors"
+        )
+    if totals["dns_queries"]:
+        lines.append(
+            f"dns: {totals['dns_queries']:,} queries, {totals['achieved_qps']:,.0f}/s answered, "
+            f"{totals['dns_failures']:,} failures"
+            + _stray(summary, "dns")
+        )
+    code = int(verdict["exit_code"])
+    label = "passed" if verdict["passed"] else _VERDICT_LABELS.get(code, "FAILED")
+    lines.append(f"verdict: {label} (exit {code}: {EXIT_CODES.get(code, '')})")
+    print("\n".join(lines), file=sys.stdout)
+
+
+_VERDICT_LABELS = {
+    EXIT_SLO_FAILED: "FAILED",
+    EXIT_INCONCLUSIVE: "INCONCLUSIVE",
+    EXIT_INTERRUPTED: "INTERRUPTED, nothing claimed",
+    EXIT_TERMINATED: "TERMINATED, nothing claimed",
+}
+
+
+def _stray(summary: dict[str, Any], target: str) -> str:
+    n = int(summary.get("stray_answers", {}).get(target) or 0)
+    return f", {n:,} stray answers (wrong ID or question)" if n else ""
