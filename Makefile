@@ -1,16 +1,22 @@
 # Two entry points do all set-up on a fresh machine:
 #   make run   - create .venv, install loadlab, run the default profile against the embedded control plane
 #   make test  - create .venv, install test needs (Python and Debian packages), lint, type-check, test
+# and one is the everyday loop while editing:
+#   make check - lint, type-check and the fast tests only (no Debian packages, no wall clock): < 30 s
 PYTHON   ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
-PROFILE  ?= profiles/http-knee.yaml
+# A shipped profile's name (`loadlab profiles` lists them) or the path of a YAML file.
+PROFILE  ?= http-knee
 RUNFLAGS ?=
 # Debian packages the tests start for real: a DNS resolver, a reference HTTP load generator.
 TEST_DEBS := unbound wrk dnsperf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench debs clean
+# The tests that need no Debian package and no wall clock: logic on fake clocks and fake wires.
+FAST_TESTS := not realtime and not slow and not needs_unbound and not needs_wrk and not needs_kubectl
+
+.PHONY: run test check lint typecheck unit fast bench debs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +53,12 @@ typecheck: $(VENV)/.installed-test
 
 unit: $(VENV)/.installed-test debs
 	$(BIN)/pytest
+
+# The everyday loop: no apt step, no real-time or end-to-end tests.
+fast: $(VENV)/.installed-test
+	$(BIN)/pytest -q -m "$(FAST_TESTS)"
+
+check: lint typecheck fast
 
 test: lint typecheck unit
 

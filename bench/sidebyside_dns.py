@@ -2,8 +2,8 @@
 
 Run from the repository root: ``.venv/bin/python bench/sidebyside_dns.py --duration 5``.
 
-A real unbound (``tests/unbound.py``: one thread, a static ``cluster.local.`` zone whose records
-point into 192.0.2.0/24) is pinned to one core and the generators to the other. Then, for
+A real unbound (``loadlab.testing.unbound``: one thread, a static ``cluster.local.`` zone whose
+records point into 192.0.2.0/24) is pinned to one core and the generators to the other. Then, for
 ``--duration`` seconds each: ``dnsperf -q 100`` (100 outstanding) over a query file of those names,
 and loadlab's ``ClosedLoopRunner`` with 100 in flight over ``DnsTarget`` on uvloop, once per
 ``--sockets`` value (1 and 2). dnsperf reports only an average latency, so p50/p99 are loadlab's
@@ -13,7 +13,6 @@ alone. Generator CPU% is CPU time over wall time of the generating process (100%
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import signal
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
-import uvloop
 
+from loadlab import runloop
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.engine.mix import OpMix
 from loadlab.engine.runner import ClosedLoopRunner
@@ -50,7 +49,7 @@ QUERIES = (
     DnsQuery("web.default.svc.cluster.local", "A"),
     DnsQuery("web.default.svc.cluster.local", "AAAA"),
 )
-"""The names tests/unbound.py's DEFAULT_RECORDS serves (all NOERROR with an answer)."""
+"""The names loadlab/testing/unbound.py's DEFAULT_RECORDS serves (all NOERROR with an answer)."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,6 @@ class ToolResult:
     lost_or_errors: int
     """dnsperf: queries lost; loadlab: completions that are not OK (timeouts included)."""
     command: str
-
-
-def repo_root_on_path() -> None:
-    """Make ``tests.unbound`` importable when run as ``python bench/sidebyside_dns.py``."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
 
 
 def unbound_pid() -> int:
@@ -163,7 +155,7 @@ async def loadlab_closed(
 
 
 def run_uvloop(coro: Coroutine[Any, Any, T]) -> T:
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with runloop.runner() as runner:
         return runner.run(coro)
 
 
@@ -228,8 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{binary} not found: run `make debs` (installs dnsperf, unbound)", file=sys.stderr
             )
             return 2
-    repo_root_on_path()
-    from tests.unbound import running_unbound
+    from loadlab.testing.unbound import running_unbound
 
     # SIGTERM unwinds through running_unbound's finally, so unbound never outlives us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -259,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = {
             "duration_s": args.duration,
             "outstanding": args.outstanding,
-            "pinning": pinning,
+            "pinning": str(pinning),
             "results": [
                 {**asdict(r), "ratio_to_dnsperf": r.queries_per_s / base if base else None}
                 for r in results

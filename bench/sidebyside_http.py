@@ -30,8 +30,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar, cast
 
-import uvloop
-
+from loadlab import runloop
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.engine.mix import OpMix
 from loadlab.engine.runner import ClosedLoopRunner, OpenLoopRunner
@@ -316,7 +315,7 @@ async def loadlab_open(
 
 
 def run_uvloop(coro: Coroutine[Any, Any, T]) -> T:
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with runloop.runner() as runner:
         return runner.run(coro)
 
 
@@ -448,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "url": url,
             "duration_s": args.duration,
             "connections": args.connections,
-            "pinning": pinning,
+            "pinning": str(pinning),
             "profiled": args.profile is not None,
             "results": [asdict(r) for r in results],
             "ratio_loadlab_to_wrk": ratio,

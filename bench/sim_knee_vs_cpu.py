@@ -4,8 +4,9 @@ Run from the repository root: ``.venv/bin/python bench/sim_knee_vs_cpu.py`` (add
 one JSON object; ``--rates 200,400,800`` and ``--step-s`` to change the steps; ``--sim-config
 FILE`` to try other cost parameters; ``--set sim.nodes=1000`` to override the profile).
 
-Issue 3: "Service time is spent by awaiting, not by burning CPU, so the knee is the model's and the
-sim's own CPU stays well below it (it reports its own event-loop lag so a test can prove that)".
+The sim's own target (docs/control-plane-model.md): service time is spent by awaiting, not by
+burning CPU, so the knee is the model's and the sim's own CPU stays well below it (it reports its
+own event-loop lag so a test can prove that).
 This starts the sim as ``loadlab run`` does (its own process; the profile's ``sim:`` shape,
 100 nodes x 10 pods for http-knee) and drives it with loadlab's engine (OpenLoopRunner, Poisson
 arrivals, the profile's mix and connections over HttpTarget) at each rate for ``--warmup-s`` +
@@ -36,21 +37,23 @@ from dataclasses import asdict, dataclass
 
 import aiohttp
 import psutil
-import uvloop
 
+from loadlab import runloop
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.engine.mix import OpMix
 from loadlab.engine.runner import OpenLoopRunner
 from loadlab.engine.schedule import PoissonArrivals
-from loadlab.launch import http_operations
 from loadlab.metrics.recorder import Recorder
 from loadlab.metrics.stats import window_stats
 from loadlab.profile import Profile, load_profile
+from loadlab.shipped import profile_file
 from loadlab.sim.process import SimProcess, start_sim_process
 from loadlab.targets.http import HttpTarget
-from loadlab.testing.cpu import self_cpu_s
+from loadlab.testing.cpu import pin_cores, self_cpu_s
+from loadlab.wiring import http_operations
 
-DEFAULT_PROFILE = "profiles/http-knee.yaml"
+DEFAULT_PROFILE = "http-knee"
+"""A shipped profile by name, or a path, as `loadlab run` takes it."""
 DEFAULT_RATES = (200, 400, 800, 1600, 3200)
 MAX_LAG_S = 0.5  # the same skip threshold as loadlab.session (MAX_LAG_S)
 MAX_BACKLOG = 100_000  # the same backlog cap as loadlab.launch
@@ -222,18 +225,6 @@ async def run_step(
     )
 
 
-def pin_cores(sim_pid: int, enabled: bool) -> tuple[str, int | None]:
-    """Sim (every thread) on one core, this generator on another: (description, sim core)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if not enabled or len(cpus) < 2:
-        return f"not pinned ({len(cpus)} usable core(s))", None
-    for tid in os.listdir(f"/proc/{sim_pid}/task"):
-        os.sched_setaffinity(int(tid), {cpus[0]})
-    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        os.sched_setaffinity(int(tid), {cpus[1]})
-    return f"sim pinned to core {cpus[0]}, generator to core {cpus[1]}", cpus[0]
-
-
 def sim_args(profile: Profile, sim_config: str | None) -> list[str]:
     """The sim's command line, as loadlab.launch builds it from the profile."""
     args = ["--nodes", str(profile.sim.nodes), "--pods-per-node", str(profile.sim.pods_per_node)]
@@ -313,12 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    profile = load_profile(args.profile, args.set)
+    with profile_file(args.profile) as profile_path:
+        profile = load_profile(profile_path, args.set)
     if profile.api is None:
         parser.error(f"{args.profile} has no api section")
     with start_sim_process(sim_args(profile, args.sim_config)) as sim:
-        pinning, sim_core = pin_cores(sim.pid, not args.no_pin)
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        pinned = pin_cores(sim.pid, not args.no_pin, server="sim", generators="loadlab")
+        pinning, sim_core = pinned.description, pinned.server_core
+        with runloop.runner() as runner:
             steps = runner.run(run_all(profile, sim, rates, args, sim_core))
     header = (
         f"{profile.name}: sim {profile.sim.nodes} nodes x {profile.sim.pods_per_node} pods, "

@@ -1,7 +1,7 @@
 """Hot paths of recording: one completion, one rotation, one window, one encode.
 
 Run: ``.venv/bin/pytest bench/test_bench_metrics.py`` (pytest-benchmark). No timing is
-asserted; anchors.md gives the expected scale (record_value ~0.55 us, encode ~0.6 ms).
+asserted; docs/peers.md gives the expected scale (record_value ~0.55 us, encode ~0.6 ms).
 """
 
 from __future__ import annotations

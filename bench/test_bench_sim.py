@@ -1,7 +1,7 @@
 """Hot store paths of the embedded control plane, in-process (pytest-benchmark; not a test suite).
 
 Run: ``.venv/bin/pytest bench/test_bench_sim.py --benchmark-only``. The cluster is 1,000 nodes x
-30 pods (30,000 pods): a fifth of issue 3's 5,000 x 30 target, so the file runs in seconds.
+30 pods (30,000 pods): a fifth of the sim's 5,000 x 30 scale target, so the file runs in seconds.
 The modelled service time is not here (it is awaited, not computed): these are the sim's own CPU
 costs per request, the part that must stay well below the model's knee.
 """

@@ -17,8 +17,7 @@ from loadlab.errors import (
     LoadlabError,
     Terminated,
 )
-
-SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+from loadlab.shipped import profile_file, shipped_profiles
 
 EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
     textwrap.fill(meaning, width=78, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
@@ -30,9 +29,11 @@ EPILOG = (
     + """
 
 examples:
-  loadlab run profiles/http-knee.yaml                 # knee of the embedded control plane
-  loadlab run profiles/http-knee.yaml --api http://127.0.0.1:6443
-  loadlab run profiles/dns-knee.yaml --dns 127.0.0.1:5353 --set load.ramp.max_per_s=20000
+  loadlab run http-knee                              # knee of the embedded control plane
+  loadlab run http-knee --api http://127.0.0.1:6443
+  loadlab run dns-knee --dns 127.0.0.1:5353 --set load.ramp.max_per_s=20000
+  loadlab run my-profile.yaml                        # a profile of your own
+  loadlab profiles                                   # the shipped profiles, by name
   loadlab sim --nodes 5000 --pods-per-node 30        # the embedded control plane, standalone
 """
 )
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a load profile and write results",
         description=(
-            "Run PROFILE (a YAML file; see profiles/) and write summary.json, timeline.csv and "
-            "HdrHistogram logs to the output folder as the run goes."
+            "Run PROFILE (a YAML file, or a name from `loadlab profiles`) and write summary.json, "
+            "timeline.csv and HdrHistogram logs to the output folder as the run goes."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -98,15 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_profile_path(name: str) -> Path:
-    """A path as given, or a shipped profile by name (``http-knee``)."""
-    path = Path(name)
-    if path.exists() or path.suffix:
-        return path
-    shipped = SHIPPED_PROFILES / f"{name}.yaml"
-    return shipped if shipped.exists() else path
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``loadlab`` console script."""
     parser = build_parser()
@@ -115,21 +107,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from loadlab.launch import run_command
 
-            return run_command(
-                resolve_profile_path(args.profile),
-                api=args.api,
-                dns=args.dns,
-                out=args.out,
-                overrides=args.overrides,
-                quiet=args.quiet,
-            )
+            with profile_file(args.profile) as profile_path:
+                return run_command(
+                    profile_path,
+                    api=args.api,
+                    dns=args.dns,
+                    out=args.out,
+                    overrides=args.overrides,
+                    quiet=args.quiet,
+                )
         if args.command == "sim":
             from loadlab.sim.cli import sim_command
 
             return sim_command(args)
         if args.command == "profiles":
-            for path in sorted(SHIPPED_PROFILES.glob("*.yaml")):
-                print(f"{path.stem:20} {_description(path)}")
+            for shipped in shipped_profiles():
+                print(f"{shipped.name:20} {shipped.description}")
             return 0
         parser.print_help()
         return EXIT_USAGE
@@ -153,10 +146,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
-
-
-def _description(path: Path) -> str:
-    for line in path.read_text().splitlines():
-        if line.startswith("description:"):
-            return line.partition(":")[2].strip()
-    return ""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadlab import runloop
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import (
@@ -103,8 +104,7 @@ def run_command(
     with sigterm_raises_terminated():
         try:
             with embedded_control_plane(profile) as (api_url, dns_addr):
-                _install_uvloop()
-                outcome = asyncio.run(
+                outcome = runloop.run(
                     run_profile(
                         profile,
                         api_url=api_url,
@@ -207,14 +207,6 @@ def embedded_control_plane(profile: Profile) -> Iterator[tuple[str | None, str |
         args += ["--config", profile.sim.config]
     with start_sim_process(args) as sim:
         yield (sim.api_url if need_api else api_url), (sim.dns_addr if need_dns else dns_addr)
-
-
-def _install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - a dependency; plain asyncio still works
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 class Stopper:

@@ -31,8 +31,7 @@ def print_result(summary: dict[str, Any], out_dir: Path) -> None:
     if totals["dns_queries"]:
         lines.append(
             f"dns: {totals['dns_queries']:,} queries, {totals['achieved_qps']:,.0f}/s answered, "
-            f"{totals['dns_failures']:,} failures"
-            + _stray(summary, "dns")
+            f"{totals['dns_failures']:,} failures" + _stray(summary, "dns")
         )
     code = int(verdict["exit_code"])
     label = "passed" if verdict["passed"] else _VERDICT_LABELS.get(code, "FAILED")

@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 
 from loadlab.analysis.steps import StepCriteria
 from loadlab.errors import ProfileError
+from loadlab.shipped import closest_shipped
 
 PROFILE_SCHEMA = "loadlab.profile/v1"
 
@@ -148,7 +149,7 @@ class DnsTarget(_Strict):
 
 
 class Ramp(_Strict):
-    """Stepped open-loop search of the rate (knee-method.md, 'Method')."""
+    """Stepped open-loop search of the rate (docs/knee-method.md, 'The method')."""
 
     start_per_s: Number = Field(gt=0, le=MAX_RATE_PER_S)
     factor: Number = Field(default=2.0, gt=1, le=MAX_RAMP_FACTOR)
@@ -192,7 +193,7 @@ _STEP_DEFAULTS = StepCriteria()
 
 
 class Criteria(_Strict):
-    """What makes a step pass (knee-method.md) and what the run's SLO gate checks."""
+    """What makes a step pass (docs/knee-method.md) and what the run's SLO gate checks."""
 
     # Defaults, with their sources, live once: in loadlab.analysis.steps.StepCriteria.
     max_error_rate: Number = Field(default=_STEP_DEFAULTS.max_error_rate, ge=0, le=1)
@@ -211,7 +212,7 @@ class SimSettings(_Strict):
     """Arguments for the embedded control plane when no target URL is given."""
 
     nodes: Count = Field(default=100, ge=1, le=20_000)
-    pods_per_node: Count = Field(default=10, ge=0, le=110)  # reference: 110 pods per node max
+    pods_per_node: Count = Field(default=10, ge=0, le=110)  # docs/control-plane-model.md
     config: Text | None = None
 
 
@@ -241,13 +242,12 @@ def load_profile(path: str | Path, overrides: list[str] | None = None) -> Profil
     return validate_profile(raw, source=str(path))
 
 
-def _read_mapping(p: Path, shown: str) -> dict[str, Any]:
+def _read_mapping(p: Path, shown: str) -> dict[str, Any]:  # noqa: C901 - one case per way a file is wrong
     """The profile file's top-level mapping; each way a file can be wrong is one clear line."""
     if not p.exists():
-        hint = ""
-        shipped = Path(__file__).resolve().parent.parent / "profiles" / f"{p.stem}.yaml"
-        if not p.suffix and shipped.exists():
-            hint = f" (did you mean {shipped}?)"
+        # A misspelt name, or an old profiles/NAME.yaml path: shipped profiles go by name alone.
+        meant = closest_shipped(p.stem)
+        hint = f" (did you mean the shipped profile {meant}? loadlab run {meant})" if meant else ""
         raise ProfileError(f"profile {shown}: no such file{hint}")
     if p.is_dir():
         raise ProfileError(f"profile {shown}: is a directory, expected a YAML file")

@@ -19,8 +19,9 @@ import pytest
 SRC_ROOT = Path(__file__).resolve().parent.parent
 """The folder that holds the ``loadlab`` package."""
 
-SHARED = ("loadlab.clock", "loadlab.errors")
-"""Modules every layer may use: the injected clock and the errors a user can see."""
+SHARED = ("loadlab.clock", "loadlab.errors", "loadlab.runloop")
+"""Modules every layer may use: the injected clock, the errors a user can see, and the one way to
+start an event loop."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The knee: the highest load at which the server still passes its checks.
 
-knee-method.md, points 4 and 5: knee = the last passing step before two consecutive failing
+docs/knee-method.md, "4. The knee": the last passing step before two consecutive failing
 steps (steps ordered by offered rate, so bisection steps fall into place), i.e. after refinement
 the highest passing rate below the first pair of failing rates. The next step's first failing
 check is the reason. Generator-limited steps are ignored: they say nothing about the server.
@@ -19,9 +19,9 @@ import numpy as np
 from loadlab.analysis.steps import StepVerdict
 
 DISAGREEMENT_FLAG = 0.15
-"""knee-method.md, point 5: flag a Kneedle/steps disagreement over 15%."""
+"""docs/knee-method.md, "The method" 5: flag a Kneedle/steps disagreement over 15%."""
 KNEEDLE_DEGREE = 4
-"""knee-method.md table: polynomial degree 4 is the robust interpolation (97% within bounds)."""
+"""docs/knee-method.md table: polynomial degree 4 is the robust fit (97% within bounds)."""
 _MIN_KNEEDLE_POINTS = KNEEDLE_DEGREE + 1  # fewer points than coefficients: the fit is exact noise
 _FLAT_RELATIVE = 1e-9  # a span under this fraction of the largest value is a flat line: no knee
 

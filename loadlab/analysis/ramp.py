@@ -1,7 +1,7 @@
 """The stepped rate search, as a pure state machine (no I/O, no clock).
 
-knee-method.md, point 2, after Envoy Nighthawk's adaptive controller: grow the offered rate
-exponentially until two consecutive steps fail (or the maximum passes), then bisect between the
+docs/knee-method.md, "The method" 2, after Envoy Nighthawk's adaptive controller: grow the offered
+rate exponentially until two consecutive steps fail (or the maximum passes), then bisect between the
 last pass and the first fail of that pair until they are within ``refine_within`` (5%). If the
 very first steps fail, step down by the growth factor until one passes, then bisect. A
 generator-limited step ends the search: past it, the generator, not the server, is the limit.
@@ -36,7 +36,7 @@ class RampPlan:
     max_per_s: float
     """Never offer more than this."""
     refine_within: float = 0.05
-    """knee-method.md: stop bisecting when (fail - pass) / pass <= 5%."""
+    """docs/knee-method.md: stop bisecting when (fail - pass) / pass <= 5%."""
     max_steps: int = 30
     """Hard bound on the number of steps, whatever happens."""
     min_per_s: float | None = None

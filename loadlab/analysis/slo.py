@@ -1,6 +1,6 @@
 """SLO checks over a window: summary.json's ``slo`` block and the exit code's verdict.
 
-Latency is the SLO's measure (knee-method.md: "use latency for the SLO"): p99 per operation,
+Latency is the SLO's measure (docs/knee-method.md: "latency for the SLO"): p99 per operation,
 corrected for coordinated omission, and the error rate per target.
 """
 

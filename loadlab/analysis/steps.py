@@ -1,4 +1,4 @@
-"""Judging one step of a stepped ramp (knee-method.md, "Method", point 3).
+"""Judging one step of a stepped ramp (docs/knee-method.md, "The method" 3).
 
 A step passes when, checked in this order:
 1. the generator sent >= 99% of the planned requests and kept its schedule (lag p99 bounded);
@@ -30,7 +30,7 @@ class StepCriteria:
     """Pass/fail thresholds of one step."""
 
     min_sent_ratio: float = 0.99
-    """knee-method.md: the generator must send >= 99% of the planned requests."""
+    """docs/knee-method.md: the generator must send >= 99% of the planned requests."""
     max_lag_p99_ms: float = 100.0
     """Generator schedule lag bound. Our choice: a tenth of a 1 s interval."""
     max_error_rate: float = 0.01
@@ -39,7 +39,7 @@ class StepCriteria:
     slo_p99_ms: Mapping[str, float] = field(default_factory=dict)
     """p99 bound per operation name; operations absent here have no latency check."""
     min_achieved_ratio: float = 0.95
-    """knee-method.md: achieved / offered >= 0.95."""
+    """docs/knee-method.md: achieved / offered >= 0.95."""
 
 
 @dataclass(frozen=True)

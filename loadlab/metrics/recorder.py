@@ -5,7 +5,7 @@ microseconds: from its *intended* send time (corrected for coordinated omission,
 and from its actual send time. ``rotate`` closes the interval and returns an ``IntervalSnapshot``
 holding the interval's histograms as ``encode()`` blobs: small, picklable (live histograms are
 not), and exactly what the hlog lines carry. Percentiles are never computed here: they cost a
-linear scan (~0.9 ms, anchors.md), so ``loadlab.metrics.stats`` computes them once per window.
+linear scan (~0.9 ms, docs/peers.md), so ``loadlab.metrics.stats`` computes them once per window.
 """
 
 from __future__ import annotations

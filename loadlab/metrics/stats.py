@@ -4,7 +4,7 @@ A window is any run of consecutive ``IntervalSnapshot``s of one target: one seco
 timeline, a step's measuring window for the knee, the whole run for the summary. Histograms are
 merged (``HdrHistogram.add``) and each merged histogram is scanned for percentiles once
 (``get_percentile_to_value_dict``), never per sample: a query is a ~0.9 ms linear scan
-(anchors.md).
+(docs/peers.md, "Figures measured on this machine").
 """
 
 from __future__ import annotations

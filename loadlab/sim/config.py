@@ -23,7 +23,7 @@ class ApiServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_request_timeout_s: float = Field(default=1800.0, gt=0)
-    """reference: watches end at a random time in [--min-request-timeout 1800s, 2x)."""
+    """docs/control-plane-model.md: watches end at a random time in [1800 s, 2x)."""
     event_window: int = Field(default=10_000, ge=1)
     """Events each resource's watch cache keeps; a watch from an older resourceVersion gets 410.
     An assumption: the real cacher sizes this dynamically (100 to ~100k events)."""
@@ -44,7 +44,7 @@ class SimConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     nodes: int = Field(default=100, ge=0)
-    pods_per_node: int = Field(default=10, ge=0, le=110)  # reference: 110 pods per node max
+    pods_per_node: int = Field(default=10, ge=0, le=110)  # docs/control-plane-model.md
     namespaces: int = Field(default=4, ge=1)
     """Workload namespaces: ``default`` and ``app-0``..; system namespaces always exist."""
     services: int = Field(default=20, ge=0)

@@ -27,7 +27,7 @@ from typing import IO
 from loadlab.errors import TargetUnreachable
 from loadlab.sim.lifeline import ParentLifeline
 
-START_TIMEOUT_S = 120.0  # 5,000 nodes x 30 pods must seed in < 30 s (issue 3); room for a slow box
+START_TIMEOUT_S = 120.0  # 30 s scale target (docs/control-plane-model.md) x4 for a slow box
 # Not from a reference: how long the sim may take after SIGTERM (ending watches, closing sockets)
 # before SIGKILL; generous, as a busy 2-core machine can be slow to schedule it.
 STOP_GRACE_S = 10.0

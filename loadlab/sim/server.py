@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from loadlab import runloop
 from loadlab.clock import Clock, MonotonicClock
 from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.config import SimConfig
@@ -102,12 +103,4 @@ async def _main(config: SimConfig, ready_json: bool) -> None:
 
 def run_sim(config: SimConfig, *, ready_json: bool = False) -> None:
     """Run the sim in the foreground until SIGINT/SIGTERM (uvloop when available)."""
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # uvloop is optional on platforms without it
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_main(config, ready_json))
+    runloop.run(_main(config, ready_json))

@@ -6,7 +6,7 @@ also echoes that query's question (``answers``; RFC 5452 section 3); any other a
 ``stray`` and completes nothing, so its query still times out unless the right answer comes.
 Matched answers are classified from header bytes and completed to the sink. Timeouts come from one
 periodic sweep, not a timer per query. This shape reaches ~196k qps on one core here, against
-~7.5k qps for dnspython's per-query ``asyncquery.udp`` (reference/anchors.md, measured on this
+~7.5k qps for dnspython's per-query ``asyncquery.udp`` (docs/peers.md, measured on this
 machine), which is never used here.
 """
 

@@ -36,8 +36,8 @@ DEFAULT_TIMEOUT_S = 10.0
 give up before the server would."""
 DEFAULT_MAX_RETRY_AFTER_S = 10.0
 """A chosen cap, not a Kubernetes number: APF's Retry-After starts at 1 s and may grow to 32 s
-(reference/control-plane-model.md); a connection held longer than this would sit out most of a
-load step instead of measuring it."""
+(docs/control-plane-model.md, "Retry-After"); a connection held longer than this would sit out
+most of a load step instead of measuring it."""
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 """Comfortably above the largest answer a profile asks for: a LIST page of 500 pods (the API's
 ``limit``) at ~10 KiB of JSON each is ~5 MB. 256 connections x 8 MiB bound what bodies can cost

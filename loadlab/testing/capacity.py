@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from loadlab import runloop
+
 
 @dataclass(frozen=True)
 class Capacity:
@@ -98,13 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.host.startswith("127.") and args.host != "::1":
         parser.error("the capacity server listens on loopback only")
     cap = Capacity(args.slots, args.service_ms / 1000.0, args.queue)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable without it
-        pass
-    asyncio.run(serve(cap, args.host, args.port, args.ready_json))
+    runloop.run(serve(cap, args.host, args.port, args.ready_json))
     return 0
 
 

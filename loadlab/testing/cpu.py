@@ -12,18 +12,33 @@ from dataclasses import dataclass
 import psutil
 
 
-def pin_cores(server_pid: int, enabled: bool, *, server: str, generators: str) -> str:
+@dataclass(frozen=True)
+class Pinning:
+    """Where a side-by-side measurement put its processes."""
+
+    description: str
+    """One line for the report: which process runs on which core, or why nothing was pinned."""
+    server_core: int | None
+    """The core the server was pinned to, None when not pinned."""
+
+    def __str__(self) -> str:
+        return self.description
+
+
+def pin_cores(server_pid: int, enabled: bool, *, server: str, generators: str) -> Pinning:
     """Server (every thread) on one core, this process on another; its children inherit it."""
     cpus = sorted(os.sched_getaffinity(0))
     if not enabled or len(cpus) < 2:
-        return f"not pinned ({len(cpus)} usable core(s){'' if enabled else ', --no-pin'})"
+        why = f"not pinned ({len(cpus)} usable core(s){'' if enabled else ', --no-pin'})"
+        return Pinning(why, None)
     server_cpu, generator_cpu = cpus[0], cpus[1]
     for tid in os.listdir(f"/proc/{server_pid}/task"):
         os.sched_setaffinity(int(tid), {server_cpu})
     for tid in os.listdir(f"/proc/{os.getpid()}/task"):
         os.sched_setaffinity(int(tid), {generator_cpu})
-    return (
-        f"{server} pinned to core {server_cpu}, generators ({generators}) to core {generator_cpu}"
+    return Pinning(
+        f"{server} pinned to core {server_cpu}, generators ({generators}) to core {generator_cpu}",
+        server_cpu,
     )
 
 

@@ -38,6 +38,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Literal, Self
 
+from loadlab import runloop
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
 
 if TYPE_CHECKING:
@@ -625,14 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable without it
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve_until_signalled(server, args.die_after_s, args.parent_pid))
+    runloop.run(_serve_until_signalled(server, args.die_after_s, args.parent_pid))
     return 0
 
 

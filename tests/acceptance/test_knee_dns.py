@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unbound import running_unbound, unbound_available
+from loadlab.testing.unbound import running_unbound, unbound_available
 
 from .helpers import FAST_RAMP, loadlab, read_summary
 

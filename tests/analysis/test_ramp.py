@@ -164,7 +164,7 @@ def test_ramp_and_knee_find_a_known_capacity_within_minus_10_plus_5_percent(
 ) -> None:
     # Throughput noise up to 1% (a count's noise at >= 10k requests per step); at 3% the 95%
     # achieved check sits 2 sigma away and a spurious fail during bisection can pull the knee
-    # below -10% (knee-method.md's table reports such misses at high noise too).
+    # below -10% (docs/knee-method.md's table reports such misses at high noise too).
     server = SaturatingServer(capacity_per_s=capacity, noise=noise)
     plan = RampPlan(
         start_per_s=capacity * start_fraction,
@@ -205,7 +205,7 @@ def test_a_generator_slower_than_the_server_is_never_reported_as_the_knee(
 
 def test_noisier_throughput_mostly_lands_within_minus_20_plus_10_percent() -> None:
     # At 1-3% throughput noise a spurious failing step next to a real one can end the growth
-    # early, so this is a rate, not a property: knee-method.md scores methods by the share of
+    # early, so this is a rate, not a property: docs/knee-method.md scores methods by the share of
     # 300 noisy trials within -20%/+10% of the true capacity. Seeded, so deterministic.
     trials = 300
     within = 0

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from loadlab.testing.ports import closed_tcp_port
 from tests.acceptance.helpers import loadlab
-from tests.ports import closed_tcp_port
 
 pytestmark = pytest.mark.realtime
 

@@ -8,14 +8,15 @@ import pytest
 
 from loadlab.errors import ProfileError
 from loadlab.profile import apply_override, load_profile, planned_steps_bound_s, validate_profile
+from loadlab.shipped import ShippedProfile, profile_file, shipped_profiles
 
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
-
-@pytest.mark.parametrize("path", sorted(PROFILES.glob("*.yaml")), ids=lambda p: p.stem)
-def test_shipped_profiles_validate(path: Path) -> None:
-    profile = load_profile(path)
-    assert profile.name == path.stem
+@pytest.mark.parametrize("shipped", shipped_profiles(), ids=lambda s: s.name)
+def test_shipped_profiles_validate(shipped: ShippedProfile) -> None:
+    with profile_file(shipped.name) as path:
+        profile = load_profile(path)
+    assert profile.name == shipped.name
+    assert profile.description == shipped.description
 
 
 def _minimal() -> dict[str, object]:
@@ -83,6 +84,7 @@ def test_bad_override_is_a_profile_error(item: str) -> None:
 
 
 def test_run_time_bound_grows_with_the_ramp() -> None:
-    short = load_profile(PROFILES / "http-knee.yaml", ["load.ramp.max_per_s=400"])
-    long = load_profile(PROFILES / "http-knee.yaml", ["load.ramp.max_per_s=100000"])
+    with profile_file("http-knee") as path:
+        short = load_profile(path, ["load.ramp.max_per_s=400"])
+        long = load_profile(path, ["load.ramp.max_per_s=100000"])
     assert planned_steps_bound_s(short) < planned_steps_bound_s(long)

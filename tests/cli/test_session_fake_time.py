@@ -19,7 +19,7 @@ from loadlab.metrics.timeline import TimelineWriter, read_timeline
 from loadlab.profile import validate_profile
 from loadlab.progress import NullProgress
 from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
-from tests.engine.fakes import SlotServerTarget
+from loadlab.testing.fakes import SlotServerTarget
 
 SLOTS, SERVICE_MS = 4, 20  # capacity 200/s
 

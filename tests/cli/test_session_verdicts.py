@@ -8,15 +8,13 @@ answer at all). No sockets, no sleeping; the real-socket versions live in tests/
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loadlab.analysis.findings import FindingKind
-from loadlab.clock import NS_PER_MS, NS_PER_S, FakeClock
+from loadlab.clock import NS_PER_S, FakeClock
 from loadlab.engine.mix import OpMix
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_SLO_FAILED
@@ -29,14 +27,10 @@ from loadlab.profile import validate_profile
 from loadlab.progress import NullProgress
 from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
 from loadlab.summary import RunVerdict
-from loadlab.targets.base import CompletionSink, Outcome, wait_until_idle
+from loadlab.targets.base import Outcome
+from loadlab.testing.fakes import SILENT, Behaviour, ScriptedServer
 
 START_NS = 10 * NS_PER_S
-SILENT = None
-"""The outcome of a server that never answers."""
-
-Behaviour = Callable[[float], Outcome | None]
-"""Run time in seconds -> how the server answers a request arriving then."""
 
 
 class StillProcess:
@@ -45,70 +39,6 @@ class StillProcess:
 
     def rss_bytes(self) -> int:
         return 0
-
-
-class ScriptedServer:
-    """A fake server with ``slots`` workers of ``service_ms`` each; what a request gets depends
-    on when it arrives (``behaviour``). A silent answer holds its slot forever."""
-
-    name = "api"
-    op_names: tuple[str, ...] = ("get",)
-    fd_exhausted = False
-    stray = 0
-
-    def __init__(
-        self, clock: FakeClock, behaviour: Behaviour, *, slots: int = 4, service_ms: int = 20
-    ) -> None:
-        self._clock = clock
-        self._behaviour = behaviour
-        self._slots = slots
-        self._service_ns = service_ms * NS_PER_MS
-        self._queue: deque[tuple[int, int, int]] = deque()
-        self._serving: list[tuple[int, int, int]] = []
-        self._active = 0
-        self._sink: CompletionSink | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def open(self, sink: CompletionSink) -> None:
-        self._sink = sink
-
-    def submit(self, op: int, intended_ns: int) -> None:
-        self._queue.append((op, intended_ns, self._clock.now_ns()))
-        if self._active < self._slots:
-            self._active += 1
-            task = asyncio.ensure_future(self._serve())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self) -> None:
-        assert self._sink is not None
-        while self._queue:
-            item = self._queue.popleft()
-            op, intended_ns, sent_ns = item
-            outcome = self._behaviour((self._clock.now_ns() - START_NS) / NS_PER_S)
-            self._serving.append(item)
-            if outcome is SILENT:
-                await asyncio.Event().wait()  # held until the target is closed
-            await self._clock.sleep_until(self._clock.now_ns() + self._service_ns)
-            self._serving.remove(item)
-            assert outcome is not None
-            self._sink.complete(op, outcome, intended_ns, sent_ns, self._clock.now_ns())
-        self._active -= 1
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._queue) + len(self._serving)
-
-    def pending_intended_ns(self) -> list[tuple[int, int]]:
-        return [(op, intended) for op, intended, _ in [*self._serving, *self._queue]]
-
-    async def drain(self, deadline_ns: int) -> None:
-        await wait_until_idle(self._clock, self, deadline_ns)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def run(tmp_path: Path, behaviour: Behaviour, load: dict[str, Any], **server: int) -> RunVerdict:
@@ -123,7 +53,7 @@ def run(tmp_path: Path, behaviour: Behaviour, load: dict[str, Any], **server: in
     clock = FakeClock(start_ns=START_NS)
 
     async def scenario() -> Session:
-        target = ScriptedServer(clock, behaviour, **server)
+        target = ScriptedServer(clock, behaviour, start_ns=START_NS, **server)
         recorder = Recorder(target.name, target.op_names, start_ns=clock.now_ns())
         sink = SwitchableSink(recorder)
         await target.open(sink)

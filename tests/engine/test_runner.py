@@ -13,8 +13,7 @@ from loadlab.engine.mix import OpMix
 from loadlab.engine.runner import ClosedLoopRunner, OpenLoopRunner, OpenLoopStats
 from loadlab.engine.schedule import ConstantRate
 from loadlab.targets.base import Outcome
-
-from .fakes import FailAtOnceTarget, FakeRecorder, SlotServerTarget
+from loadlab.testing.fakes import FailAtOnceTarget, FakeRecorder, SlotServerTarget
 
 T = TypeVar("T")
 START_NS = 1_000 * NS_PER_S

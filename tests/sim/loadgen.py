@@ -68,7 +68,7 @@ def lease_body(node: str) -> bytes:
         "metadata": {"name": node, "namespace": "kube-node-lease"},
         "spec": {
             "holderIdentity": node,
-            "leaseDurationSeconds": 40,  # reference: kubelet lease duration 40 s
+            "leaseDurationSeconds": 40,  # docs/control-plane-model.md, "Node lease"
             "renewTime": "2024-01-01T00:00:00.000000Z",
         },
     }

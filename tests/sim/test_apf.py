@@ -111,8 +111,8 @@ def test_one_flow_queues_at_most_six_queues_of_fifty_then_queue_full() -> None:
         return results, snap
 
     results, snap = run(clock, scenario())
-    assert snap["executing_seats"] == 245  # workload-low nominal seats (reference)
-    assert snap["queued"] == 300  # reference: 6 queues x 50
+    assert snap["executing_seats"] == 245  # workload-low nominal seats: docs/control-plane-model.md
+    assert snap["queued"] == 300  # docs/control-plane-model.md: 6 queues x 50
     assert results.count("queue-full") == 600 - 245 - 300
     assert results.count("time-out") == 300  # held 100 s > the 15 s queue wait
 
@@ -132,7 +132,7 @@ def test_queued_request_is_rejected_with_time_out_after_fifteen_seconds() -> Non
 
     reason, waited_s = run(clock, scenario())
     assert reason == "time-out"
-    assert waited_s == pytest.approx(15.0)  # reference: a quarter of the 60 s deadline
+    assert waited_s == pytest.approx(15.0)  # docs/control-plane-model.md: a quarter of 60 s
 
 
 def test_queued_request_is_dispatched_when_a_seat_frees() -> None:
@@ -155,7 +155,7 @@ def test_list_flood_from_one_service_account_does_not_delay_node_leases() -> Non
     """The issue's headline: a DaemonSet's LIST flood is throttled, kubelet leases still pass."""
     model, clock = make_model(OverloadConfig(memory_limit_mb=1_000_000))
     pods_list = req(TELEMETRY_SA, "list")
-    # Cluster-scoped pod LIST at 100k pods, served from etcd (reference calibration).
+    # Cluster-scoped pod LIST at 100k pods, served from etcd (docs/control-plane-model.md).
     flood_est = model.estimate(
         pods_list,
         objects_scanned=100_000,

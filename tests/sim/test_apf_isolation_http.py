@@ -1,5 +1,5 @@
-"""Issue 3, done when: with one flow flooding cluster-scoped pod LISTs, lease renewals in node-high
-keep p99 under 1 s while the flood receives 429s with Retry-After — measured over real HTTP.
+"""With one flow flooding cluster-scoped pod LISTs, lease renewals in node-high keep p99 under 1 s
+while the flood receives 429s with Retry-After — measured over real HTTP.
 
 The sim runs as its own process (as ``loadlab run`` starts it); loadlab's engine drives it:
 200 kubelets renew their lease every ~1 s (10x the kubelet's 10 s, to get a p99 in seconds) while
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.realtime, pytest.mark.slow, pytest.mark.timeout(120)]
 TELEMETRY = "system:serviceaccount:monitoring:telemetry"  # one flow in workload-low
 NODES = 200
 PODS_PER_NODE = 10
-LEASE_PERIOD_S = 1.0  # the kubelet renews every 10 s (reference); 10x faster for a short test
+LEASE_PERIOD_S = 1.0  # kubelet: 10 s (docs/control-plane-model.md); 10x faster for a short test
 LOAD_S = 10.0
 FLOOD_RATE_PER_S = 150.0
 """Far above what workload-low serves here: ~36 LISTs of 10 seats at once (245 nominal seats
@@ -47,14 +47,14 @@ PROBE_AFTER_S = 3.0
 """A direct LIST is sent once the flood has had time to fill its queues."""
 POLL_S = 1.0
 CLIENT_TIMEOUT_S = 20.0  # beyond the sim's 15 s queue wait: the server answers first
-LEASE_P99_SLO_MS = 1000.0  # issue 3: lease renewals keep p99 under 1 s
+LEASE_P99_SLO_MS = 1000.0  # docs/control-plane-model.md, "The sim's own targets"
 MAX_EVENT_LOOP_LAG_S = 0.25
 """Well under the lease SLO: a sim whose own loop lagged more would be CPU-limited, not
 APF-limited, and the test would measure the wrong thing."""
 
 
 def write_sim_config(tmp_path: Path) -> Path:
-    """200 nodes x 10 pods (starts in < 1 s), LISTs from etcd 10x the reference's cost."""
+    """200 nodes x 10 pods (starts in < 1 s), LISTs from etcd 10x the sim's default cost."""
     config = {
         "nodes": NODES,
         "pods_per_node": PODS_PER_NODE,
@@ -62,7 +62,7 @@ def write_sim_config(tmp_path: Path) -> Path:
         "api": {"seed": 1},
         "overload": {
             "cost": {
-                # reference: 100 us per object from etcd. 10x here, so a 2,000-pod LIST holds its
+                # The sim's 100 us per object from etcd, 10x here, so a 2,000-pod LIST holds its
                 # 10 seats ~2 s, like a LIST of a 20,000-pod cluster, without the sim and the
                 # client having to move 20,000 pods' JSON per request on a 2-core machine.
                 "etcd_object_s": 0.001,

@@ -84,7 +84,7 @@ def test_request_still_running_after_60_s_gets_504_timeout_and_frees_its_seat(
 
 def _limit_between_baseline_and_a_pod_list(config: Any) -> float:
     store = seeded_store(config)
-    factor = OverloadConfig().response_memory_factor  # reference: a LIST holds ~5x its response
+    factor = OverloadConfig().response_memory_factor  # docs/control-plane-model.md, "Memory"
     pod_list = factor * store.count(PODS) * store.approx_object_bytes(PODS)
     return (store.approx_total_bytes() + pod_list // 2) / MIB
 

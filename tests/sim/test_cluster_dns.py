@@ -265,6 +265,7 @@ class SwitchableApi:
         yield StreamEvent("BOOKMARK", {})
 
 
+@pytest.mark.realtime  # binds UDP/TCP on 127.0.0.1
 def test_restart_policy_drops_records_goes_silent_then_servfails_until_resynced() -> None:
     clock = FakeClock()
     api = SwitchableApi()
@@ -326,6 +327,7 @@ def test_restart_policy_drops_records_goes_silent_then_servfails_until_resynced(
     ]
 
 
+@pytest.mark.realtime  # binds UDP/TCP on 127.0.0.1
 def test_without_a_restart_policy_a_long_api_outage_only_makes_answers_stale() -> None:
     clock = FakeClock()
     api = SwitchableApi()
@@ -421,6 +423,7 @@ def test_real_sim_api_going_down_leaves_stale_answers_then_a_restart_servfails()
     asyncio.run(main())
 
 
+@pytest.mark.realtime  # binds UDP/TCP on 127.0.0.1
 def test_start_waits_up_to_sync_wait_then_serves_servfail_for_zone_names() -> None:
     clock = FakeClock()
     api = SwitchableApi()

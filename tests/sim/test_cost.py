@@ -56,7 +56,7 @@ def test_objects_counted_follow_the_serving_path(
 
 
 def test_etcd_list_is_two_hundred_times_the_cache_at_the_reference_scale() -> None:
-    # reference: 4k nodes / 100k pods, node-filtered pod LIST ~10 s from etcd, ~0.05 s cached.
+    # docs/control-plane-model.md, "Hold time": 4k nodes / 100k pods, ~10 s etcd, ~0.05 s cache.
     common = {"objects_scanned": 100_000, "response_bytes": 0, "watchers": 0}
     etcd = estimate_work(
         req("alice", "list"),

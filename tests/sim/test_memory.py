@@ -42,7 +42,7 @@ def test_parallel_lists_above_the_limit_raise_out_of_memory_and_count_a_restart(
     clock = FakeClock()
     model = OverloadModel(OverloadConfig(memory_limit_mb=1024), clock, PromRegistry())
     model.set_baseline_memory(200 * MB)
-    # a 100 MB response held 5x while in flight (reference, KEP-3157) = 500 MB per LIST
+    # a 100 MB response held 5x while in flight (KEP-3157) = 500 MB per LIST
     est = model.estimate(
         LIST_PODS,
         objects_scanned=50_000,

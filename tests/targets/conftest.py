@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..unbound import UnboundServer, running_unbound, unbound_available
+from loadlab.testing.unbound import UnboundServer, running_unbound, unbound_available
 
 
 @pytest.fixture(scope="module")

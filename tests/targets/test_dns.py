@@ -20,10 +20,10 @@ from loadlab.engine.schedule import ConstantRate
 from loadlab.errors import TargetMisbehaving, TargetUnreachable
 from loadlab.targets.base import Outcome
 from loadlab.targets.dns import IDS_PER_SOCKET, DnsQuery, DnsTarget, probe_dns
+from loadlab.testing.fakes import Completion, FakeRecorder
+from loadlab.testing.ports import closed_udp_port, free_port
+from loadlab.testing.unbound import UnboundServer
 
-from ..engine.fakes import Completion, FakeRecorder
-from ..ports import closed_udp_port, free_port
-from ..unbound import UnboundServer
 from .helpers import answer_to, wait_for
 
 pytestmark = pytest.mark.realtime

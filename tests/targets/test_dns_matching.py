@@ -23,9 +23,9 @@ from loadlab.errors import TargetMisbehaving
 from loadlab.targets.base import Outcome
 from loadlab.targets.dns import DnsQuery, DnsTarget, probe_dns
 from loadlab.targets.dns_wire import answers, encode_query, with_id
+from loadlab.testing.fakes import FakeRecorder
+from loadlab.testing.ports import free_port
 
-from ..engine.fakes import FakeRecorder
-from ..ports import free_port
 from .helpers import answer_to, wait_for
 
 QUERY = DnsQuery("kubernetes.default.svc.cluster.local", "A")

@@ -19,9 +19,9 @@ from loadlab.targets.http import (
     retry_after_s,
     retry_hold_ns,
 )
+from loadlab.testing.fakes import Completion, FakeRecorder
+from loadlab.testing.ports import closed_tcp_port
 
-from ..engine.fakes import Completion, FakeRecorder
-from ..ports import closed_tcp_port
 from .helpers import wait_for
 
 pytestmark = pytest.mark.realtime

@@ -23,9 +23,9 @@ from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.errors import TargetMisbehaving, TargetUnreachable, UsageError
 from loadlab.targets.base import FD_MARGIN, Outcome, check_fd_budget
 from loadlab.targets.http import HttpOperation, HttpTarget, probe_http
+from loadlab.testing.fakes import Completion, FakeRecorder
+from loadlab.testing.ports import closed_tcp_port
 
-from ..engine.fakes import Completion, FakeRecorder
-from ..ports import closed_tcp_port
 from .helpers import wait_for
 
 pytestmark = pytest.mark.realtime

@@ -239,7 +239,7 @@ class SimApiServer:
                 self.model.observe_request(verb, info.rtype.plural, code, seconds)
 
     async def _with_timeout(self, work: Awaitable[web.StreamResponse]) -> web.StreamResponse:
-        """reference: --request-timeout 60s -> 504 Timeout, measured on the injected clock."""
+        """--request-timeout 60 s -> 504 (docs/control-plane-model.md), on the injected clock."""
         task = asyncio.current_task()
         assert task is not None
         fired = False

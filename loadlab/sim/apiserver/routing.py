@@ -63,21 +63,10 @@ def resolve(method: str, path: str, query: Mapping[str, str]) -> RequestInfo | D
     parts = [p for p in path.split("/") if p]
     if not parts or parts[0] not in ("api", "apis"):
         return None
-    legacy = parts[0] == "api"
-    if legacy:
-        if len(parts) == 1:
-            return DiscoveryPath(None, None, legacy=True)
-        group, version, rest = "", parts[1], parts[2:]
-        if not rest:
-            return DiscoveryPath("", version, legacy=True)
-    else:
-        if len(parts) == 1:
-            return DiscoveryPath(None, None, legacy=False)
-        if len(parts) == 2:
-            return DiscoveryPath(parts[1], None, legacy=False)
-        group, version, rest = parts[1], parts[2], parts[3:]
-        if not rest:
-            return DiscoveryPath(group, version, legacy=False)
+    split = _group_version(parts)
+    if isinstance(split, DiscoveryPath):
+        return split
+    group, version, rest = split
     watch = False
     if rest[0] == "watch":
         watch, rest = True, rest[1:]
@@ -101,25 +90,48 @@ def resolve(method: str, path: str, query: Mapping[str, str]) -> RequestInfo | D
         raise RouteError(404, "NotFound", f"{rtype.plural}/{subresource} is not served")
     if not rtype.namespaced:
         namespace = None
-    if watch or query.get("watch") in ("1", "true", "True"):
+    watch = watch or query.get("watch") in ("1", "true", "True")
+    return RequestInfo(_verb(method, name, watch=watch), rtype, namespace, name, subresource)
+
+
+def _group_version(parts: list[str]) -> tuple[str, str, list[str]] | DiscoveryPath:
+    """(group, version, the rest of the path) of ``/api/...`` or ``/apis/...``, or the discovery
+    document the path names when nothing follows the version."""
+    if parts[0] == "api":
+        if len(parts) == 1:
+            return DiscoveryPath(None, None, legacy=True)
+        if len(parts) == 2:
+            return DiscoveryPath("", parts[1], legacy=True)
+        return "", parts[1], parts[2:]
+    if len(parts) == 1:
+        return DiscoveryPath(None, None, legacy=False)
+    if len(parts) == 2:
+        return DiscoveryPath(parts[1], None, legacy=False)
+    if len(parts) == 3:
+        return DiscoveryPath(parts[1], parts[2], legacy=False)
+    return parts[1], parts[2], parts[3:]
+
+
+def _verb(method: str, name: str | None, *, watch: bool) -> str:
+    """The Kubernetes verb of ``method`` on a collection (no ``name``) or one object."""
+    if watch:
         if method != "GET":
             raise RouteError(405, "MethodNotAllowed", "watch needs GET")
-        verb = "watch"
-    elif method in ("GET", "HEAD"):
-        verb = "get" if name else "list"
-    elif method == "DELETE":
+        return "watch"
+    if method in ("GET", "HEAD"):
+        return "get" if name else "list"
+    if method == "DELETE":
         if not name:
             raise RouteError(405, "MethodNotAllowed", "deletecollection is not supported")
-        verb = "delete"
-    elif method in _VERBS_BY_METHOD:
-        verb = _VERBS_BY_METHOD[method]
-        if verb != "create" and not name:
-            raise RouteError(405, "MethodNotAllowed", f"{method} needs a name")
-        if verb == "create" and name:
-            raise RouteError(405, "MethodNotAllowed", "POST goes to the collection")
-    else:
+        return "delete"
+    if method not in _VERBS_BY_METHOD:
         raise RouteError(405, "MethodNotAllowed", f"method {method} is not allowed")
-    return RequestInfo(verb, rtype, namespace, name, subresource)
+    verb = _VERBS_BY_METHOD[method]
+    if verb != "create" and not name:
+        raise RouteError(405, "MethodNotAllowed", f"{method} needs a name")
+    if verb == "create" and name:
+        raise RouteError(405, "MethodNotAllowed", "POST goes to the collection")
+    return verb
 
 
 # -- query parameters -----------------------------------------------------------------------

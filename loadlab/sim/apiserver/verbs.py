@@ -148,7 +148,7 @@ class ResourceVerbs:
         rv, token, limit = opts.resource_version, opts.continue_token, opts.limit
         labels = LabelSelector.parse(q.get("labelSelector"))
         fields = FieldSelector.parse(q.get("fieldSelector"))
-        # reference: rv=0 -> watch cache; rv="" -> consistent read (etcd); continue -> etcd.
+        # docs/control-plane-model.md: rv=0 -> cache; rv="" -> etcd (consistent); continue -> etcd.
         from_cache = rv != "" and token is None and q.get("resourceVersionMatch") != "Exact"
         scanned, returned = self._store.estimate_list(
             info.rtype, info.namespace, fields=fields, limit=limit
@@ -313,7 +313,7 @@ class ResourceVerbs:
     def _arm(self, watcher: Watcher, timeout_s: int | None, bookmarks: bool) -> None:
         now_ns = self._clock.now_ns()
         if not timeout_s:
-            # reference: watches end at a random time in [min-request-timeout, 2x); so does
+            # docs/control-plane-model.md: watches end at random in [min timeout, 2x); so does
             # timeoutSeconds=0 (handlers/get.go: a zero timeout takes the default).
             low = self._config.min_request_timeout_s
             wait_s = self._rng.uniform(low, 2 * low)

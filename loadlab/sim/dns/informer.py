@@ -2,7 +2,7 @@
 
 The wire is a seam (``ApiSource``): ``HttpApiSource`` speaks real Kubernetes HTTP with aiohttp;
 tests may hand in a scripted source. The ``Informer`` owns the reflector's rules
-(control-plane-model.md, "Kubelet and client-go behaviour"):
+(docs/control-plane-model.md, "Reflector" and "REST client retries"):
 
 - initial LIST with resourceVersion=0 (the watch cache), in pages of 500;
 - then WATCH from the list's resourceVersion with bookmarks and a timeout drawn in [5, 10) min;
@@ -190,7 +190,7 @@ class InformerHandler(Protocol):
 
 @dataclass(frozen=True)
 class BackoffPolicy:
-    """client-go reflector backoff (control-plane-model.md)."""
+    """client-go reflector backoff (docs/control-plane-model.md, "Reflector")."""
 
     initial_s: float = 0.8  # 800 ms ...
     cap_s: float = 30.0  # ... doubling to 30 s

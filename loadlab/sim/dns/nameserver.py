@@ -1,7 +1,7 @@
 """The sim's cluster DNS: a CoreDNS-like server on UDP and TCP, fed by a watch of the sim's API.
 
 Like CoreDNS's kubernetes plugin it answers the cluster zone from an informer cache of Services and
-EndpointSlices (control-plane-model.md, "DNS"): at start it waits up to ``sync_wait_s`` for the
+EndpointSlices (docs/control-plane-model.md): at start it waits up to ``sync_wait_s`` for the
 first sync, then serves, answering SERVFAIL for zone names until synced; once synced it keeps
 answering from its cache while the watch is broken (stale). An optional restart policy models a
 liveness probe that fails once the API has been unreachable for ``restart_after_api_down_s``: the
@@ -50,7 +50,7 @@ PORT_ATTEMPTS = 20
 
 
 class ClusterDnsConfig(BaseModel):
-    """How the cluster DNS behaves. Defaults are cited from control-plane-model.md."""
+    """How the cluster DNS behaves. Defaults are cited from docs/control-plane-model.md."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 JsonObj = dict[str, Any]
 
-KUBE_VERSION = "v1.32.0"  # reference: "Versions: Kubernetes 1.32"
-LEASE_DURATION_S = 40  # reference: kubelet lease duration 40 s
+KUBE_VERSION = "v1.32.0"  # docs/control-plane-model.md: 1.32 is modelled
+LEASE_DURATION_S = 40  # docs/control-plane-model.md: kubelet lease duration 40 s
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", NODE_LEASE_NAMESPACE)
 KUBERNETES_SERVICE_IP = "192.0.2.1"
@@ -123,7 +123,7 @@ def cluster_ip(index: int) -> str:
     return f"192.0.2.{20 + index % 230}"
 
 
-_NODE_CAPACITY: JsonObj = {"cpu": "8", "memory": "32Gi", "pods": "110"}  # reference: 110 pods/node
+_NODE_CAPACITY: JsonObj = {"cpu": "8", "memory": "32Gi", "pods": "110"}  # the supported max
 
 
 def _node_info(index: int) -> JsonObj:

@@ -1,6 +1,6 @@
 """API Priority and Fairness, simplified: classification, shuffle-sharded queues, seat admission.
 
-What is faithful (reference, "With APF (default)"): the default levels and who goes where; seats
+What is faithful (docs/control-plane-model.md, "APF"): the default levels and who goes where; seats
 split by nominal shares; one flow per user; shuffle sharding (a deterministic hand of queues per
 flow, the shortest one joined); queue-length limits; the catch-all level rejecting without a
 queue; a quarter-of-the-deadline queue wait; the adaptive Retry-After of
@@ -34,7 +34,7 @@ from loadlab.sim.promtext import PromRegistry
 # reach 3 x retryAfter, and falls by 1 when they are fewer than retryAfter.
 DOUBLE_WHEN_DROPS_REACH_X_RETRY_AFTER = 3
 
-# reference: kubelet node and lease requests -> node-high
+# docs/control-plane-model.md: kubelet node and lease requests -> node-high
 NODE_HIGH_RESOURCES = frozenset({"nodes"})
 LEADER_ELECTION_USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
 LEADER_ELECTION_RESOURCES = frozenset({"leases", "endpoints", "configmaps"})
@@ -55,7 +55,7 @@ class Rejected(Exception):
 
 
 def classify(attrs: RequestAttributes, level_names: Collection[str]) -> tuple[str, str]:
-    """(priority level, flow id) of a request, per the reference's "Who goes where".
+    """(priority level, flow id) of a request, per docs/control-plane-model.md ("Who lands...").
 
     Falls to catch-all only when the preferred level is not configured.
     """
@@ -105,7 +105,7 @@ class RetryAfterTracker:
     Drops are bucketed per interval (1 s). When a drop opens a new interval: if the drops of the
     last ``retry_after`` intervals reach 3 x retry_after and the last increase is at least
     retry_after intervals old, it doubles (capped); if they are fewer than retry_after, it falls
-    by one. So it doubles at most once per interval, as the reference says, and in fact at most
+    by one. So it doubles at most once per interval, as the real tracker does, and in fact at most
     once per current Retry-After.
     """
 

@@ -1,8 +1,8 @@
 """Work estimates: how many seats a request takes, how long it holds them, and its memory.
 
-Follows APF's work estimator (reference, "Seats of a LIST") with hold times calibrated from the
-reference's cache-vs-etcd measurement. Pure functions of the request and a few counts the server
-gets cheaply from its store; every coefficient lives in ``CostConfig``.
+Follows APF's work estimator (docs/control-plane-model.md, "the reference" below) with hold
+times calibrated from its cache-vs-etcd figures. Pure functions of the request and a few counts
+the server gets cheaply from its store; every coefficient lives in ``CostConfig``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Memory accounting of the sim API server: a baseline plus what in-flight LISTs hold.
 
-Memory, not seats, often kills a real API server (reference: a LIST holds ~5x its response size
-while in flight; KEP-3157's 16 informers killed a test server). APF does not protect memory, so
-this account is checked after a request got its seats: going above the limit is an OOM kill.
+Memory, not seats, often kills a real API server (docs/control-plane-model.md, "Memory": a LIST
+holds ~5x its response size while in flight; KEP-3157's 16 informers killed a test server). APF
+does not protect memory, so this account is checked after a request got its seats: going above
+the limit is an OOM kill.
 """
 
 from __future__ import annotations

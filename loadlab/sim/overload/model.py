@@ -40,7 +40,7 @@ __all__ = [
 
 
 class _MaxInflight:
-    """Without APF: fixed read-only and mutating limits, immediate 429 beyond (reference)."""
+    """Without APF: fixed limits, immediate 429 beyond (docs/control-plane-model.md)."""
 
     def __init__(self, config: OverloadConfig) -> None:
         self._limits = {
@@ -124,7 +124,7 @@ class OverloadModel:
         """Seats, hold time and memory of a request, before it runs.
 
         ``objects_scanned`` is what APF counts (see ``cost.count_list_objects``); objects
-        returned cost nothing extra: the reference calibrates hold time per object scanned.
+        returned cost nothing extra: docs/control-plane-model.md costs each one scanned.
         The estimate carries the request's priority level and flow for ``admit``.
         """
         priority = self.classify(attrs)

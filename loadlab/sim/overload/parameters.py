@@ -1,7 +1,7 @@
 """Every number of the sim's overload model, with its source, in one validated place.
 
-Defaults come from /work/shared/reference/control-plane-model.md ("the reference" below), which
-names Kubernetes 1.32 sources. Each field stays configurable (a profile may override any of them).
+Defaults come from docs/control-plane-model.md ("the reference" below), which links the
+Kubernetes 1.32 sources. Each field stays configurable (a profile may override any of them).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class CostConfig(BaseModel):
     so we cap at the 1 s mutating-call SLO (reference, "Official SLOs"): past it the write
     already breaks its SLO, and a longer hold would only make the seat math explode."""
     get_hold_s: float = Field(default=0.001, ge=0)
-    """A GET from the watch cache: ~1 ms (issue: "GET ~1 ms from cache")."""
+    """A GET from the watch cache: ~1 ms (an assumption, listed in the reference)."""
     cache_object_s: float = Field(default=0.05 / 100_000, ge=0)
     """Per object scanned on the watch-cache path: reference, 4k nodes / 100k pods, a node-filtered
     pod LIST took ~0.05 s from the cache -> 0.05 s / 100k objects = 0.5 us per object."""
@@ -135,7 +135,7 @@ class OverloadConfig(BaseModel):
     """reference: ... doubles under sustained drops, capped at 32 s."""
     retry_after_interval_s: float = Field(default=1.0, gt=0)
     """Interval of the Retry-After controller: doubles at most once, or falls by 1, per interval
-    (reference: "doubles (at most once per interval)"; the issue names a 1 s interval)."""
+    (reference, "Retry-After": the tracker counts drops per second, so a 1 s interval)."""
     cost: CostConfig = Field(default_factory=CostConfig)
     memory_limit_mb: float = Field(default=16_384.0, gt=0)
     """Memory at which the sim API server is killed (OOM). An assumption: the reference gives no

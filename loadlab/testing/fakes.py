@@ -1,12 +1,14 @@
-"""Test doubles for the engine: a recorder that keeps every call and a slot-limited fake server."""
+"""Test doubles for the engine: a recorder that keeps every call, fake servers in fake time (a
+slot-limited one, one failing at once, one scripted over time), no sockets."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from loadlab.clock import Clock, FakeClock
+from loadlab.clock import NS_PER_MS, NS_PER_S, Clock, FakeClock
 from loadlab.targets.base import CompletionSink, Outcome, wait_until_idle
 
 
@@ -148,3 +150,83 @@ class FailAtOnceTarget:
 
     async def close(self) -> None:
         return None
+
+
+SILENT = None
+"""The outcome of a ``ScriptedServer`` that never answers."""
+
+Behaviour = Callable[[float], Outcome | None]
+"""Seconds since the server's start -> how it answers a request arriving then (None: silence)."""
+
+
+class ScriptedServer:
+    """A fake server with ``slots`` workers of ``service_ms`` each; what a request gets depends
+    on when it arrives (``behaviour``, given seconds since ``start_ns``): 500s, 429s, resets, or
+    ``SILENT`` (the request holds its slot until the target is closed). The fake-time twin of
+    ``loadlab.testing.hostile``."""
+
+    name = "api"
+    op_names: tuple[str, ...] = ("get",)
+    fd_exhausted = False
+    stray = 0
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        behaviour: Behaviour,
+        *,
+        start_ns: int = 0,
+        slots: int = 4,
+        service_ms: int = 20,
+    ) -> None:
+        self._clock = clock
+        self._start_ns = start_ns
+        self._behaviour = behaviour
+        self._slots = slots
+        self._service_ns = service_ms * NS_PER_MS
+        self._queue: deque[tuple[int, int, int]] = deque()
+        self._serving: list[tuple[int, int, int]] = []
+        self._active = 0
+        self._sink: CompletionSink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self, sink: CompletionSink) -> None:
+        self._sink = sink
+
+    def submit(self, op: int, intended_ns: int) -> None:
+        self._queue.append((op, intended_ns, self._clock.now_ns()))
+        if self._active < self._slots:
+            self._active += 1
+            task = asyncio.ensure_future(self._serve())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self) -> None:
+        assert self._sink is not None
+        while self._queue:
+            item = self._queue.popleft()
+            op, intended_ns, sent_ns = item
+            outcome = self._behaviour((self._clock.now_ns() - self._start_ns) / NS_PER_S)
+            self._serving.append(item)
+            if outcome is SILENT:
+                await asyncio.Event().wait()  # held until the target is closed
+            await self._clock.sleep_until(self._clock.now_ns() + self._service_ns)
+            self._serving.remove(item)
+            assert outcome is not None
+            self._sink.complete(op, outcome, intended_ns, sent_ns, self._clock.now_ns())
+        self._active -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue) + len(self._serving)
+
+    def pending_intended_ns(self) -> list[tuple[int, int]]:
+        return [(op, intended) for op, intended, _ in [*self._serving, *self._queue]]
+
+    async def drain(self, deadline_ns: int) -> None:
+        await wait_until_idle(self._clock, self, deadline_ns)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

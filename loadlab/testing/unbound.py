@@ -18,7 +18,7 @@ import dns.exception
 import dns.message
 import dns.query
 
-from tests.ports import free_port
+from loadlab.testing.ports import free_port
 
 UNBOUND = "/usr/sbin/unbound"
 DEFAULT_RECORDS = (
