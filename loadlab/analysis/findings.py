@@ -217,8 +217,8 @@ def fixed_finding(
     return Finding(
         target,
         FindingKind.HELD,
-        f"{target}: held {window.offered:,.0f}/s: {window.achieved:,.0f}/s served, "
-        f"p99 {window.p99_ms:,.1f} ms, error rate {window.error_rate:.2%}",
+        f"{target}: held {window.offered:,.0f}/s: {window.ok_count:,} of {window.sent_count:,} "
+        f"requests succeeded, p99 {window.p99_ms:,.1f} ms, error rate {window.error_rate:.2%}",
         offered=window.offered,
     )
 
