@@ -6,6 +6,7 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadlab import __version__
 from loadlab.errors import (
@@ -18,6 +19,9 @@ from loadlab.errors import (
     Terminated,
 )
 from loadlab.shipped import profile_file, shipped_profiles
+
+if TYPE_CHECKING:
+    from loadlab.profile import Profile
 
 EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
     textwrap.fill(meaning, width=78, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
@@ -96,6 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_arguments(sim)
 
     sub.add_parser("profiles", help="list the shipped profiles")
+
+    validate = sub.add_parser(
+        "validate",
+        help="check a profile without running it",
+        description=(
+            "Read PROFILE, apply --set overrides and validate every field, as `loadlab run` "
+            "would, without starting anything. Exit 0 and a one-line description when valid; "
+            "exit 2 and one line naming the field when not."
+        ),
+    )
+    validate.add_argument("profile", help="profile YAML file, or the name of a shipped profile")
+    validate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile field before validating it (repeatable)",
+    )
     return parser
 
 
@@ -120,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             from loadlab.sim.cli import sim_command
 
             return sim_command(args)
+        if args.command == "validate":
+            from loadlab.profile import load_profile
+
+            with profile_file(args.profile) as profile_path:
+                profile = load_profile(profile_path, args.overrides)
+            print(f"{args.profile}: valid ({describe_profile(profile)})")
+            return 0
         if args.command == "profiles":
             for shipped in shipped_profiles():
                 print(f"{shipped.name:20} {shipped.description}")
@@ -146,3 +176,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def describe_profile(profile: Profile) -> str:
+    """A few words on what ``profile`` would run."""
+    targets = [name for name, section in (("api", profile.api), ("dns", profile.dns)) if section]
+    load = profile.load
+    if load.ramp is not None:
+        shape = f"a ramp from {load.ramp.start_per_s:,.0f}/s to {load.ramp.max_per_s:,.0f}/s"
+    elif load.mode == "closed":
+        shape = f"a closed loop of {load.concurrency} for {load.duration_s:g} s"
+    else:
+        shape = f"{load.rate_per_s or 0:,.0f}/s for {load.duration_s:g} s"
+    return f"profile {profile.name}: {shape} against {' and '.join(targets)}"
