@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from loadlab.analysis.steps import StepCriteria, judge_step
+from loadlab.metrics.ledger import LookupSecond
 from loadlab.metrics.recorder import IntervalSnapshot
 from loadlab.metrics.stats import window_stats
 
@@ -42,16 +43,6 @@ class Breach:
     """Seconds from the origin to the start of the first breaching window."""
     why: str
     """The check that failed there, with its numbers."""
-
-
-@dataclass(frozen=True)
-class LookupSecond:
-    """End-to-end lookups sent during one second."""
-
-    t_s: float
-    """Start of the second, from the origin."""
-    ok: int
-    failed: int
 
 
 def api_saturation(

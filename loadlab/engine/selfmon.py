@@ -1,7 +1,10 @@
 """The generator measuring itself: CPU% and RSS of this process, sampled on demand.
 
-Event-loop lag is not measured here: the schedule lag (dispatch minus intended time) that the
-runner reports to the recorder is exactly the lag that matters for the load it generates.
+For an open-loop schedule, the schedule lag (dispatch minus intended time) the runner reports
+to the recorder is exactly the lag that matters. Agents have no single schedule (each flow sleeps
+on its own timers, and client-side rate limits delay requests on purpose), so for them the event
+loop's own lag is measured: ``LoopLagProbe`` asks to wake every ``period`` and records how late
+it woke, the way a kubelet's timer would be late on a generator that cannot keep up.
 
 Process readings come through the small ``ProcessReadings`` protocol, so tests hand in fixed
 numbers; the real one wraps ``psutil.Process``. Time comes from the injected ``Clock``.
@@ -13,8 +16,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import psutil
+from hdrh.histogram import HdrHistogram
 
-from loadlab.clock import NS_PER_S, Clock
+from loadlab.clock import NS_PER_MS, NS_PER_S, NS_PER_US, Clock
 
 BYTES_PER_MB = 1024 * 1024
 MAX_SAMPLES = 86_400
@@ -114,3 +118,34 @@ class GeneratorMonitor:
             rss_mb_max=max(s.rss_mb for s in chosen),
             samples=len(chosen),
         )
+
+
+LAG_PROBE_PERIOD_NS = 100 * NS_PER_MS
+"""How often the probe wakes. Not from a reference: ten samples a second resolve a p99 within a
+minute and cost nothing; a lag shorter than the period still shows, a longer one spans samples."""
+
+
+class LoopLagProbe:
+    """Records, in an HdrHistogram of microseconds, how late the event loop wakes a timer."""
+
+    def __init__(self, clock: Clock, *, period_ns: int = LAG_PROBE_PERIOD_NS) -> None:
+        if period_ns <= 0:
+            raise ValueError(f"period must be positive, got {period_ns}")
+        self._clock = clock
+        self._period_ns = period_ns
+        self.histogram = HdrHistogram(1, 3_600_000_000, 3)
+
+    async def run(self, until_ns: int) -> None:
+        """Wake every period until ``until_ns``, recording each wake's lateness."""
+        due_ns = self._clock.now_ns() + self._period_ns
+        while due_ns <= until_ns:
+            await self._clock.sleep_until(due_ns)
+            late_us = max(0, (self._clock.now_ns() - due_ns) // NS_PER_US)
+            self.histogram.record_value(min(max(late_us, 1), 3_600_000_000))
+            due_ns = max(due_ns + self._period_ns, self._clock.now_ns())
+
+    def p99_ms(self) -> float:
+        """The 99th percentile of lateness so far, in ms (0 before the first sample)."""
+        if self.histogram.get_total_count() == 0:
+            return 0.0
+        return float(self.histogram.get_value_at_percentile(99.0)) / 1000.0

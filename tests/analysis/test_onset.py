@@ -6,14 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadlab.analysis.onset import (
-    LookupSecond,
-    api_saturation,
-    dns_failure,
-    onset_s,
-)
+from loadlab.analysis.onset import api_saturation, dns_failure, onset_s
 from loadlab.analysis.steps import StepCriteria
 from loadlab.clock import NS_PER_MS, NS_PER_S
+from loadlab.metrics.ledger import LookupSecond, SendSecondLedger
 from loadlab.metrics.recorder import IntervalSnapshot, Recorder
 from loadlab.targets.base import Outcome
 
@@ -123,3 +119,19 @@ def test_dns_failure_finds_any_sustained_step_change(fail_from: int, share: floa
         assert breach.at_s == float(fail_from)
     else:
         assert breach is None or breach.at_s >= fail_from
+
+
+def test_the_ledger_counts_lookups_by_the_second_they_were_sent() -> None:
+    ledger = SendSecondLedger("pod-dns", ["lookup", "dns-wire"], watched=["lookup"], start_ns=0)
+    # Sent at 1.5 s, failed at 12 s: charged to second 1, not 12.
+    ledger.complete(0, Outcome.TIMEOUT, int(1.5 * NS_PER_S), int(1.5 * NS_PER_S), 12 * NS_PER_S)
+    ledger.complete(0, Outcome.OK, 3 * NS_PER_S, 3 * NS_PER_S, 3 * NS_PER_S + 1)
+    ledger.complete(1, Outcome.TIMEOUT, 0, 0, NS_PER_S)  # not watched
+    assert ledger.seconds() == [
+        LookupSecond(1.0, 0, 1),
+        LookupSecond(2.0, 0, 0),
+        LookupSecond(3.0, 1, 0),
+    ]
+    assert ledger.seconds(since_ns=NS_PER_S)[0].t_s == 0.0
+    snap = ledger.rotate(13 * NS_PER_S)
+    assert snap.completed == 3  # still a recorder

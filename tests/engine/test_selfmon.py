@@ -55,3 +55,31 @@ def test_psutil_readings_of_this_process_are_plausible() -> None:
     readings = PsutilReadings()
     assert readings.rss_bytes() > 1 << 20
     assert readings.cpu_time_s() > 0.0
+
+
+def test_loop_lag_probe_records_how_late_each_wake_was() -> None:
+    import asyncio
+
+    from loadlab.clock import NS_PER_MS, FakeClock
+    from loadlab.engine.selfmon import LoopLagProbe
+
+    clock = FakeClock(0)
+    probe = LoopLagProbe(clock, period_ns=100 * NS_PER_MS)
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(probe.run(300 * NS_PER_MS))
+        await settle()
+        clock.advance_to(150 * NS_PER_MS)  # due at 100 ms: 50 ms late
+        await settle()
+        clock.advance_to(250 * NS_PER_MS)  # next due at 200 ms: 50 ms late
+        await settle()
+        clock.advance_to(300 * NS_PER_MS)  # next due at 300 ms: on time
+        await task
+
+    asyncio.run(scenario())
+    assert probe.histogram.get_total_count() == 3
+    assert probe.p99_ms() == pytest.approx(50.0, rel=0.01)
