@@ -33,13 +33,14 @@ from typing import Any, TypeVar, cast
 from loadlab import runloop
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.engine.mix import OpMix
-from loadlab.engine.runner import ClosedLoopRunner, OpenLoopRunner
+from loadlab.engine.runner import MAX_LAG_S, ClosedLoopRunner, OpenLoopRunner
 from loadlab.engine.schedule import ConstantRate
 from loadlab.metrics.recorder import Recorder, merge_blobs
 from loadlab.metrics.stats import summarize_histogram, window_stats
 from loadlab.targets.base import Outcome
 from loadlab.targets.http import HttpOperation, HttpTarget
 from loadlab.testing.cpu import pin_cores, process_cpu_s, run_tool, self_cpu_s
+from loadlab.wiring import MAX_BACKLOG
 
 T = TypeVar("T")
 
@@ -50,8 +51,6 @@ READY_TIMEOUT_S = 10.0
 DRAIN_S = 2.0
 PAUSE_S = 0.5
 """Between tools, so one run's stragglers and TIME_WAITs do not land in the next."""
-MAX_LAG_S = 0.5  # the same skip threshold as loadlab.session (MAX_LAG_S)
-MAX_BACKLOG = 100_000  # the same backlog cap as loadlab.launch
 OK_BODY = b'{"kind":"Status","status":"Success"}'
 RAW_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "

@@ -41,7 +41,7 @@ import psutil
 from loadlab import runloop
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.engine.mix import OpMix
-from loadlab.engine.runner import OpenLoopRunner
+from loadlab.engine.runner import MAX_LAG_S, OpenLoopRunner
 from loadlab.engine.schedule import PoissonArrivals
 from loadlab.metrics.recorder import Recorder
 from loadlab.metrics.stats import window_stats
@@ -50,13 +50,11 @@ from loadlab.shipped import profile_file
 from loadlab.sim.process import SimProcess, start_sim_process
 from loadlab.targets.http import HttpTarget
 from loadlab.testing.cpu import pin_cores, self_cpu_s
-from loadlab.wiring import http_operations
+from loadlab.wiring import MAX_BACKLOG, http_operations
 
 DEFAULT_PROFILE = "http-knee"
 """A shipped profile by name, or a path, as `loadlab run` takes it."""
 DEFAULT_RATES = (200, 400, 800, 1600, 3200)
-MAX_LAG_S = 0.5  # the same skip threshold as loadlab.session (MAX_LAG_S)
-MAX_BACKLOG = 100_000  # the same backlog cap as loadlab.launch
 DRAIN_S = 5.0
 PAUSE_S = 1.0
 """Between steps, so one step's stragglers do not land in the next."""

@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from loadlab.analysis.steps import StepCriteria
 from loadlab.errors import ProfileError
 from loadlab.shipped import closest_shipped
+from loadlab.targets.dns_wire import dns_op_name
 
 PROFILE_SCHEMA = "loadlab.profile/v1"
 
@@ -128,10 +129,12 @@ class DnsOp(_Strict):
 
     @property
     def op_name(self) -> str:
-        return f"{self.type.lower()}-{self.name.rstrip('.')}"
+        return dns_op_name(self.name, self.type)
 
 
-class ApiTarget(_Strict):
+class ApiSection(_Strict):
+    """The profile's ``api:`` section: where the API load goes and what it sends."""
+
     url: Text | None = Field(default=None, description="None: start the embedded control plane")
     connections: Count = Field(default=64, ge=1, le=10_000)
     timeout_s: Number = Field(
@@ -141,7 +144,9 @@ class ApiTarget(_Strict):
     mix: tuple[HttpOp, ...] = Field(min_length=1)
 
 
-class DnsTarget(_Strict):
+class DnsSection(_Strict):
+    """The profile's ``dns:`` section: which resolver, over how many sockets, which queries."""
+
     server: Text | None = Field(default=None, description="HOST:PORT; None: the embedded DNS")
     sockets: Count = Field(default=2, ge=1, le=64)
     timeout_s: Number = Field(default=2.0, gt=0, le=MAX_TIMEOUT_S)
@@ -220,8 +225,8 @@ class Profile(_Strict):
     schema_: Text = Field(default=PROFILE_SCHEMA, alias="schema")
     name: Text = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: Text = ""
-    api: ApiTarget | None = None
-    dns: DnsTarget | None = None
+    api: ApiSection | None = None
+    dns: DnsSection | None = None
     load: Load
     criteria: Criteria = Criteria()
     sim: SimSettings = SimSettings()
@@ -466,13 +471,3 @@ def _index(node: list[Any], part: str, key: str) -> int:
         where = f"0 to {len(node) - 1}" if node else "none: the list is empty"
         raise ProfileError(f"--set {key}: '{part}' is not an index of the list (indices: {where})")
     return int(part)
-
-
-def planned_steps_bound_s(profile: Profile) -> float:
-    """Upper bound of the run's wall time, for the progress display and the safety rail."""
-    load = profile.load
-    if load.ramp is None:
-        return load.duration_s
-    ramp = load.ramp
-    growth = math.ceil(math.log(ramp.max_per_s / ramp.start_per_s, ramp.factor)) + 1
-    return min(ramp.max_steps, growth + 12) * ramp.step_s

@@ -23,7 +23,7 @@ from loadlab.analysis.ramp import RampPlan, RampSearch, StopReason
 from loadlab.analysis.steps import StepCriteria, StepVerdict, judge_step
 from loadlab.clock import NS_PER_MS, NS_PER_S, NS_PER_US, Clock
 from loadlab.engine.mix import OpMix
-from loadlab.engine.runner import ClosedLoopRunner, OpenLoopRunner
+from loadlab.engine.runner import MAX_LAG_S, ClosedLoopRunner, OpenLoopRunner
 from loadlab.engine.schedule import ConstantRate, PoissonArrivals, Schedule
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import GeneratorResourceError, LoadlabError, ResultsWriteError
@@ -36,8 +36,6 @@ from loadlab.progress import IntervalView, ProgressSink, StepView
 from loadlab.results import append_jsonl, rounded
 from loadlab.targets.base import CompletionSink, Outcome, Target
 
-# A send more than this late is skipped, not sent in a burst (see OpenLoopRunner).
-MAX_LAG_S = 0.5
 # Between ramp steps, wait this long at most for the previous step's requests to finish.
 DRAIN_BETWEEN_STEPS_S = 5.0
 # A fixed-rate or closed-loop run ends early when a target has had no successful answer for this

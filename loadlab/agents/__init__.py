@@ -1,1 +1,3 @@
-"""Behaviour of simulated node agents (kubelet, telemetry DaemonSet, pod DNS). No I/O here."""
+"""Node agents (kubelet, telemetry, pod DNS): behaviour as I/O-free flows that yield actions and
+receive replies; may import ``loadlab.targets.base``, never the wire (aiohttp, sockets, other
+``loadlab.targets``) or the sim."""

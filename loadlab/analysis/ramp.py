@@ -64,7 +64,10 @@ class RampPlan:
             raise ValueError(f"min_per_s must be in (0, start_per_s], got {self.min_per_s}")
 
 
-class Phase(enum.Enum):
+class SearchPhase(enum.Enum):
+    """Where the search is: growing the rate, stepping down below failing first steps,
+    bisecting between a pass and a fail, or done."""
+
     GROW = "grow"
     DESCEND = "descend"
     BISECT = "bisect"
@@ -95,7 +98,7 @@ class RampSearch:
     def __init__(self, plan: RampPlan) -> None:
         self.plan = plan
         self.verdicts: list[StepVerdict] = []
-        self.phase = Phase.GROW
+        self.phase = SearchPhase.GROW
         self.stop_reason: StopReason | None = None
         self._next: float | None = plan.start_per_s
         self._last_pass: float | None = None
@@ -106,7 +109,7 @@ class RampSearch:
 
     @property
     def done(self) -> bool:
-        return self.phase is Phase.DONE
+        return self.phase is SearchPhase.DONE
 
     def next_rate(self) -> float | None:
         """The rate of the next step (the same until ``record``), or None when done."""
@@ -124,9 +127,9 @@ class RampSearch:
         if verdict.served_nothing:
             self._stop(StopReason.SERVED_NOTHING)
             return
-        if self.phase is Phase.GROW:
+        if self.phase is SearchPhase.GROW:
             self._grow(rate, verdict.passed)
-        elif self.phase is Phase.DESCEND:
+        elif self.phase is SearchPhase.DESCEND:
             self._descend(rate, verdict.passed)
         else:
             self._bisect(rate, verdict.passed)
@@ -158,7 +161,7 @@ class RampSearch:
             self._next = min(rate * plan.factor, plan.max_per_s)
             return
         if self._last_pass is None:
-            self.phase = Phase.DESCEND
+            self.phase = SearchPhase.DESCEND
             self._step_down(min(self._first_fail, rate))
             return
         self._start_bisect(self._last_pass, self._first_fail)
@@ -184,7 +187,7 @@ class RampSearch:
         self._bisect_or_finish()
 
     def _start_bisect(self, lo: float, hi: float) -> None:
-        self.phase = Phase.BISECT
+        self.phase = SearchPhase.BISECT
         self._lo, self._hi = lo, hi
         self._bisect_or_finish()
 
@@ -195,6 +198,6 @@ class RampSearch:
         self._next = (self._lo + self._hi) / 2
 
     def _stop(self, reason: StopReason) -> None:
-        self.phase = Phase.DONE
+        self.phase = SearchPhase.DONE
         self.stop_reason = reason
         self._next = None

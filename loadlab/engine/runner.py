@@ -25,6 +25,9 @@ MAX_BATCH = 4096
 """Sends dispatched per wake-up at most. Not from a reference: large enough that batching costs
 nothing at the ~100k/s a core can send (a batch is ~40 ms of work there), small enough that the
 event loop runs the target's I/O and signal handlers every few tens of ms at any rate."""
+MAX_LAG_S = 0.5
+"""The ``max_lag_ns`` that ``loadlab run`` (and bench) give the open loop, in seconds: a send
+more than this late is skipped, not sent in a burst (see ``OpenLoopRunner``)."""
 
 
 class DispatchObserver(Protocol):

@@ -42,7 +42,7 @@ def safe_tag(tag: str) -> str:
 
 
 class HlogWriter:
-    """Writes one interval log; every ``write*`` call ends with a flush, so a killed run keeps
+    """Writes one interval log; every ``write`` call ends with a flush, so a killed run keeps
     every complete line (the OS holds flushed data even when the process dies)."""
 
     def __init__(
@@ -62,13 +62,6 @@ class HlogWriter:
         self._file.write(f"#[StartTime: {start_time_epoch_s:.3f} (seconds since epoch), {when}]\n")
         self._file.write(f"#[BaseTime: {start_time_epoch_s:.3f} (seconds since epoch)]\n")
         self._file.write(f"{_LEGEND}\n")
-        self._flush()
-
-    def write_interval(
-        self, tag: str | None, start_s: float, length_s: float, payload: bytes, max_us: int
-    ) -> None:
-        """Append one interval line (``start_s`` relative to the run's start) and flush."""
-        self._write_line(tag, start_s, length_s, payload, max_us)
         self._flush()
 
     def write(self, snapshot: IntervalSnapshot) -> None:
@@ -101,11 +94,10 @@ class HlogWriter:
         self.close()
 
     def _write_line(
-        self, tag: str | None, start_s: float, length_s: float, payload: bytes, max_us: int
+        self, tag: str, start_s: float, length_s: float, payload: bytes, max_us: int
     ) -> None:
-        prefix = f"Tag={safe_tag(tag)}," if tag else ""
         self._file.write(
-            f"{prefix}{start_s:.3f},{length_s:.3f},{max_us / US_PER_MS:.3f},"
+            f"Tag={safe_tag(tag)},{start_s:.3f},{length_s:.3f},{max_us / US_PER_MS:.3f},"
             f"{payload.decode('ascii')}\n"
         )
 

@@ -1,1 +1,2 @@
-"""Reports over a finished (or partial) results folder. Reads results, never runs load."""
+"""Reports over a results folder (HTML, PNG, markdown) will live here; they read results, so may
+not import the engine, targets, sim, session, launch, cli or any wire library."""

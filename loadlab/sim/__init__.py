@@ -1,6 +1,7 @@
 """The embedded control plane: a simulated kube-apiserver (with APF and an overload model) and a
 CoreDNS-like cluster DNS. A separate program that loadlab starts; it imports nothing from the
-generator side (engine, targets, metrics, analysis), only ``loadlab.clock`` and ``loadlab.errors``.
+generator side (engine, targets, metrics, analysis, session, ...), only the shared
+``loadlab.clock``, ``loadlab.errors`` and ``loadlab.runloop``.
 
 Rooms, lower ones first: ``k8s`` (objects), ``storage`` (store, watch cache), ``overload`` (APF,
 cost, memory), ``dns`` (cluster DNS and its informer), ``apiserver`` (the HTTP face); at the top,

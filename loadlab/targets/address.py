@@ -4,7 +4,6 @@ The rule: a target host is an IP literal in loopback (127.0.0.0/8 or ::1, IPv6 i
 URL) or literally ``localhost`` (any case, one optional trailing dot), which loadlab itself maps to
 127.0.0.1. No name is ever handed to the system resolver: ``foo.localhost`` or an ``/etc/hosts``
 entry could point anywhere, and a load test aimed at the wrong server knocks it over.
-``allow_remote`` is the one deliberate way past the rule (for real clusters behind an allowlist).
 
 Parses ``HOST[:PORT]`` (``--dns``: ``127.0.0.1:53``, ``[::1]:5353``, ``localhost``) and the API
 base URL (``--api``: ``http[s]://HOST[:PORT][/path-prefix]``).
@@ -38,8 +37,7 @@ class ApiAddress:
     host: str
     """The host as written (``localhost``, ``::1``): for display, and as the TLS server name."""
     connect_host: str
-    """The IP literal to connect to (``127.0.0.1`` for ``localhost``); the host itself only when
-    ``allow_remote`` let a non-loopback host through."""
+    """The IP literal to connect to (``127.0.0.1`` for ``localhost``)."""
     port: int
     path: str
     """The path prefix, without a trailing slash ("" for none); operation paths are appended."""
@@ -80,16 +78,6 @@ def resolve_loopback(host: str) -> str:
     return ip
 
 
-def ensure_loopback_or_allowed(host: str, *, allow_remote: bool = False) -> None:
-    """Refuse to aim load at anything but loopback unless ``allow_remote`` is set.
-
-    Load tests knock servers over; sending one at a shared cluster by a typo must take a
-    deliberate flag. Names other than localhost are refused too: they may resolve anywhere.
-    """
-    if not allow_remote:
-        resolve_loopback(host)
-
-
 def parse_host_port(addr: str, *, default_port: int) -> tuple[str, int]:
     """Split ``HOST[:PORT]`` (IPv6 bare or in brackets) into host and port; UsageError if malformed.
 
@@ -109,7 +97,7 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_api_url(url: str, *, allow_remote: bool = False) -> ApiAddress:
+def parse_api_url(url: str) -> ApiAddress:
     """Check an ``--api`` URL and say where to connect: UsageError for anything loadlab won't do.
 
     Allowed: ``http`` or ``https``, a loopback host (see the module rule), an optional port
@@ -147,9 +135,8 @@ def parse_api_url(url: str, *, allow_remote: bool = False) -> ApiAddress:
     host, port_text = _split_netloc(parts.netloc, shown=url, expected="a URL like http://HOST:PORT")
     port = _SCHEME_PORTS[scheme] if port_text is None else _port(port_text, url)
     connect = _loopback_ip(host)
-    if connect is None and not allow_remote:
+    if connect is None:
         raise UsageError(f"--api {url}: refusing to send load to {host}: {RULE}")
-    connect = connect or host
     path = parts.path.rstrip("/")
     return ApiAddress(
         scheme=scheme,

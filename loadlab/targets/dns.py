@@ -65,7 +65,7 @@ class DnsTarget:
         if not 1 <= sockets <= MAX_SOCKETS:
             raise ValueError(f"sockets must be 1..{MAX_SOCKETS}, got {sockets}")
         self.name = name
-        self.op_names: tuple[str, ...] = tuple(q.label for q in queries)
+        self.op_names: tuple[str, ...] = tuple(q.op_name for q in queries)
         self.weights: tuple[float, ...] = tuple(q.weight for q in queries)
         self.address = (host, port)
         self._encoded: tuple[EncodedQuery, ...] = tuple(encode_query(q) for q in queries)

@@ -159,6 +159,18 @@ class TcpChannel:
             self._waiting = [(p, e) for p, e in self._waiting if p[2] >= sent_before_ns]
         return expired + waiting_expired
 
+    def discard(self, pending: Pending) -> None:
+        """Forget ``pending`` (its asker gave up waiting): an answer to it is then a stray.
+
+        A scan of what is outstanding: for a client whose queries time out one by one, not for
+        the hot path (the load target expires in bulk with ``expire``).
+        """
+        for qid, outstanding in self._outstanding.items():
+            if outstanding is pending:
+                del self._outstanding[qid]
+                return
+        self._waiting = [(p, e) for p, e in self._waiting if p is not pending]
+
     async def close(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()

@@ -48,9 +48,16 @@ class DnsQuery:
     and counts as OK; for other queries NXDOMAIN is reported as such (a failure)."""
 
     @property
-    def label(self) -> str:
-        """Metric key: ``A kubernetes.default.svc.cluster.local``."""
-        return f"{self.rdtype.upper()} {self.name.rstrip('.')}"
+    def op_name(self) -> str:
+        """Its operation name in metrics: ``dns_op_name(name, rdtype)``."""
+        return dns_op_name(self.name, self.rdtype)
+
+
+def dns_op_name(name: str, rdtype: str) -> str:
+    """The one name of a DNS operation in metrics, hlog tags and summary.json, for ``loadlab run``
+    and bench alike: ``a-kubernetes.default.svc.cluster.local`` (the type in lower case, a dash,
+    the name without its trailing dot)."""
+    return f"{rdtype.lower()}-{name.rstrip('.')}"
 
 
 @dataclass(frozen=True)

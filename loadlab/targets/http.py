@@ -9,7 +9,7 @@ are rendered once, up front.
 Honest counts: every request recorded is exactly one request the server saw. aiohttp would send an
 idempotent request a second time when a reused keep-alive connection turns out closed (RFC 9112
 9.3.1 allows it; aiohttp has no switch for it), so a middleware turns that failure into one the
-retry loop lets through (``_never_resend``; client middlewares need aiohttp >= 3.12, and cost one
+retry loop lets through (``never_resend``; client middlewares need aiohttp >= 3.12, and cost one
 small wrapper per request inside aiohttp). Bodies are read in chunks and dropped, never kept,
 and a body over ``max_body_bytes`` ends the request as TOO_LARGE on a connection that is closed.
 """
@@ -51,12 +51,12 @@ PLAIN_HTTP_CHECK_READ_BYTES = 512
 """Enough for a status line, a few headers and Go's one-line 400 body, which come in one write."""
 
 
-class _NotResent(Exception):
+class NotResent(Exception):
     """A request failed on the wire where aiohttp would have sent it again. Deliberately neither an
     ``aiohttp.ClientError`` nor an ``OSError``: aiohttp's retry loop passes it straight through."""
 
 
-async def _never_resend(
+async def never_resend(
     request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
 ) -> aiohttp.ClientResponse:
     """A client middleware: runs once per attempt, inside aiohttp's retry loop (client.py
@@ -67,7 +67,27 @@ async def _never_resend(
     except aiohttp.ClientConnectorError:
         raise  # connecting failed, nothing was sent: aiohttp never resends these
     except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
-        raise _NotResent(str(exc)) from exc
+        raise NotResent(str(exc)) from exc
+
+
+async def read_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
+    """Read and return the body; None, with the connection closed rather than reused, when it is
+    over ``max_bytes`` (by Content-Length up front, else once that much has arrived).
+
+    For clients that use the answer (agents decode it); ``_discard_body`` is the load path's.
+    Bounded: each chunk is at least one byte, and the session's timeout bounds the time.
+    """
+    length = resp.content_length
+    if length is not None and length > max_bytes:
+        resp.close()
+        return None
+    content, body = resp.content, bytearray()
+    while chunk := await content.readany():
+        body += chunk
+        if len(body) > max_bytes:
+            resp.close()
+            return None
+    return bytes(body)
 
 
 async def _discard_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bool:
@@ -234,7 +254,7 @@ class HttpTarget:
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=self._timeout_s),
             raise_for_status=False,
-            middlewares=(_never_resend,),
+            middlewares=(never_resend,),
         )
         self._workers = [
             asyncio.ensure_future(self._work(self._session, sink, slot))
@@ -313,7 +333,7 @@ class HttpTarget:
         except OSError as exc:  # includes aiohttp's ClientOSError
             self._note_os_error(exc)
             return Outcome.CONN_ERROR, 0
-        except _NotResent as exc:
+        except NotResent as exc:
             if isinstance(exc.__cause__, OSError):
                 self._note_os_error(exc.__cause__)
             return Outcome.CONN_ERROR, 0

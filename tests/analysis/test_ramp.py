@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadlab.analysis.ramp import Phase, RampPlan, RampSearch, StopReason
+from loadlab.analysis.ramp import RampPlan, RampSearch, SearchPhase, StopReason
 from loadlab.analysis.steps import StepCriteria, StepVerdict, judge_step
 
 from .synthetic import SaturatingServer, make_stats
@@ -70,7 +70,7 @@ def test_a_single_failure_followed_by_a_pass_keeps_growing() -> None:
         rate = search.next_rate()
         assert rate is not None
         search.record(verdict(rate, passed=outcomes[int(rate)]))
-    assert search.phase is Phase.BISECT
+    assert search.phase is SearchPhase.BISECT
     assert search.next_rate() == 600
 
 
@@ -96,7 +96,7 @@ def test_failing_at_the_maximum_is_confirmed_at_the_maximum() -> None:
     search = RampSearch(RampPlan(start_per_s=100, factor=3, max_per_s=500))
     rates = drive(search, passes_below=450)
     assert rates[:4] == [100, 300, 500, 500]
-    assert search.phase is Phase.DONE
+    assert search.phase is SearchPhase.DONE
     knee = search.knee()
     assert knee is not None
     assert 450 / 1.05 <= knee.offered < 450

@@ -9,18 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from loadlab.testing.cli_output import assert_one_clear_line
 from loadlab.testing.ports import closed_tcp_port
 from tests.acceptance.helpers import loadlab
 
 pytestmark = pytest.mark.realtime
-
-
-def assert_one_clear_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("loadlab: "), stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 @pytest.fixture

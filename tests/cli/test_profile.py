@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from loadlab.errors import ProfileError
-from loadlab.profile import apply_override, load_profile, planned_steps_bound_s, validate_profile
+from loadlab.profile import apply_override, load_profile, validate_profile
 from loadlab.shipped import ShippedProfile, profile_file, shipped_profiles
+from loadlab.targets.dns import DnsQuery, DnsTarget
+from loadlab.wiring import dns_queries
 
 
 @pytest.mark.parametrize("shipped", shipped_profiles(), ids=lambda s: s.name)
@@ -83,8 +85,28 @@ def test_bad_override_is_a_profile_error(item: str) -> None:
         apply_override(_minimal(), item)
 
 
-def test_run_time_bound_grows_with_the_ramp() -> None:
-    with profile_file("http-knee") as path:
-        short = load_profile(path, ["load.ramp.max_per_s=400"])
-        long = load_profile(path, ["load.ramp.max_per_s=100000"])
-    assert planned_steps_bound_s(short) < planned_steps_bound_s(long)
+def test_a_dns_operation_has_one_name_in_the_profile_the_target_and_bench() -> None:
+    """hlog tags and summary.json name a DNS operation alike whether ``loadlab run`` (the
+    profile's op_name) or bench (``DnsQuery`` straight into ``DnsTarget``) recorded it."""
+    profile = validate_profile(
+        {
+            "name": "t",
+            "dns": {
+                "queries": [
+                    {"name": "kubernetes.default.svc.cluster.local.", "type": "A"},
+                    {"name": "web.default.svc.cluster.local", "type": "AAAA"},
+                ]
+            },
+            "load": {"rate_per_s": 10, "duration_s": 1},
+        }
+    )
+    assert profile.dns is not None
+    expected = ("a-kubernetes.default.svc.cluster.local", "aaaa-web.default.svc.cluster.local")
+    assert tuple(q.op_name for q in profile.dns.queries) == expected
+    run_target = DnsTarget("127.0.0.1", 53, dns_queries(profile.dns))  # opens no socket
+    assert run_target.op_names == expected
+    bench_queries = [
+        DnsQuery("kubernetes.default.svc.cluster.local", "A"),
+        DnsQuery("web.default.svc.cluster.local", "AAAA"),
+    ]
+    assert DnsTarget("127.0.0.1", 53, bench_queries).op_names == expected

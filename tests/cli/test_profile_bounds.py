@@ -15,7 +15,7 @@ import pytest
 from loadlab.cli import main
 from loadlab.errors import EXIT_USAGE, ProfileError
 from loadlab.profile import MAX_RATE_PER_S, apply_override, load_profile, validate_profile
-from tests.cli.test_cli_errors import assert_one_clear_line
+from loadlab.testing.cli_output import assert_one_clear_line
 
 
 def _minimal() -> dict[str, object]:
@@ -401,7 +401,7 @@ def test_an_unreadable_file_says_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="/proc/self/mem is Linux's")
-def test_a_read_error_isassert_one_clear_line() -> None:
+def test_a_read_error_is_one_clear_line() -> None:
     # Reading /proc/self/mem at offset 0 fails with EIO even for root: a real OSError on read.
     with pytest.raises(ProfileError, match=r"profile /proc/self/mem: cannot read it \("):
         load_profile("/proc/self/mem")

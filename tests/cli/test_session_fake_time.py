@@ -20,6 +20,7 @@ from loadlab.profile import validate_profile
 from loadlab.progress import NullProgress
 from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
 from loadlab.testing.fakes import SlotServerTarget
+from loadlab.wiring import MAX_BACKLOG
 
 SLOTS, SERVICE_MS = 4, 20  # capacity 200/s
 
@@ -80,7 +81,7 @@ def run_ramp(tmp_path: Path, busy: bool = False) -> Session:
             address="fake",
             slo_p99_ms={"a": 200.0, "b": 1000.0},
             hlogs=TargetHlogs(tmp_path, target.name, start_time_epoch_s=0.0),
-            max_backlog=100_000,
+            max_backlog=MAX_BACKLOG,
         )
         timeline = TimelineWriter(
             tmp_path / "timeline.csv", [rig.name], {rig.name: target.op_names}

@@ -29,6 +29,7 @@ from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
 from loadlab.summary import RunVerdict
 from loadlab.targets.base import Outcome
 from loadlab.testing.fakes import SILENT, Behaviour, ScriptedServer
+from loadlab.wiring import MAX_BACKLOG
 
 START_NS = 10 * NS_PER_S
 
@@ -64,7 +65,7 @@ def run(tmp_path: Path, behaviour: Behaviour, load: dict[str, Any], **server: in
             address="fake",
             slo_p99_ms={"get": 200.0},
             hlogs=TargetHlogs(tmp_path, target.name, start_time_epoch_s=0.0),
-            max_backlog=100_000,
+            max_backlog=MAX_BACKLOG,
         )
         timeline = TimelineWriter(tmp_path / "timeline.csv", [rig.name], {rig.name: ("get",)})
         session = Session(

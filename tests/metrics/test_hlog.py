@@ -68,24 +68,26 @@ def test_hdrh_reader_reads_tagged_lines_with_matching_counts(tmp_path: Path) -> 
     assert uncorrected[0].get_value_at_percentile(50.0) == pytest.approx(2_000, rel=1e-3)
 
 
-def test_hdrh_reader_reads_untagged_lines(tmp_path: Path) -> None:
+def test_read_hlog_reads_the_untagged_lines_other_writers_write(tmp_path: Path) -> None:
+    """loadlab tags every line; a log from hdrh's or Java's writer may carry none."""
     path = tmp_path / "plain.hlog"
     hist = new_histogram()
     for v in range(1, 101):
         hist.record_value(v * 1000)
-    with HlogWriter(path, start_time_epoch_s=EPOCH_S) as writer:
-        writer.write_interval(None, 0.0, 1.0, hist.encode(), hist.get_max_value())
-        writer.write_interval(None, 1.0, 1.0, hist.encode(), hist.get_max_value())
+    payload = hist.encode().decode("ascii")
+    path.write_text(
+        f"#[StartTime: {EPOCH_S:.3f} (seconds since epoch)]\n"
+        f"#[BaseTime: {EPOCH_S:.3f} (seconds since epoch)]\n"
+        f"0.000,1.000,100.000,{payload}\n1.000,1.000,100.000,{payload}\n"
+    )
 
-    hists = _read_all_with_hdrh(path)
-    assert [(h.get_tag(), h.get_total_count()) for h in hists] == [(None, 100), (None, 100)]
-    lines = path.read_text().splitlines()
-    assert lines[0] == "#[Histogram log format version 1.3]"
-    assert lines[-1].startswith("1.000,1.000,100.")
-    assert [(i.tag, i.start_s, i.end_s) for i in read_hlog(path)] == [
+    intervals = read_hlog(path)
+    assert [(i.tag, i.start_s, i.end_s) for i in intervals] == [
         (None, 0.0, 1.0),
         (None, 1.0, 2.0),
     ]
+    assert [i.histogram.get_total_count() for i in intervals] == [100, 100]
+    assert [h.get_tag() for h in _read_all_with_hdrh(path)] == [None, None]
 
 
 def test_read_hlog_returns_tags_times_and_histograms(tmp_path: Path) -> None:
@@ -156,8 +158,8 @@ def test_a_complete_but_corrupt_line_is_an_error_naming_it(tmp_path: Path) -> No
 
 def test_tags_never_carry_commas_or_spaces(tmp_path: Path) -> None:
     path = tmp_path / "t.hlog"
-    hist = new_histogram()
-    hist.record_value(10)
+    rec = Recorder("api", ["list, pods now"], start_ns=0)
+    rec.complete(0, Outcome.OK, 0, 0, 10 * MS)
     with HlogWriter(path, start_time_epoch_s=EPOCH_S) as writer:
-        writer.write_interval("list, pods now", 0.0, 1.0, hist.encode(), 10)
-    assert read_hlog(path)[0].tag == "list__pods_now"
+        writer.write(rec.rotate(S))
+    assert read_hlog(path)[0].tag == "list__pods_now/ok"

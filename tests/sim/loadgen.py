@@ -21,15 +21,14 @@ import aiohttp
 
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.engine.mix import OpMix
-from loadlab.engine.runner import OpenLoopRunner
+from loadlab.engine.runner import MAX_LAG_S, OpenLoopRunner
 from loadlab.engine.schedule import ConstantRate, JitteredAgents, Schedule
 from loadlab.metrics.recorder import Recorder
 from loadlab.metrics.stats import WindowStats, window_stats
 from loadlab.targets.http import HttpOperation, HttpTarget
+from loadlab.wiring import MAX_BACKLOG
 
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"
-MAX_LAG_NS = NS_PER_S // 2  # as loadlab.session: a send more than 0.5 s late is skipped
-MAX_BACKLOG = 100_000  # as loadlab.launch: the client backlog never overflows in these tests
 DRAIN_S = 2.0
 """After the load ends, wait this long for answers; the rest complete as TIMEOUT."""
 KUBELET_JITTER = 0.04  # component-helpers lease controller: wait.JitterUntil(sync, renew, 0.04)
@@ -161,7 +160,7 @@ async def run_streams(
                 s.mix,
                 s.recorder,
                 end_ns=end_ns,
-                max_lag_ns=MAX_LAG_NS,
+                max_lag_ns=int(MAX_LAG_S * NS_PER_S),
                 max_backlog=MAX_BACKLOG,
             ).run()
             for s in streams

@@ -17,8 +17,9 @@ from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.k8s.objects import PODS
 from loadlab.sim.overload.parameters import OverloadConfig
 from loadlab.sim.server import seeded_store
+from loadlab.testing.waiting import wait_for
 from tests.sim.conftest import RunWithApi, SimConfigFactory
-from tests.sim.helpers import FREE_COST, until
+from tests.sim.helpers import FREE_COST
 
 pytestmark = pytest.mark.realtime
 
@@ -46,7 +47,7 @@ def test_request_beyond_max_inflight_gets_429_with_retry_after(
     async def body(api: SimApiServer) -> None:
         async with aiohttp.ClientSession() as s:
             slow = asyncio.ensure_future(s.get(f"{api.url}/api/v1/pods"))
-            await until(lambda: api.model.snapshot()["in_flight"]["readOnly"] == 1)
+            await wait_for(lambda: api.model.snapshot()["in_flight"]["readOnly"] == 1)
             async with s.get(f"{api.url}/api/v1/nodes/node-0") as resp:
                 code, retry_after, status = (
                     resp.status,
@@ -72,7 +73,7 @@ def test_request_still_running_after_60_s_gets_504_timeout_and_frees_its_seat(
     async def body(api: SimApiServer) -> None:
         async with aiohttp.ClientSession() as s:
             slow = asyncio.ensure_future(s.get(f"{api.url}/api/v1/pods"))
-            await until(lambda: api.model.snapshot()["in_flight"]["readOnly"] == 1)
+            await wait_for(lambda: api.model.snapshot()["in_flight"]["readOnly"] == 1)
             clock.advance(61 * NS_PER_S)
             async with await slow as resp:
                 code, status = resp.status, await resp.json()
@@ -110,7 +111,7 @@ def test_out_of_memory_drops_connections_refuses_then_restarts_with_a_fresh_watc
             with pytest.raises(aiohttp.ClientError):
                 async with s.get(f"{api.url}/api/v1/pods") as resp:
                     await resp.read()
-            await until(lambda: not api.listening)
+            await wait_for(lambda: not api.listening)
             with pytest.raises((aiohttp.ClientError, asyncio.IncompleteReadError)):
                 await next_line_or_raise(stream)
             stream.release()
@@ -118,7 +119,7 @@ def test_out_of_memory_drops_connections_refuses_then_restarts_with_a_fresh_watc
                 async with s.get(f"{api.url}/healthz"):
                     pass
             clock.advance(31 * NS_PER_S)
-            await until(lambda: api.listening)
+            await wait_for(lambda: api.listening)
             async with s.get(f"{api.url}/healthz") as resp:
                 assert resp.status == 200
             async with s.get(f"{nodes}?watch=1&resourceVersion={old_rv}") as resp:

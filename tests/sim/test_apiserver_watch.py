@@ -12,8 +12,9 @@ import pytest
 from loadlab.clock import NS_PER_S, FakeClock
 from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.k8s.objects import LEASES
+from loadlab.testing.waiting import wait_for
 from tests.sim.conftest import RunWithApi, SimConfigFactory
-from tests.sim.helpers import FREE_COST, MERGE, until
+from tests.sim.helpers import FREE_COST, MERGE
 
 pytestmark = pytest.mark.realtime
 
@@ -132,7 +133,7 @@ def test_watch_ends_at_timeout_seconds_and_sends_bookmarks_on_the_injected_clock
             query = f"?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=5"
             async with s.get(url + query) as stream:
                 assert stream.status == 200
-                await until(lambda: api.store.watcher_count(LEASES) == 1)
+                await wait_for(lambda: api.store.watcher_count(LEASES) == 1)
                 clock.advance(2 * NS_PER_S)  # past the 1 s bookmark interval
                 bookmark = await next_event(stream)
                 clock.advance(4 * NS_PER_S)  # past timeoutSeconds=5

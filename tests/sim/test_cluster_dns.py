@@ -24,10 +24,10 @@ import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock, MonotonicClock
 from loadlab.sim.dns.informer import ApiError, ObjectList, StreamEvent
-from loadlab.sim.dns.nameserver import ClusterDns, ClusterDnsConfig, Phase
+from loadlab.sim.dns.nameserver import ClusterDns, ClusterDnsConfig, ServingPhase
 from loadlab.sim.k8s.objects import SERVICE_NAME_LABEL, JsonObj
+from loadlab.testing.waiting import wait_for
 from tests.sim.fake_api import SERVICES, SLICES, FakeApi, run_with_fake_api
-from tests.sim.helpers import until
 
 TIMEOUT_S = 2.0  # bound on every DNS query in these tests
 
@@ -154,7 +154,7 @@ def test_malformed_packets_are_dropped_and_counted() -> None:
         async with cluster_dns(api.url) as server:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.sendto(b"\x12\x34garbage", ("127.0.0.1", server.port))
-            await until(lambda: server.dropped_malformed == 1)
+            await wait_for(lambda: server.dropped_malformed == 1)
             still_fine = await udp(server.port, "kubernetes.default.svc.cluster.local.")
         assert still_fine.rcode() == dns.rcode.NOERROR
 
@@ -166,7 +166,7 @@ def test_keeps_answering_stale_records_after_the_api_goes_away() -> None:
     async def body(api: FakeApi) -> None:
         async with cluster_dns(api.url) as server:
             await api.stop()
-            await until(lambda: server.api_down_since_ns() is not None)
+            await wait_for(lambda: server.api_down_since_ns() is not None)
             stale = await udp(server.port, "kubernetes.default.svc.cluster.local.")
             assert addresses(stale) == ["192.0.2.1"]
             assert server.snapshot()["synced"] is True
@@ -182,7 +182,7 @@ def test_watch_events_change_answers() -> None:
             before = await udp(server.port, name)
             records = server.snapshot()["records"]
             api.put(SERVICES, service("late", "198.51.100.9"))
-            await until(lambda: server.snapshot()["records"] == records + 1)
+            await wait_for(lambda: server.snapshot()["records"] == records + 1)
             after = await udp(server.port, name)
         assert before.rcode() == dns.rcode.NXDOMAIN
         assert addresses(after) == ["198.51.100.9"]
@@ -312,7 +312,7 @@ def test_restart_policy_drops_records_goes_silent_then_servfails_until_resynced(
         finally:
             await server.stop()
         assert snapshot["restarts"] == 1
-        assert snapshot["phase"] == Phase.SERVING.value
+        assert snapshot["phase"] == ServingPhase.SERVING.value
         assert snapshot["watch_broken_since_s"] is None
 
     asyncio.run(clock.run(main()))
@@ -382,7 +382,7 @@ def test_real_sim_api_feeds_the_dns_and_its_changes_show_up() -> None:
                         f"{api.url}/api/v1/namespaces/default/services", json=new
                     )
                     assert created.status == 201
-                await until(lambda: server.snapshot()["records"] > records)
+                await wait_for(lambda: server.snapshot()["records"] > records)
                 fresh = await udp(server.port, "fresh.default.svc.cluster.local.")
         finally:
             await api.stop()
@@ -411,9 +411,11 @@ def test_real_sim_api_going_down_leaves_stale_answers_then_a_restart_servfails()
         try:
             async with cluster_dns(api.url, **small) as server:
                 await api.stop()
-                await until(lambda: server.api_down_since_ns() is not None)
+                await wait_for(lambda: server.api_down_since_ns() is not None)
                 stale = await udp(server.port, "kubernetes.default.svc.cluster.local.")
-                await until(lambda: server.restarts == 1 and server.phase is Phase.SERVING)
+                await wait_for(
+                    lambda: server.restarts == 1 and server.phase is ServingPhase.SERVING
+                )
                 after = await udp(server.port, "kubernetes.default.svc.cluster.local.")
         finally:
             await api.stop()

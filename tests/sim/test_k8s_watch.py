@@ -23,8 +23,8 @@ from loadlab.sim.dns.informer import (
     StreamEvent,
 )
 from loadlab.sim.k8s.objects import JsonObj
+from loadlab.testing.waiting import WAIT_S, wait_for
 from tests.sim.fake_api import SERVICES, FakeApi, run_with_fake_api
-from tests.sim.helpers import WAIT_S, until
 
 FAST_BACKOFF = BackoffPolicy(initial_s=0.01, cap_s=0.05)  # real-time tests: keep waits tiny
 
@@ -85,7 +85,7 @@ def test_informer_lists_from_the_watch_cache_then_streams_changes() -> None:
             async with asyncio.timeout(WAIT_S):
                 await informer.wait_synced()
             assert set(handler.objects) == {"kubernetes"}
-            await until(lambda: informer.watches == 1)
+            await wait_for(lambda: informer.watches == 1)
             api.put(SERVICES, svc("web"))
             api.delete(SERVICES, "default", "kubernetes")
             await handler.until(lambda: set(handler.objects) == {"web"})
@@ -143,7 +143,7 @@ def test_gone_error_event_relists_with_a_consistent_read() -> None:
         source = HttpApiSource(api.url)
         informer = Informer(source, SERVICES, handler, clock=MonotonicClock(), backoff=FAST_BACKOFF)
         async with running(informer, source):
-            await until(lambda: informer.lists == 2 and informer.watches == 2)
+            await wait_for(lambda: informer.lists == 2 and informer.watches == 2)
         lists = [p for _, p in api.requests if "watch" not in p]
         assert [p["resourceVersion"] for p in lists] == ["0", ""]
         assert handler.calls == ["replace", "replace"]
@@ -159,7 +159,7 @@ def test_refused_watch_backs_off_and_rewatches_without_relisting() -> None:
         source = HttpApiSource(api.url)
         informer = Informer(source, SERVICES, handler, clock=MonotonicClock(), backoff=FAST_BACKOFF)
         async with running(informer, source):
-            await until(lambda: informer.watches == 1)
+            await wait_for(lambda: informer.watches == 1)
             assert informer.broken_since_ns is None
         assert informer.lists == 1
         assert informer.failures == 3
@@ -176,14 +176,14 @@ def test_api_going_away_marks_the_watch_broken_until_it_returns() -> None:
         source = HttpApiSource(api.url)
         informer = Informer(source, SERVICES, handler, clock=MonotonicClock(), backoff=FAST_BACKOFF)
         async with running(informer, source):
-            await until(lambda: informer.watches == 1)
+            await wait_for(lambda: informer.watches == 1)
             await api.stop()
-            await until(lambda: informer.broken_since_ns is not None)
+            await wait_for(lambda: informer.broken_since_ns is not None)
             assert informer.synced  # a broken watch does not unsync: the cache is kept
             assert set(handler.objects) == {"a"}
             await api.start()  # same port
             api.put(SERVICES, svc("b"))
-            await until(lambda: informer.broken_since_ns is None and informer.watches >= 2)
+            await wait_for(lambda: informer.broken_since_ns is None and informer.watches >= 2)
             await handler.until(lambda: "b" in handler.objects)
         assert informer.lists == 1  # came back by re-watching, not relisting
 

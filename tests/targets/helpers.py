@@ -1,17 +1,18 @@
-"""Shared by the target tests: a DNS answer builder and a bounded wait for real loopback I/O."""
+"""Shared by the target tests: DNS query and answer wires, and whether the DNS sweeper waits."""
 
 from __future__ import annotations
-
-import asyncio
-from collections.abc import Callable
 
 import dns.flags
 import dns.message
 import dns.rcode
 
-IO_POLL_S = 0.01
-IO_WAIT_POLLS = 500
-"""At most 5 s for a loopback round trip that takes well under a millisecond."""
+from loadlab.clock import FakeClock
+from loadlab.targets.dns_wire import DnsQuery, encode_query, with_id
+
+
+def query_wire(query: DnsQuery, qid: int = 7) -> bytes:
+    """The wire ``DnsTarget`` sends for ``query`` with ID ``qid``."""
+    return with_id(qid, encode_query(query))
 
 
 def answer_to(
@@ -25,10 +26,7 @@ def answer_to(
     return response.to_wire()
 
 
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Poll until ``condition`` holds: real socket I/O has no clock a test could advance."""
-    for _ in range(IO_WAIT_POLLS):
-        if condition():
-            return
-        await asyncio.sleep(IO_POLL_S)
-    raise AssertionError(f"gave up waiting for {what}")
+def sweeper_asleep(clock: FakeClock) -> bool:
+    """Whether the DNS target's timeout sweep waits on ``clock`` for a deadline still ahead."""
+    deadline_ns = clock.next_deadline_ns
+    return deadline_ns is not None and deadline_ns > clock.now_ns()

@@ -14,14 +14,13 @@ from loadlab.cli import main
 from loadlab.errors import EXIT_USAGE, UsageError
 from loadlab.targets.address import (
     ApiAddress,
-    ensure_loopback_or_allowed,
     format_host_port,
     is_loopback,
     parse_api_url,
     parse_host_port,
     resolve_loopback,
 )
-from tests.cli.test_cli_errors import assert_one_clear_line
+from loadlab.testing.cli_output import assert_one_clear_line
 
 RULE = "loadlab aims only at loopback: an IP in 127.0.0.0/8, ::1, or the name localhost"
 
@@ -42,7 +41,6 @@ RULE = "loadlab aims only at loopback: an IP in 127.0.0.0/8, ::1, or the name lo
 def test_loopback_hosts_resolve_to_an_ip_literal_without_the_resolver(host: str, ip: str) -> None:
     assert resolve_loopback(host) == ip
     assert is_loopback(host)
-    ensure_loopback_or_allowed(host)
 
 
 @pytest.mark.parametrize(
@@ -66,14 +64,6 @@ def test_every_other_host_is_refused_naming_the_rule(host: str) -> None:
     with pytest.raises(UsageError) as caught:
         resolve_loopback(host)
     assert str(caught.value).startswith(f"refusing to send load to {host}: {RULE}")
-    with pytest.raises(UsageError, match="aims only at loopback"):
-        ensure_loopback_or_allowed(host)
-
-
-def test_allow_remote_is_the_one_way_past_the_rule() -> None:
-    ensure_loopback_or_allowed("foo.localhost", allow_remote=True)
-    remote = parse_api_url("https://kube.example.com:6443", allow_remote=True)
-    assert remote.connect_host == "kube.example.com"
 
 
 @pytest.mark.parametrize(

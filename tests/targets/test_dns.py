@@ -23,8 +23,9 @@ from loadlab.targets.dns import IDS_PER_SOCKET, DnsQuery, DnsTarget, probe_dns
 from loadlab.testing.fakes import Completion, FakeRecorder
 from loadlab.testing.ports import closed_udp_port, free_port
 from loadlab.testing.unbound import UnboundServer
+from loadlab.testing.waiting import wait_for
 
-from .helpers import answer_to, wait_for
+from .helpers import answer_to, sweeper_asleep
 
 pytestmark = pytest.mark.realtime
 
@@ -201,11 +202,6 @@ def test_dns_target_reports_truncation_with_no_tcp_listener_as_connection_error(
             return await query_all(host, port, CLUSTER_QUERIES[:1], [0, 0])
 
     assert [c.outcome for c in asyncio.run(go())] == [Outcome.CONN_ERROR] * 2
-
-
-def sweeper_asleep(clock: FakeClock) -> bool:
-    deadline_ns = clock.next_deadline_ns
-    return deadline_ns is not None and deadline_ns > clock.now_ns()
 
 
 def test_dns_target_times_out_silence_at_the_first_sweep_past_the_timeout() -> None:

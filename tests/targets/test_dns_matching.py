@@ -22,11 +22,12 @@ from loadlab.clock import NS_PER_MS, NS_PER_S, FakeClock
 from loadlab.errors import TargetMisbehaving
 from loadlab.targets.base import Outcome
 from loadlab.targets.dns import DnsQuery, DnsTarget, probe_dns
-from loadlab.targets.dns_wire import answers, encode_query, with_id
+from loadlab.targets.dns_wire import answers, encode_query
 from loadlab.testing.fakes import FakeRecorder
 from loadlab.testing.ports import free_port
+from loadlab.testing.waiting import wait_for
 
-from .helpers import answer_to, wait_for
+from .helpers import answer_to, query_wire, sweeper_asleep
 
 QUERY = DnsQuery("kubernetes.default.svc.cluster.local", "A")
 OTHER = DnsQuery("other.default.svc.cluster.local", "A")
@@ -35,10 +36,6 @@ TIMEOUT_NS = 200 * NS_PER_MS
 SWEEP_NS = TIMEOUT_NS // 10  # the sweep runs every timeout/10 (dns.py)
 MAX_TCP_QUERIES = 100
 """Bounds the test TCP server's loop over one connection."""
-
-
-def query_wire(query: DnsQuery, qid: int = 7) -> bytes:
-    return with_id(qid, encode_query(query))
 
 
 def with_id_of(wire: bytes, answer: bytes) -> bytes:
@@ -173,11 +170,6 @@ WRONG = [
     pytest.param(garbage, id="garbage-with-our-id"),
     pytest.param(echoed, id="our-query-echoed"),
 ]
-
-
-def sweeper_asleep(clock: FakeClock) -> bool:
-    deadline_ns = clock.next_deadline_ns
-    return deadline_ns is not None and deadline_ns > clock.now_ns()
 
 
 @pytest.mark.realtime

@@ -18,7 +18,7 @@ from loadlab.targets.dns_wire import (
     with_id,
 )
 
-from .helpers import answer_to
+from .helpers import answer_to, query_wire
 
 
 def test_encoded_query_parses_back_with_the_patched_id() -> None:
@@ -28,10 +28,6 @@ def test_encoded_query_parses_back_with_the_patched_id() -> None:
     assert str(msg.question[0].name) == "web.default.svc.cluster.local."
     assert msg.question[0].rdtype == dns.rdatatype.AAAA
     assert msg.flags & dns.flags.RD
-
-
-def query_wire(query: DnsQuery, qid: int = 7) -> bytes:
-    return with_id(qid, encode_query(query))
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,7 @@ from loadlab.targets.http import (
 )
 from loadlab.testing.fakes import Completion, FakeRecorder
 from loadlab.testing.ports import closed_tcp_port
-
-from .helpers import wait_for
+from loadlab.testing.waiting import wait_for
 
 pytestmark = pytest.mark.realtime
 

@@ -25,8 +25,7 @@ from loadlab.targets.base import FD_MARGIN, Outcome, check_fd_budget
 from loadlab.targets.http import HttpOperation, HttpTarget, probe_http
 from loadlab.testing.fakes import Completion, FakeRecorder
 from loadlab.testing.ports import closed_tcp_port
-
-from .helpers import wait_for
+from loadlab.testing.waiting import wait_for
 
 pytestmark = pytest.mark.realtime
 

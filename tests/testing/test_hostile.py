@@ -27,8 +27,7 @@ from loadlab.testing.hostile import (
     start_hostile_process,
 )
 from loadlab.testing.hostile_dns import DnsBehaviour, HostileDnsServer
-
-from ..targets.helpers import wait_for
+from loadlab.testing.waiting import wait_for
 
 pytestmark = pytest.mark.realtime
 

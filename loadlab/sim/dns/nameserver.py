@@ -95,7 +95,7 @@ async def _first_of(*aws: Awaitable[Any]) -> None:
                 await future
 
 
-class Phase(enum.Enum):
+class ServingPhase(enum.Enum):
     """Where the server is in its life. Only SERVING answers anything."""
 
     STARTING = "starting"  # waiting up to sync_wait_s for the first sync
@@ -166,7 +166,7 @@ class ClusterDns:
         if config.upstream is not None:
             host, _, port = config.upstream.rpartition(":")
             self._upstream = (host.strip("[]"), int(port))
-        self._phase = Phase.STARTING
+        self._phase = ServingPhase.STARTING
         self._informers: list[Informer] = []
         self._informer_tasks: list[asyncio.Task[None]] = []
         self._lifecycle_task: asyncio.Task[None] | None = None
@@ -226,7 +226,7 @@ class ClusterDns:
         return self._port
 
     @property
-    def phase(self) -> Phase:
+    def phase(self) -> ServingPhase:
         return self._phase
 
     @property
@@ -255,14 +255,14 @@ class ClusterDns:
 
     async def _lifecycle(self) -> None:
         while True:
-            self._phase = Phase.STARTING
+            self._phase = ServingPhase.STARTING
             self._start_informers()
             await self._wait_first_sync()
-            self._phase = Phase.SERVING
+            self._phase = ServingPhase.SERVING
             self._serving.set()
             await self._until_liveness_fails()
             self.restarts += 1
-            self._phase = Phase.RESTARTING
+            self._phase = ServingPhase.RESTARTING
             await self._stop_informers()
             self._table.clear()
             self._close_tcp_clients()  # the process died: its connections went with it
@@ -344,7 +344,7 @@ class ClusterDns:
 
     def _respond(self, data: bytes, tcp: bool) -> bytes | dns.message.Message | None:
         """Answer from the table (bytes), ask to forward (the parsed query), or drop (None)."""
-        if self._phase is not Phase.SERVING:
+        if self._phase is not ServingPhase.SERVING:
             self.dropped_unavailable += 1
             return None
         state = (self._table.version, self.synced)
