@@ -50,14 +50,22 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "loadlab.engine",
         ("loadlab", *NO_WIRE),
-        ("loadlab.engine", "loadlab.targets.base", "loadlab.metrics", *SHARED),
-        "the engine knows no protocol: it hands operations to a loadlab.targets.base.Target",
+        (
+            "loadlab.engine",
+            "loadlab.targets.base",
+            "loadlab.metrics",
+            "loadlab.agents",
+            *SHARED,
+        ),
+        "the engine knows no protocol: it hands operations to a loadlab.targets.base.Target and "
+        "drives agents (behaviour without I/O) through transport protocols",
     ),
     Rule(
         "loadlab.targets",
         ("loadlab",),
-        ("loadlab.targets", *SHARED),
-        "the wire sits below everything of the generator",
+        ("loadlab.targets", "loadlab.agents.base", *SHARED),
+        "the wire sits below everything of the generator (agents.base: the data an agent's "
+        "transport carries, no behaviour)",
     ),
     Rule(
         "loadlab.metrics",
