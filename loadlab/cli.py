@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 def describe_profile(profile: Profile) -> str:
     """A few words on what ``profile`` would run."""
     targets = [name for name, section in (("api", profile.api), ("dns", profile.dns)) if section]
-    load = profile.load
+    load = profile.traffic
     if load.ramp is not None:
         shape = f"a ramp from {load.ramp.start_per_s:,.0f}/s to {load.ramp.max_per_s:,.0f}/s"
     elif load.mode == "closed":

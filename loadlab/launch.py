@@ -315,7 +315,7 @@ async def _run(
     ticker = asyncio.ensure_future(session.tick_forever())
     complete = False
     try:
-        if profile.load.ramp is not None:
+        if profile.traffic.ramp is not None:
             for rig in rigs:
                 await session.ramp(rig)
         else:
@@ -387,7 +387,7 @@ def _outcomes(session: Session) -> list[TargetOutcome]:
                 address=rig.address,
                 whole_run=window_stats(snaps),
                 steps=tuple(rig.steps),
-                ramped=session.profile.load.ramp is not None,
+                ramped=session.profile.traffic.ramp is not None,
                 slo_p99_ms=rig.slo_p99_ms,
                 max_error_rate=session.profile.criteria.max_error_rate,
                 stop_reason=rig.stop_reason,

@@ -12,124 +12,39 @@ below; each says why.
 from __future__ import annotations
 
 import difflib
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
-    AllowInfNan,
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    Strict,
     ValidationError,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from loadlab.analysis.steps import StepCriteria
 from loadlab.errors import ProfileError
+from loadlab.profile_fields import (
+    MAX_DURATION_S,
+    MAX_LATENCY_MS,
+    MAX_PROFILE_BYTES,
+    MAX_RAMP_FACTOR,
+    MAX_RATE_PER_S,
+    MAX_STEP_S,
+    MAX_TIMEOUT_S,
+    Count,
+    DnsOp,
+    Flag,
+    HttpOp,
+    Number,
+    Text,
+    _Strict,
+)
+from loadlab.scenario import MAX_SIZE, AgentsSection, Phases, Quick, SweepCriteria
 from loadlab.shipped import closest_shipped
-from loadlab.targets.dns_wire import dns_op_name
 
 PROFILE_SCHEMA = "loadlab.profile/v1"
-
-# Upper bounds: far above anything useful, low enough that a typo (an extra zero, 1e9) is refused
-# here rather than hanging the run or exhausting memory.
-MAX_RATE_PER_S = 1_000_000
-"""10x the generator's ~100k sends/s per core (loadlab/engine/runner.py): an absurd but finite rate
-still reaches the run, which then reports itself as the limit (exit 4)."""
-MAX_DURATION_S = 86_400  # one day
-MAX_STEP_S = 3_600  # one hour per ramp step
-MAX_TIMEOUT_S = 3_600  # kube-apiserver's --request-timeout defaults to 60 s; an hour is generous
-MAX_LATENCY_MS = MAX_TIMEOUT_S * 1000
-"""No p99 above the longest timeout can be measured, so no SLO or lag limit may exceed it."""
-MAX_WEIGHT = 1_000_000
-MAX_SPREAD = 100_000
-"""Paths and bodies are pre-rendered once per value of {i}: 100k URLs take ~40 MB and ~1 s to
-build (measured with yarl), 1M ~400 MB per operation. The sim's largest cluster is 20k nodes."""
-MAX_RAMP_FACTOR = 100  # a x100 step jumps past any knee at once; bisection then does all the work
-MAX_PROFILE_BYTES = 1_000_000  # the shipped profiles are ~2 kB; a larger file is the wrong file
-
-
-def _number(value: object) -> object:
-    """Before every float field: a finite int or float, never a boolean."""
-    if isinstance(value, bool):
-        raise PydanticCustomError("number_not_bool", "must be a number, not true/false")
-    if isinstance(value, str):
-        # PyYAML follows YAML 1.1, where 1e9 (an exponent without a dot) is a string, not a float.
-        try:
-            value = float(value)
-        except ValueError:
-            raise PydanticCustomError("number_type", "must be a number") from None
-    if isinstance(value, int):
-        try:
-            value = float(value)
-        except OverflowError:
-            raise PydanticCustomError("finite_number", "must be a finite number") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise PydanticCustomError("finite_number", "must be a finite number")
-    return value
-
-
-def _whole_number(value: object) -> object:
-    """Before every int field: YAML's ``true`` would otherwise become 1."""
-    if isinstance(value, bool):
-        raise PydanticCustomError("int_not_bool", "must be a whole number, not true/false")
-    return value
-
-
-Number = Annotated[float, BeforeValidator(_number), AllowInfNan(False)]
-"""A float field: ints are fine (``rate_per_s: 200``); booleans, inf and NaN are not."""
-Count = Annotated[int, BeforeValidator(_whole_number)]
-"""An int field that refuses booleans."""
-Flag = Annotated[bool, Strict()]
-"""A bool field that takes only true/false, not 1 or "yes" (YAML already reads yes/no as bools)."""
-Text = Annotated[str, Strict()]
-"""A str field: a number or a boolean is refused rather than turned into text."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HttpOp(_Strict):
-    """One entry of the API request mix."""
-
-    name: Text = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: Text = Field(pattern=r"^/")
-    body: Text | None = None
-    content_type: Text = "application/json"
-    weight: Number = Field(default=1.0, gt=0, le=MAX_WEIGHT)
-    spread: Count = Field(
-        default=1, ge=1, le=MAX_SPREAD, description="render {i} in path/body as 0..spread-1"
-    )
-    user: Text | None = Field(default=None, description="bearer token = identity in the sim")
-    slo_p99_ms: Number = Field(
-        default=1000.0,
-        gt=0,
-        le=MAX_LATENCY_MS,
-        description="sig-scalability: single-object calls p99 <= 1 s; LIST <= 30 s",
-    )
-
-
-class DnsOp(_Strict):
-    """One entry of the DNS query mix."""
-
-    name: Text
-    type: Literal["A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "MX", "NS", "SOA"] = "A"
-    weight: Number = Field(default=1.0, gt=0, le=MAX_WEIGHT)
-    expect_nxdomain: Flag = False
-    slo_p99_ms: Number = Field(
-        default=100.0, gt=0, le=MAX_LATENCY_MS, description="clusterloader2 DNS: p99 <= 100 ms"
-    )
-
-    @property
-    def op_name(self) -> str:
-        return dns_op_name(self.name, self.type)
 
 
 class ApiSection(_Strict):
@@ -227,16 +142,45 @@ class Profile(_Strict):
     description: Text = ""
     api: ApiSection | None = None
     dns: DnsSection | None = None
-    load: Load
+    load: Load | None = None
+    """The request mix's load (with ``api``/``dns``); absent in an agent scenario."""
     criteria: Criteria = Criteria()
     sim: SimSettings = SimSettings()
     interval_s: Number = Field(default=1.0, ge=0.1, le=60)
+    agents: AgentsSection | None = None
+    """Simulated node agents (loadlab.scenario), run once per entry of ``sizes``."""
+    sizes: tuple[Annotated[Count, Field(ge=1, le=MAX_SIZE)], ...] | None = None
+    """Cluster sizes (nodes) an agent scenario runs at, in order; default: ``sim.nodes``."""
+    phases: Phases = Phases()
+    quick: Quick | None = None
+    sweep: SweepCriteria = SweepCriteria()
 
     @model_validator(mode="after")
-    def _targets(self) -> Profile:
-        if self.api is None and self.dns is None:
-            raise ValueError("a profile needs an 'api' or a 'dns' section (or both)")
+    def _shape(self) -> Profile:
+        if self.agents is None:
+            if self.api is None and self.dns is None:
+                raise ValueError("a profile needs an 'api' or a 'dns' section (or both)")
+            if self.load is None:
+                raise ValueError("field 'load' is required (or an 'agents' section)")
+            if self.sizes is not None:
+                raise ValueError("'sizes' needs an 'agents' section")
+        elif self.load is not None:
+            raise ValueError(
+                "an agent scenario has no 'load': put a request mix under agents.mix instead"
+            )
         return self
+
+    @property
+    def traffic(self) -> Load:
+        """The request mix's load; only agent scenarios have none (the caller branches first)."""
+        if self.load is None:
+            raise ProfileError(f"profile {self.name}: an agent scenario has no 'load' section")
+        return self.load
+
+    @property
+    def size_list(self) -> tuple[int, ...]:
+        """The sizes an agent scenario runs at."""
+        return self.sizes if self.sizes is not None else (self.sim.nodes,)
 
 
 def load_profile(path: str | Path, overrides: list[str] | None = None) -> Profile:
@@ -340,6 +284,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         return f"unknown field '{loc}' ({hint}){more}"
     if kind == "missing":
         return f"field '{loc}' is required{more}"
+    if not where:  # a rule across fields, whose message names them itself
+        return f"{_expected(err)}{more}"
     return f"field '{loc}': {_expected(err)}{_got(err)}{more}"
 
 

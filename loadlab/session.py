@@ -202,9 +202,9 @@ class Session:
     # -- phases ------------------------------------------------------------------------------
 
     def _schedule(self, rate_per_s: float, start_ns: int, end_ns: int) -> Schedule:
-        if self.profile.load.arrival == "poisson":
+        if self.profile.traffic.arrival == "poisson":
             return PoissonArrivals(
-                rate_per_s, start_ns=start_ns, end_ns=end_ns, seed=self.profile.load.seed
+                rate_per_s, start_ns=start_ns, end_ns=end_ns, seed=self.profile.traffic.seed
             )
         return ConstantRate(rate_per_s, start_ns=start_ns, end_ns=end_ns)
 
@@ -339,7 +339,7 @@ class Session:
         )
 
     async def ramp(self, rig: Rig) -> None:
-        ramp = self.profile.load.ramp
+        ramp = self.profile.traffic.ramp
         assert ramp is not None
         # Steps start and end on interval boundaries, so a step's window is whole intervals.
         interval_s = self.interval_ns / NS_PER_S
@@ -371,7 +371,7 @@ class Session:
             await self.step(rig, knee.offered, step_s, warmup_s, role="confirm")
 
     async def fixed(self, rigs: Sequence[Rig]) -> None:
-        load = self.profile.load
+        load = self.profile.traffic
         start_ns = self.next_boundary_ns(self.clock.now_ns())
         end_ns = start_ns + int(load.duration_s * NS_PER_S)
         await self.clock.sleep_until(start_ns)
@@ -412,7 +412,7 @@ class Session:
             rig.target,
             self.mixes[rig.name],
             rig.recorder,
-            concurrency=self.profile.load.concurrency,
+            concurrency=self.profile.traffic.concurrency,
             end_ns=end_ns,
         )
         rig.sink.to = runner.sink

@@ -76,7 +76,7 @@ async def open_rigs(
         recorder = Recorder(target.name, [name for name, _, _ in ops], start_ns=start_ns)
         sink = SwitchableSink(recorder)
         await target.open(sink)
-        mixes[target.name] = OpMix([weight for _, weight, _ in ops], seed=profile.load.seed)
+        mixes[target.name] = OpMix([weight for _, weight, _ in ops], seed=profile.traffic.seed)
         rigs.append(
             Rig(
                 target=target,

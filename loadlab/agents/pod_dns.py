@@ -86,7 +86,7 @@ class PodDns:
     """The pods of node ``node_index`` resolving names: one flow per pod, one cache per node."""
 
     kind = "pod-dns"
-    ops = (LOOKUP_OP, WIRE_OP)
+    ops: tuple[str, ...] = (LOOKUP_OP, WIRE_OP)
     qps: float | None = None
     """DNS queries are not API requests: no client-side rate limit."""
     burst = 0

@@ -41,7 +41,8 @@ def test_dns_knee_finds_the_unbound_ratelimit_within_fifteen_percent(tmp_path: P
     knee = summary["knee"]["dns"]
     assert knee is not None, summary["steps"]
     assert knee["offered"] == pytest.approx(LIMIT_QPS, rel=0.15), summary["steps"]
-    # Dropped queries show either as timeouts or, when they time out after the step's window,
-    # as answers missing from the achieved rate: both are the server's, never the generator's.
-    assert "timeout" in knee["reason"] or "achieved" in knee["reason"], knee["reason"]
+    # Dropped queries show as timeouts, as queries still unanswered past their SLO when the step
+    # is judged (in its p99), or as answers missing from the achieved rate: all the server's.
+    reason = knee["reason"]
+    assert any(word in reason for word in ("timeout", "unanswered", "achieved")), reason
     assert summary["generator"]["limited"] is False

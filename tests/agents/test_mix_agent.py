@@ -10,7 +10,7 @@ import pytest
 from loadlab.agents.base import Action, ApiCall, Reply, Sleep
 from loadlab.agents.mix import RequestMix, RequestMixConfig, request_mix_agents
 from loadlab.clock import NS_PER_S
-from loadlab.profile import HttpOp
+from loadlab.profile_fields import HttpOp
 from loadlab.testing.agents import api_calls, api_reply, run_flow
 
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-{i}"

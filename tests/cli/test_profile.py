@@ -74,7 +74,7 @@ def test_overrides_reach_nested_fields_and_list_items() -> None:
     apply_override(raw, "load.rate_per_s=250")
     apply_override(raw, "api.mix.0.weight=3")
     profile = validate_profile(raw)
-    assert profile.load.rate_per_s == 250
+    assert profile.traffic.rate_per_s == 250
     assert profile.api is not None
     assert profile.api.mix[0].weight == 3
 

@@ -14,7 +14,8 @@ import pytest
 
 from loadlab.cli import main
 from loadlab.errors import EXIT_USAGE, ProfileError
-from loadlab.profile import MAX_RATE_PER_S, apply_override, load_profile, validate_profile
+from loadlab.profile import apply_override, load_profile, validate_profile
+from loadlab.profile_fields import MAX_RATE_PER_S
 from loadlab.testing.cli_output import assert_one_clear_line
 
 
@@ -160,7 +161,7 @@ def test_ramp_numbers_are_bounded_too(overrides: tuple[str, ...], expected: str)
 def test_rate_at_the_bound_is_accepted_and_left_to_the_run_to_report() -> None:
     raw = _minimal()
     apply_override(raw, f"load.rate_per_s={MAX_RATE_PER_S}")
-    assert validate_profile(raw).load.rate_per_s == MAX_RATE_PER_S
+    assert validate_profile(raw).traffic.rate_per_s == MAX_RATE_PER_S
 
 
 @pytest.mark.parametrize(
@@ -206,7 +207,7 @@ def test_rate_at_the_bound_is_accepted_and_left_to_the_run_to_report() -> None:
         ),
         pytest.param(
             "load=null",
-            "field 'load': must be a section of fields, not a single value (got None)",
+            "field 'load' is required (or an 'agents' section)",
             id="null-for-section",
         ),
     ],
@@ -230,7 +231,7 @@ def test_types_are_strict_where_yaml_would_surprise(override: str, expected: str
 def test_plain_numbers_still_work_for_float_fields(value: str, expected: float) -> None:
     raw = _minimal()
     apply_override(raw, f"load.rate_per_s={value}")
-    assert validate_profile(raw).load.rate_per_s == expected
+    assert validate_profile(raw).traffic.rate_per_s == expected
 
 
 @pytest.mark.parametrize(
@@ -334,7 +335,7 @@ def test_set_may_replace_a_section_by_a_mapping_or_remove_it() -> None:
     apply_override(raw, "load={rate_per_s: 7}")
     apply_override(raw, "dns=null")
     profile = validate_profile(raw)
-    assert profile.load.rate_per_s == 7
+    assert profile.traffic.rate_per_s == 7
     assert profile.dns is None
 
 

@@ -82,7 +82,7 @@ def run(tmp_path: Path, behaviour: Behaviour, load: dict[str, Any], **server: in
         )
         ticker = asyncio.ensure_future(session.tick_forever())
         try:
-            if profile.load.ramp is not None:
+            if profile.traffic.ramp is not None:
                 await session.ramp(rig)
             else:
                 await session.fixed([rig])

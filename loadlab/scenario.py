@@ -1,0 +1,251 @@
+"""A profile's node agents and cluster-size sweep: validated settings, turned into agents.
+
+The ``agents:`` section says which kinds of simulated node components run (kubelets, pods
+resolving names through node-local caches, a telemetry DaemonSet rolled out node by node, a
+request mix); ``sizes:`` lists the cluster sizes to run the scenario at, one after the other;
+``phases:`` how long each size runs and when the rollout starts; ``quick:`` what ``--quick``
+shortens. Defaults are the agents' own (``loadlab.agents``), cited there and in
+docs/control-plane-model.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from loadlab.agents.base import Agent
+from loadlab.agents.kubelet import Kubelet, KubeletConfig
+from loadlab.agents.mix import RequestMixConfig, request_mix_agents
+from loadlab.agents.nodecache import NodeCacheConfig
+from loadlab.agents.pod_dns import DEFAULT_NAMES, PodDns, PodDnsConfig
+from loadlab.agents.rollout import RolloutPlan
+from loadlab.agents.telemetry import ClientGoRetry, Telemetry, TelemetryCall, TelemetryConfig
+from loadlab.profile_fields import (
+    MAX_DURATION_S,
+    MAX_RATE_PER_S,
+    Count,
+    Flag,
+    HttpOp,
+    Number,
+    Text,
+    _Strict,
+)
+
+MAX_SIZE = 20_000
+"""Nodes per size: the sim's own bound (4x the supported 5,000)."""
+Fraction = Annotated[Number, Field(ge=0, le=1)]
+Seconds = Annotated[Number, Field(gt=0, le=MAX_DURATION_S)]
+
+
+class KubeletAgents(_Strict):
+    """One kubelet per node: lease renewals, status updates, a watch of its pods."""
+
+    qps: Annotated[Number, Field(gt=0, le=MAX_RATE_PER_S)] = 50.0
+    burst: Annotated[Count, Field(ge=1, le=100_000)] = 100
+    lease_namespace: Text = "kube-node-lease"
+    status_change_probability: Fraction = 0.0
+
+    def config(self, wall_offset_ns: int) -> KubeletConfig:
+        return KubeletConfig(
+            qps=self.qps,
+            burst=self.burst,
+            lease_namespace=self.lease_namespace,
+            status_change_probability=self.status_change_probability,
+            wall_offset_ns=wall_offset_ns,
+        )
+
+
+class PodDnsAgents(_Strict):
+    """Pods resolving names through their node's cache (NodeLocal DNSCache), then the cluster
+    DNS."""
+
+    nodes: Annotated[Count, Field(ge=1, le=MAX_SIZE)] | None = None
+    """How many nodes run resolving pods (the first N); None: every node. Fewer keeps the
+    generator's work flat across sizes while still sampling what applications see."""
+    pods_per_node: Annotated[Count, Field(ge=1, le=110)] = 10
+    interval_s: Seconds = 10.0
+    names: tuple[Text, ...] = DEFAULT_NAMES
+    node_cache: Flag = True
+    success_ttl_cap_s: Annotated[Count, Field(ge=0, le=86_400)] = 30
+    denial_ttl_cap_s: Annotated[Count, Field(ge=0, le=86_400)] = 5
+    serve_stale_s: Annotated[Count, Field(ge=0, le=86_400)] = 0
+    ndots: Annotated[Count, Field(ge=0, le=15)] = 5
+    timeout_s: Seconds = 5.0
+    attempts: Annotated[Count, Field(ge=1, le=5)] = 2
+
+    def config(self) -> PodDnsConfig:
+        return PodDnsConfig(
+            pods_per_node=self.pods_per_node,
+            names=self.names,
+            interval_s=self.interval_s,
+            ndots=self.ndots,
+            timeout_s=self.timeout_s,
+            attempts=self.attempts,
+            node_cache=self.node_cache,
+            cache=NodeCacheConfig(
+                success_ttl_cap_s=self.success_ttl_cap_s,
+                denial_ttl_cap_s=self.denial_ttl_cap_s,
+                serve_stale_s=self.serve_stale_s,
+            ),
+        )
+
+
+class TelemetryCallSection(_Strict):
+    name: Annotated[Text, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    path: Annotated[Text, Field(pattern=r"^/")]
+    resource_version: Text = ""
+    limit: Annotated[Count, Field(ge=0, le=100_000)] = 500
+    label_selector: Text = ""
+    field_selector: Text = ""
+
+
+class TelemetryAgents(_Strict):
+    """The incident's pattern: one pod per node, one shared service account, cluster-scoped
+    LISTs every interval, rolled out node by node after ``phases.steady_s``."""
+
+    interval_s: Seconds = 60.0
+    calls: tuple[TelemetryCallSection, ...] = (
+        TelemetryCallSection(name="list-pods", path="/api/v1/pods"),
+        TelemetryCallSection(name="list-nodes", path="/api/v1/nodes"),
+    )
+    pace_nodes_per_s: Annotated[Number, Field(gt=0, le=100_000)] = 10.0
+    user: Text = "system:serviceaccount:monitoring:telemetry"
+    qps: Annotated[Number, Field(gt=0, le=MAX_RATE_PER_S)] = 5.0
+    burst: Annotated[Count, Field(ge=1, le=100_000)] = 10
+    max_retries: Annotated[Count, Field(ge=0, le=100)] = 10
+
+    def config(self, rollout_start_s: float) -> TelemetryConfig:
+        return TelemetryConfig(
+            calls=tuple(
+                TelemetryCall(
+                    name=c.name,
+                    path=c.path,
+                    resource_version=c.resource_version,
+                    limit=c.limit,
+                    label_selector=c.label_selector,
+                    field_selector=c.field_selector,
+                )
+                for c in self.calls
+            ),
+            interval_s=self.interval_s,
+            user=self.user,
+            rollout=RolloutPlan(start_s=rollout_start_s, pace_nodes_per_s=self.pace_nodes_per_s),
+            retry=ClientGoRetry(max_retries=self.max_retries),
+            qps=self.qps,
+            burst=self.burst,
+        )
+
+
+class MixAgents(_Strict):
+    """The weighted request mix of the http profiles, as agents with their own identities."""
+
+    agents: Annotated[Count, Field(ge=1, le=100_000)] = 1
+    rate_per_s: Annotated[Number, Field(gt=0, le=MAX_RATE_PER_S)]
+    """Total over all mix agents."""
+    mix: tuple[HttpOp, ...] = Field(min_length=1)
+
+
+class AgentsSection(_Strict):
+    kubelet: KubeletAgents | None = None
+    pod_dns: PodDnsAgents | None = None
+    telemetry: TelemetryAgents | None = None
+    mix: MixAgents | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> AgentsSection:
+        if not (self.kubelet or self.pod_dns or self.telemetry or self.mix):
+            raise ValueError("name at least one agent kind: kubelet, pod_dns, telemetry or mix")
+        return self
+
+
+class Phases(_Strict):
+    """How one size runs: kubelets and pods alone for ``steady_s``, then the rollout (if any
+    telemetry), until ``duration_s``."""
+
+    steady_s: Annotated[Number, Field(ge=0, le=MAX_DURATION_S)] = 60.0
+    duration_s: Seconds = 600.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Phases:
+        if self.steady_s >= self.duration_s:
+            raise ValueError("steady_s must be shorter than duration_s")
+        return self
+
+
+class Quick(_Strict):
+    """What ``--quick`` replaces, to see the shape of a scenario in minutes."""
+
+    sizes: tuple[Annotated[Count, Field(ge=1, le=MAX_SIZE)], ...] | None = None
+    phases: Phases | None = None
+    pace_nodes_per_s: Annotated[Number, Field(gt=0, le=100_000)] | None = None
+    telemetry_interval_s: Seconds | None = None
+
+
+class SweepCriteria(_Strict):
+    """When a size counts as saturated (the API) and as failing (DNS)."""
+
+    max_error_rate: Fraction = 0.01
+    """API errors (429s included) over a window; the knee's default."""
+    single_object_p99_ms: Annotated[Number, Field(gt=0)] = 1000.0
+    """sig-scalability: mutating and single-object API calls p99 <= 1 s."""
+    list_p99_ms: Annotated[Number, Field(gt=0)] = 30_000.0
+    """sig-scalability: LIST p99 <= 30 s."""
+    dns_failure_rate: Fraction = 0.01
+    window_s: Annotated[Number, Field(ge=1, le=3600)] = 10.0
+
+
+def slo_p99_ms(op: str, criteria: SweepCriteria) -> float | None:
+    """The latency SLO of an agent op, by its shape: LISTs 30 s, watches none (they are held
+    open on purpose), derived rounds none, single objects 1 s."""
+    if "watch" in op or op in ("lease-renewal", "telemetry-round", "lookup", "dns-wire"):
+        return None
+    if "list" in op:
+        return criteria.list_p99_ms
+    return criteria.single_object_p99_ms
+
+
+def build_agents(
+    agents: AgentsSection,
+    size: int,
+    *,
+    steady_s: float,
+    wall_offset_ns: int,
+    quick: Quick | None = None,
+) -> list[Agent]:
+    """Every agent of a cluster of ``size`` nodes."""
+    built: list[Agent] = []
+    if agents.kubelet is not None:
+        config = agents.kubelet.config(wall_offset_ns)
+        built += [Kubelet(i, config) for i in range(size)]
+    if agents.pod_dns is not None:
+        dns_config = agents.pod_dns.config()
+        nodes = size if agents.pod_dns.nodes is None else min(size, agents.pod_dns.nodes)
+        built += [PodDns(i, dns_config) for i in range(nodes)]
+    if agents.telemetry is not None:
+        telemetry = agents.telemetry
+        if quick is not None and (quick.pace_nodes_per_s or quick.telemetry_interval_s):
+            telemetry = telemetry.model_copy(
+                update={
+                    k: v
+                    for k, v in (
+                        ("pace_nodes_per_s", quick.pace_nodes_per_s),
+                        ("interval_s", quick.telemetry_interval_s),
+                    )
+                    if v is not None
+                }
+            )
+        tconfig = telemetry.config(rollout_start_s=steady_s)
+        built += [Telemetry(i, tconfig) for i in range(size)]
+    if agents.mix is not None:
+        per_agent = agents.mix.rate_per_s / agents.mix.agents
+        mconfig = RequestMixConfig(ops=agents.mix.mix, rate_per_s=per_agent)
+        for i in range(agents.mix.agents):
+            built += request_mix_agents(i, mconfig)
+    return built
+
+
+def kinds(agents: Sequence[Agent]) -> list[str]:
+    """Agent kinds in first-seen order."""
+    return list(dict.fromkeys(a.kind for a in agents))
