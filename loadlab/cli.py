@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a profile field, e.g. --set load.ramp.max_per_s=5000 (repeatable)",
     )
     run.add_argument("--quiet", action="store_true", help="no live progress, even on a terminal")
+    run.add_argument(
+        "--sizes",
+        metavar="N,N,...",
+        help="agent scenarios: the cluster sizes (nodes) to run at, e.g. --sizes 250,1000",
+    )
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="agent scenarios: the profile's short version (fewer sizes, shorter phases)",
+    )
 
     sim = sub.add_parser(
         "sim",
@@ -138,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                     out=args.out,
                     overrides=args.overrides,
                     quiet=args.quiet,
+                    sizes=args.sizes,
+                    quick=args.quick,
                 )
         if args.command == "sim":
             from loadlab.sim.cli import sim_command
@@ -180,6 +192,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_profile(profile: Profile) -> str:
     """A few words on what ``profile`` would run."""
+    if profile.agents is not None:
+        kinds = [
+            name
+            for name, section in (
+                ("kubelet", profile.agents.kubelet),
+                ("pod-dns", profile.agents.pod_dns),
+                ("telemetry", profile.agents.telemetry),
+                ("mix", profile.agents.mix),
+            )
+            if section is not None
+        ]
+        sizes = ", ".join(f"{n:,}" for n in profile.size_list)
+        return f"profile {profile.name}: agents {', '.join(kinds)} at {sizes} nodes"
     targets = [name for name, section in (("api", profile.api), ("dns", profile.dns)) if section]
     load = profile.traffic
     if load.ramp is not None:

@@ -37,6 +37,7 @@ from loadlab.errors import (
     Terminated,
     UsageError,
 )
+from loadlab.launch_sweep import parse_sizes, refuse_sweep_flags, run_sweep, sweep_targets
 from loadlab.metrics.recorder import merge_blobs
 from loadlab.metrics.stats import summarize_histogram, window_stats
 from loadlab.metrics.timeline import TimelineWriter
@@ -91,8 +92,15 @@ def run_command(
     out: Path | None,
     overrides: list[str],
     quiet: bool,
+    sizes: str | None = None,
+    quick: bool = False,
 ) -> int:
     profile = load_profile(profile_path, overrides)
+    refuse_sweep_flags(profile, sizes, quick)
+    if profile.agents is not None:
+        return _sweep_command(
+            profile, api=api, dns=dns, out=out, quiet=quiet, sizes=sizes, quick=quick
+        )
     profile = apply_targets(profile, api=api, dns=dns)
     run_id = uuid.uuid4().hex[:12]
     # The folder is checked (and made this run's own) before anything starts or connects.
@@ -127,6 +135,46 @@ def run_command(
     if outcome.error is not None:
         print(f"loadlab: {outcome.error}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _sweep_command(
+    profile: Profile,
+    *,
+    api: str | None,
+    dns: str | None,
+    out: Path | None,
+    quiet: bool,
+    sizes: str | None,
+    quick: bool,
+) -> int:
+    """An agent scenario over cluster sizes (``loadlab.launch_sweep``)."""
+    size_list = parse_sizes(sizes) if sizes else None
+    sweep_targets(api, dns)  # refuse bad addresses before anything is created
+    run_id = uuid.uuid4().hex[:12]
+    out_dir = claim_out_dir(
+        out if out is not None else create_unique_dir(default_out_dir(profile.name)), run_id
+    )
+    progress = make_progress(quiet)
+    with sigterm_raises_terminated():
+        try:
+            return run_sweep(
+                profile,
+                api=api,
+                dns=dns,
+                sizes=size_list,
+                quick=quick,
+                out_dir=out_dir,
+                progress=progress,
+                run_id=run_id,
+            )
+        except (LoadlabError, KeyboardInterrupt, Terminated):
+            raise
+        except Exception as exc:
+            log = write_error_log(exc, out_dir)
+            raise InternalError(
+                f"internal error ({type(exc).__name__}: {exc}); the traceback is in {log}; "
+                "partial results are kept there. Please report it."
+            ) from None
 
 
 @contextlib.contextmanager

@@ -134,6 +134,15 @@ class SimSettings(_Strict):
     nodes: Count = Field(default=100, ge=1, le=20_000)
     pods_per_node: Count = Field(default=10, ge=0, le=110)  # docs/control-plane-model.md
     config: Text | None = None
+    settings: dict[str, Any] | None = None
+    """Inline sim settings (the fields of a ``--config`` file: ``dns``, ``overload``, ``api``...);
+    checked by the sim's own validation before the run starts."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SimSettings:
+        if self.config is not None and self.settings is not None:
+            raise ValueError("give the sim either 'config' (a file) or 'settings', not both")
+        return self
 
 
 class Profile(_Strict):

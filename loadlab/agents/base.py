@@ -73,6 +73,10 @@ class ApiCall:
     """When the agent meant to send it (latency is measured from here); None: when yielded."""
     timeout_s: float = 60.0
     """Client-side timeout; kube-apiserver's own --request-timeout is 60 s."""
+    keep_body: bool = True
+    """False: the client reads the body and drops it (the reply has no ``body``), as a client
+    that only needs the outcome does; then a body may be as large as a whole unpaged LIST of a
+    big cluster without the generator holding or decoding it."""
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,9 @@ def _ok(reply: ApiReply) -> bool:
 class Kubelet:
     """The simulated kubelet of node ``node-<node_index>`` (the ``Agent`` protocol)."""
 
+    watches = 1
+    """Its pods reflector holds one watch, on a connection of its own."""
+
     def __init__(self, node_index: int, config: KubeletConfig | None = None) -> None:
         self.config = config or KubeletConfig()
         self.node_index = node_index

@@ -149,6 +149,9 @@ class RequestMix:
 
     kind = KIND
 
+    watches = 0
+    """The mix sends requests; a WATCH in it is an ordinary call (head only), on the pool."""
+
     def __init__(
         self, agent_index: int, config: RequestMixConfig, *, user: str | None = None
     ) -> None:

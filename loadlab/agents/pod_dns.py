@@ -86,6 +86,8 @@ class PodDns:
     """The pods of node ``node_index`` resolving names: one flow per pod, one cache per node."""
 
     kind = "pod-dns"
+    watches = 0
+    """Pods only resolve names: no watch connection (``engine.agents.sockets_needed``)."""
     ops: tuple[str, ...] = (LOOKUP_OP, WIRE_OP)
     qps: float | None = None
     """DNS queries are not API requests: no client-side rate limit."""

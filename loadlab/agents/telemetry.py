@@ -240,6 +240,8 @@ class Telemetry:
     """The telemetry pod on node ``node_index`` (an ``Agent``)."""
 
     kind = KIND
+    watches = 0
+    """Telemetry LISTs; it never watches (``engine.agents.sockets_needed``)."""
 
     def __init__(self, node_index: int, config: TelemetryConfig | None = None) -> None:
         if node_index < 0:
@@ -294,6 +296,8 @@ class Telemetry:
                 call.path,
                 params=params,
                 timeout_s=REQUEST_TIMEOUT_S,
+                # An unpaged LIST's body is only needed for a continue token it cannot have.
+                keep_body=call.limit != 0,
             )
             reply = yield from call_with_retries(request, cfg.retry)
             if reply.outcome is not Outcome.OK:
@@ -309,7 +313,9 @@ class Telemetry:
 
     def _full_list(self, call: TelemetryCall) -> Generator[Action, Any, Outcome]:
         params = {k: v for k, v in call.first_page_params().items() if k != "limit"}
-        request = ApiCall(call.op, "GET", call.path, params=params, timeout_s=REQUEST_TIMEOUT_S)
+        request = ApiCall(
+            call.op, "GET", call.path, params=params, timeout_s=REQUEST_TIMEOUT_S, keep_body=False
+        )
         reply = yield from call_with_retries(request, self.config.retry)
         return reply.outcome
 

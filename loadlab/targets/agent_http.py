@@ -47,6 +47,7 @@ from loadlab.targets.http import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMEOUT_S,
     NotResent,
+    discard_body,
     never_resend,
     outcome_of_status,
     read_body,
@@ -62,6 +63,11 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 "REST client retries"; client-go ``rest/with_retry.go``): the flows decide; the reply carries it."""
 
 WatchReply = WatchEvent | WatchEnd
+
+
+MAX_DISCARDED_BODY_BYTES = 1 << 30
+"""A body read and dropped (``ApiCall.keep_body`` False) costs no memory, so its bound is only
+against a server that never ends one: 1 GiB, above an unpaged LIST of 150,000 pods (~1 KB each)."""
 
 
 def _headers(identity: Identity, content_type: str | None) -> dict[str, str]:
@@ -191,7 +197,12 @@ class AgentHttpClient:
                 status = resp.status
                 if status in RETRY_AFTER_STATUSES:
                     retry_after = retry_after_s(resp.headers.get("Retry-After"))
-                outcome, body = await _decode(resp, self._max_body_bytes)
+                if call.keep_body:
+                    outcome, body = await _decode(resp, self._max_body_bytes)
+                else:
+                    body = None
+                    within = await discard_body(resp, MAX_DISCARDED_BODY_BYTES)
+                    outcome = outcome_of_status(status) if within else Outcome.TOO_LARGE
         except _WIRE_ERRORS as exc:
             # A body cut off mid-read keeps its status: the head did arrive.
             return ApiReply(self._clock.now_ns(), status, _wire_outcome(exc))

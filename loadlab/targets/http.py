@@ -74,7 +74,7 @@ async def read_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes | Non
     """Read and return the body; None, with the connection closed rather than reused, when it is
     over ``max_bytes`` (by Content-Length up front, else once that much has arrived).
 
-    For clients that use the answer (agents decode it); ``_discard_body`` is the load path's.
+    For clients that use the answer (agents decode it); ``discard_body`` is the load path's.
     Bounded: each chunk is at least one byte, and the session's timeout bounds the time.
     """
     length = resp.content_length
@@ -90,7 +90,7 @@ async def read_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes | Non
     return bytes(body)
 
 
-async def _discard_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bool:
+async def discard_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bool:
     """Read the body and drop it; False, with the connection closed rather than reused, when it
     is over ``max_bytes`` (by Content-Length up front, else once that much has arrived).
 
@@ -319,7 +319,7 @@ class HttpTarget:
                 headers=rendered.headers,
                 allow_redirects=False,
             ) as resp:
-                if not await _discard_body(resp, self._max_body_bytes):
+                if not await discard_body(resp, self._max_body_bytes):
                     return Outcome.TOO_LARGE, 0
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After") if status == 429 else None
@@ -401,7 +401,7 @@ async def probe_http(
             if head == GO_TLS_PORT_ANSWER:
                 resp.close()  # the scheme is wrong: the rest of the answer does not matter
             else:
-                await _discard_body(resp, max_body_bytes)
+                await discard_body(resp, max_body_bytes)
     except TimeoutError:
         if https and await _speaks_plain_http(base_url):
             raise TargetMisbehaving(

@@ -211,6 +211,23 @@ def test_body_over_the_limit_is_too_large_and_not_kept() -> None:
     hostile(HttpBehaviour.HUGE_BODY, body, body_bytes=64 * 1024)
 
 
+def test_a_body_the_agent_does_not_keep_is_read_and_dropped_whatever_its_size() -> None:
+    # An unpaged LIST of a big cluster: the client reads it to the end (the server did the work)
+    # but neither holds nor decodes it, so the small max_body_bytes does not apply.
+    async def body(server: HostileHttpServer) -> None:
+        async with AgentHttpClient(
+            server.url, pool_connections=1, timeout_s=TIMEOUT_S, max_body_bytes=1024
+        ) as client:
+            call = ApiCall("list-pods", "GET", "/api/v1/pods", keep_body=False)
+            reply = await client.call(NODE_1, call)
+            again = await client.call(NODE_1, call)
+        assert (reply.status, reply.outcome, reply.body) == (200, Outcome.OK, None)
+        assert again.outcome is Outcome.OK
+        assert server.stats().requests == 2
+
+    hostile(HttpBehaviour.HUGE_BODY, body, body_bytes=4 * 1024 * 1024)
+
+
 def test_identity_goes_as_bearer_token_and_user_agent_and_the_body_as_json() -> None:
     seen: list[tuple[str, str, str, str, bytes]] = []
 

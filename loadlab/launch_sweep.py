@@ -1,0 +1,270 @@
+"""``loadlab run`` of an agent scenario: one cluster size after another, each its own run.
+
+For every size: start the embedded control plane seeded with that many nodes (unless ``--api`` /
+``--dns`` name real targets), run the agents (``loadlab.sweep.run_size``), judge the size, and
+rewrite ``summary.json`` with every size so far, so a run stopped at size 3 of 4 keeps sizes 1 to
+3. SIGINT and SIGTERM stop the current size within a second, write what it measured (marked
+incomplete, nothing claimed) and end the sweep. Exit code: 0 when every size passed, 1 when a
+size saturated or DNS failed, 4 when the generator could not keep up at a size that did not fail,
+130 / 143 when interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loadlab import runloop
+from loadlab.clock import MonotonicClock
+from loadlab.errors import (
+    EXIT_CODES,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SLO_FAILED,
+    EXIT_TERMINATED,
+    ProfileError,
+    UsageError,
+)
+from loadlab.profile import Profile
+from loadlab.progress import ProgressSink
+from loadlab.results import SUMMARY_SCHEMA, rounded, write_json_atomic
+from loadlab.sweep import SizeRun, SizeVerdict, effective_sizes, judge_size, run_size
+from loadlab.targets.address import (
+    format_host_port,
+    parse_api_url,
+    parse_host_port,
+    resolve_loopback,
+)
+
+SIGNAL_EXIT = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}
+SIM_SETTINGS_FILE = "sim-settings.yaml"
+
+
+def sweep_targets(api: str | None, dns: str | None) -> tuple[str | None, str | None]:
+    """``--api`` / ``--dns`` for an agent scenario, as IP-literal addresses (loopback rule)."""
+    api_url = parse_api_url(api).base_url if api is not None else None
+    dns_addr = None
+    if dns is not None:
+        host, port = parse_host_port(dns, default_port=53)
+        dns_addr = format_host_port(resolve_loopback(host), port)
+    return api_url, dns_addr
+
+
+def check_sim_settings(profile: Profile) -> None:
+    """The embedded control plane's inline settings, checked before anything starts."""
+    if profile.sim.settings is None:
+        return
+    from loadlab.sim.config import sim_config_from_dict
+
+    sim_config_from_dict(dict(profile.sim.settings), source="field 'sim.settings'")
+
+
+def run_sweep(
+    profile: Profile,
+    *,
+    api: str | None,
+    dns: str | None,
+    sizes: Sequence[int] | None,
+    quick: bool,
+    out_dir: Path,
+    progress: ProgressSink,
+    run_id: str,
+) -> int:
+    """Run every size; write summary.json after each; print the per-size lines; the exit code."""
+    assert profile.agents is not None
+    api_url, dns_addr = sweep_targets(api, dns)
+    check_sim_settings(profile)
+    run_sizes = effective_sizes(profile, quick, sizes)
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    verdicts: list[SizeVerdict] = []
+    stopped_by: str | None = None
+    for size in run_sizes:
+        run = SizeRun(nodes=size, out_dir=out_dir / f"size-{size}")
+        with _control_plane(profile, size, api_url, dns_addr, out_dir) as (api_at, dns_at):
+            stopped_by = runloop.run(_run_one(profile, size, run, api_at, dns_at, progress, quick))
+        verdicts.append(judge_size(profile, run))
+        code = sweep_exit_code(verdicts, stopped_by)
+        write_json_atomic(
+            out_dir / "summary.json",
+            sweep_summary(
+                profile,
+                verdicts,
+                run_id=run_id,
+                started_at=started_at,
+                code=code,
+                stopped_by=stopped_by,
+                planned=run_sizes,
+            ),
+        )
+        if stopped_by is not None:
+            break
+    progress.stop()
+    code = sweep_exit_code(verdicts, stopped_by)
+    lines = [f"results: {out_dir}", *(v.line() for v in verdicts)]
+    saturating = saturating_size(verdicts)
+    if saturating is not None:
+        lines.append(f"saturating size: {saturating:,} nodes")
+    label = "passed" if code == EXIT_OK else _LABELS.get(code, "FAILED")
+    lines.append(f"verdict: {label} (exit {code}: {EXIT_CODES.get(code, '')})")
+    print("\n".join(lines), file=sys.stdout)
+    return code
+
+
+_LABELS = {
+    EXIT_SLO_FAILED: "FAILED",
+    EXIT_INCONCLUSIVE: "INCONCLUSIVE",
+    EXIT_INTERRUPTED: "INTERRUPTED, nothing claimed",
+    EXIT_TERMINATED: "TERMINATED, nothing claimed",
+}
+
+
+async def _run_one(
+    profile: Profile,
+    size: int,
+    run: SizeRun,
+    api_url: str | None,
+    dns_addr: str | None,
+    progress: ProgressSink,
+    quick: bool,
+) -> str | None:
+    """Run one size with SIGINT/SIGTERM stopping it cleanly; return the signal's name, if any."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    reason: list[str] = []
+
+    def stop(name: str) -> None:
+        if reason:
+            return
+        reason.append(name)
+        main.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signal.Signals(signum).name)
+    progress.start(f"loadlab {profile.name}: {size:,} nodes  ({run.out_dir})")
+    try:
+        await run_size(
+            profile,
+            size,
+            clock=MonotonicClock(),
+            api_url=api_url,
+            dns_addr=dns_addr,
+            out_dir=run.out_dir,
+            progress=progress,
+            quick=quick,
+            run=run,
+        )
+    except asyncio.CancelledError:
+        if not reason:
+            raise
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return reason[0] if reason else None
+
+
+@contextlib.contextmanager
+def _control_plane(
+    profile: Profile, size: int, api_url: str | None, dns_addr: str | None, out_dir: Path
+) -> Iterator[tuple[str | None, str | None]]:
+    """The targets of one size: the given ones, or the embedded control plane seeded with
+    ``size`` nodes for whichever is missing."""
+    assert profile.agents is not None
+    agents = profile.agents
+    need_api = api_url is None and bool(agents.kubelet or agents.telemetry or agents.mix)
+    need_dns = dns_addr is None and agents.pod_dns is not None
+    if not (need_api or need_dns):
+        yield api_url, dns_addr
+        return
+    from loadlab.sim.process import start_sim_process
+
+    args = ["--nodes", str(size), "--pods-per-node", str(profile.sim.pods_per_node)]
+    if profile.sim.settings is not None:
+        settings = out_dir / SIM_SETTINGS_FILE
+        settings.write_text(yaml.safe_dump(dict(profile.sim.settings), sort_keys=False))
+        args += ["--config", str(settings)]
+    elif profile.sim.config is not None:
+        args += ["--config", profile.sim.config]
+    with start_sim_process(args) as sim:
+        yield (sim.api_url if need_api else api_url), (sim.dns_addr if need_dns else dns_addr)
+
+
+def saturating_size(verdicts: Sequence[SizeVerdict]) -> int | None:
+    """The smallest size that did not pass because the API saturated or DNS failed."""
+    failed = [v.nodes for v in verdicts if v.complete and (v.api or v.dns)]
+    return min(failed) if failed else None
+
+
+def sweep_exit_code(verdicts: Sequence[SizeVerdict], stopped_by: str | None) -> int:
+    if stopped_by is not None:
+        return SIGNAL_EXIT.get(stopped_by, EXIT_INTERRUPTED)
+    if any(v.complete and (v.api or v.dns) for v in verdicts):
+        return EXIT_SLO_FAILED
+    if any(v.generator_limited or not v.complete for v in verdicts) or not verdicts:
+        return EXIT_INCONCLUSIVE
+    return EXIT_OK
+
+
+def sweep_summary(
+    profile: Profile,
+    verdicts: Sequence[SizeVerdict],
+    *,
+    run_id: str,
+    started_at: str,
+    code: int,
+    stopped_by: str | None,
+    planned: Sequence[int],
+) -> dict[str, Any]:
+    """summary.json of a sweep: the sizes so far, the saturating size, and the verdict."""
+    complete = stopped_by is None and len(verdicts) == len(planned)
+    summary = {
+        "schema": SUMMARY_SCHEMA,
+        "run_id": run_id,
+        "profile": profile.name,
+        "kind": "sweep",
+        "complete": complete,
+        "stopped_by": stopped_by,
+        "exit_code": code,
+        "started_at": started_at,
+        "sizes_planned": list(planned),
+        "sizes": [v.as_dict() for v in verdicts],
+        "saturating_size": saturating_size(verdicts),
+        "verdict": {
+            "passed": code == EXIT_OK,
+            "exit_code": code,
+            "findings": {
+                f"size-{v.nodes}": {"line": v.line(), "passed": v.passed} for v in verdicts
+            },
+        },
+    }
+    return dict(rounded(summary))
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``--sizes 250,1000``: cluster sizes, each a whole number of nodes."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip().replace("_", "")
+        if not part.isdigit() or not 1 <= int(part) <= 20_000:
+            raise UsageError(
+                f"--sizes {text!r}: expected node counts from 1 to 20,000, e.g. 250,1000"
+            )
+        sizes.append(int(part))
+    return tuple(sizes)
+
+
+def refuse_sweep_flags(profile: Profile, sizes: object, quick: bool) -> None:
+    if profile.agents is None and (sizes or quick):
+        raise ProfileError(
+            f"profile {profile.name}: --sizes and --quick need an agent scenario (an 'agents' "
+            "section)"
+        )

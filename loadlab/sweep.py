@@ -1,0 +1,345 @@
+"""Running an agent scenario at one cluster size: agents, recording, and what the size came to.
+
+For a size of N nodes: build the agents (``loadlab.scenario.build_agents``), open the transports
+(one shared HTTP pool, a connection per watch, a DNS client), and run every flow for
+``phases.duration_s`` while a ticker rotates the recorders once per interval and writes each
+interval out (``timeline.csv`` and one hlog per agent kind, in the size's own folder). Then judge
+it (``loadlab.analysis.onset``): when the API saturated, when DNS failed, how long the caches
+hid it, and whether the generator itself kept up (its event loop's lag), which decides whether
+the size's answer is the server's at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadlab.agents.base import Agent
+from loadlab.agents.kubelet import Kubelet
+from loadlab.agents.pod_dns import PodDns
+from loadlab.analysis.onset import Breach, api_saturation, dns_failure, onset_s
+from loadlab.analysis.steps import StepCriteria
+from loadlab.clock import NS_PER_S, Clock
+from loadlab.engine.agents import (
+    AgentRunner,
+    check_agent_sockets,
+    ops_by_kind,
+    raise_nofile_limit,
+)
+from loadlab.engine.selfmon import GeneratorMonitor, LoopLagProbe
+from loadlab.metrics.hlog import TargetHlogs
+from loadlab.metrics.ledger import SendSecondLedger
+from loadlab.metrics.recorder import IntervalSnapshot, Recorder
+from loadlab.metrics.stats import window_stats
+from loadlab.metrics.timeline import TimelineWriter
+from loadlab.profile import Profile
+from loadlab.progress import IntervalView, ProgressSink
+from loadlab.scenario import Phases, build_agents, slo_p99_ms
+from loadlab.targets.address import parse_host_port
+from loadlab.targets.agent_http import AgentHttpClient
+from loadlab.targets.dns_client import DnsClient
+
+POOL_CONNECTIONS = 256
+"""Connections the agents' ordinary requests share (watches have their own). Not from a
+reference: enough that a saturated API server, not the client pool, is where requests wait, at
+kube-apiserver's 400 + 200 in-flight limit the pool is not the bottleneck of a default server."""
+DNS_SOCKETS = 4
+LOOKUP_OP = "lookup"
+API_TIMEOUT_S = 60.0
+"""kube-apiserver's own --request-timeout."""
+
+
+@dataclass
+class SizeRun:
+    """What one size measured, as it ran (filled in by ``run_size``)."""
+
+    nodes: int
+    out_dir: Path
+    start_ns: int = 0
+    end_ns: int = 0
+    complete: bool = False
+    agents: list[Agent] = field(default_factory=list)
+    snapshots: dict[str, list[IntervalSnapshot]] = field(default_factory=dict)
+    lookups: SendSecondLedger | None = None
+    monitor: GeneratorMonitor | None = None
+    lag: LoopLagProbe | None = None
+
+
+def effective_phases(profile: Profile, quick: bool) -> Phases:
+    if quick and profile.quick is not None and profile.quick.phases is not None:
+        return profile.quick.phases
+    return profile.phases
+
+
+def effective_sizes(profile: Profile, quick: bool, sizes: Sequence[int] | None) -> tuple[int, ...]:
+    if sizes:
+        return tuple(sizes)
+    if quick and profile.quick is not None and profile.quick.sizes is not None:
+        return profile.quick.sizes
+    return profile.size_list
+
+
+async def run_size(
+    profile: Profile,
+    size: int,
+    *,
+    clock: Clock,
+    api_url: str | None,
+    dns_addr: str | None,
+    out_dir: Path,
+    progress: ProgressSink,
+    quick: bool,
+    run: SizeRun,
+) -> None:
+    """Run the scenario at ``size`` nodes, filling ``run`` as it goes (so a run stopped by a
+    signal still has everything up to then)."""
+    assert profile.agents is not None
+    phases = effective_phases(profile, quick)
+    run.start_ns = start_ns = clock.now_ns()
+    wall_offset_ns = time.time_ns() - start_ns
+    agents = build_agents(
+        profile.agents,
+        size,
+        steady_s=phases.steady_s,
+        wall_offset_ns=wall_offset_ns,
+        quick=profile.quick if quick else None,
+    )
+    run.agents = agents
+    raise_nofile_limit()
+    check_agent_sockets(agents, pool_connections=POOL_CONNECTIONS, dns_sockets=DNS_SOCKETS)
+    ops = ops_by_kind(agents)
+    recorders: dict[str, Recorder] = {}
+    for kind, names in ops.items():
+        if LOOKUP_OP in names:
+            ledger = SendSecondLedger(kind, names, watched=[LOOKUP_OP], start_ns=start_ns)
+            recorders[kind] = run.lookups = ledger
+        else:
+            recorders[kind] = Recorder(kind, names, start_ns=start_ns)
+    run.snapshots = {kind: [] for kind in ops}
+    run.monitor = monitor = GeneratorMonitor(clock)
+    run.lag = lag = LoopLagProbe(clock)
+    out_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any load
+    timeline = TimelineWriter(out_dir / "timeline.csv", list(ops), ops)
+    epoch_s = time.time()
+    hlogs = {kind: TargetHlogs(out_dir, kind, start_time_epoch_s=epoch_s) for kind in ops}
+    interval_ns = int(profile.interval_s * NS_PER_S)
+    until_ns = start_ns + int(phases.duration_s * NS_PER_S)
+
+    async with contextlib.AsyncExitStack() as stack:
+        http = None
+        if api_url is not None and any(k != "pod-dns" for k in ops):
+            http = AgentHttpClient(
+                api_url, pool_connections=POOL_CONNECTIONS, timeout_s=API_TIMEOUT_S, clock=clock
+            )
+            await stack.enter_async_context(http)
+        dns = None
+        if dns_addr is not None and "pod-dns" in ops:
+            host, port = parse_host_port(dns_addr, default_port=53)
+            dns = DnsClient(host, port, sockets=DNS_SOCKETS)
+            await stack.enter_async_context(dns)
+        runner = AgentRunner(clock, agents, http=http, dns=dns, recorders=recorders, rng_seed=size)
+
+        def rotate(now_ns: int) -> None:
+            snaps = {}
+            for kind, recorder in recorders.items():
+                snap = recorder.rotate(now_ns)
+                run.snapshots[kind].append(snap)
+                hlogs[kind].write(snap)
+                snaps[kind] = snap
+            sample = monitor.sample()
+            stats = timeline.write(snaps, offered_per_s={}, generator=sample)
+            elapsed_s = (now_ns - start_ns) / NS_PER_S
+            phase = _phase_label(size, elapsed_s, phases, profile)
+            for kind, st in stats.items():
+                progress.interval(
+                    IntervalView(
+                        target=kind,
+                        phase=phase,
+                        elapsed_s=elapsed_s,
+                        offered_per_s=st.sent_per_s,
+                        achieved_per_s=st.achieved_per_s,
+                        errors_per_s=st.per_s(st.errors),
+                        p99_ms=st.latency.p99_ms,
+                        in_flight=0,
+                    )
+                )
+
+        async def tick() -> None:
+            k = 1
+            while True:
+                await clock.sleep_until(start_ns + k * interval_ns)
+                rotate(clock.now_ns())
+                k += 1
+
+        ticker = asyncio.ensure_future(tick())
+        probe = asyncio.ensure_future(lag.run(until_ns))
+        try:
+            await runner.run(until_ns)
+            run.complete = True
+        finally:
+            ticker.cancel()
+            probe.cancel()
+            for task in (ticker, probe):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            runner.stop()
+            run.end_ns = clock.now_ns()
+            rotate(run.end_ns)
+            for writer in hlogs.values():
+                writer.close()
+            timeline.close()
+
+
+def _phase_label(size: int, elapsed_s: float, phases: Phases, profile: Profile) -> str:
+    where = f"{size:,} nodes"
+    if profile.agents is not None and profile.agents.telemetry is not None:
+        if elapsed_s < phases.steady_s:
+            return f"{where}: steady"
+        return f"{where}: telemetry rollout"
+    return f"{where}: steady"
+
+
+# -- judging a size ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SizeVerdict:
+    """What a size came to, for ``summary.json``'s ``sizes`` and the printed lines."""
+
+    nodes: int
+    complete: bool
+    api: Breach | None
+    dns: Breach | None
+    generator_limited: bool
+    agents: Mapping[str, Any]
+    generator: Mapping[str, Any]
+    duration_s: float
+
+    @property
+    def passed(self) -> bool:
+        return self.complete and not self.generator_limited and not self.api and not self.dns
+
+    @property
+    def onset_s(self) -> float | None:
+        return onset_s(self.api.at_s if self.api else None, self.dns.at_s if self.dns else None)
+
+    def line(self) -> str:
+        head = f"{self.nodes:,} nodes:"
+        if not self.complete:
+            return f"{head} interrupted after {self.duration_s:,.0f} s: nothing is claimed"
+        if self.generator_limited:
+            lag = self.generator.get("loop_lag_p99_ms", 0.0)
+            return (
+                f"{head} inconclusive - the generator fell behind (event-loop lag p99 "
+                f"{lag:,.0f} ms): the size's result is not the server's"
+            )
+        parts = []
+        if self.api:
+            parts.append(f"API saturated at {self.api.at_s:,.0f} s ({self.api.why})")
+        if self.dns:
+            parts.append(f"DNS failed at {self.dns.at_s:,.0f} s ({self.dns.why})")
+        if self.onset_s is not None:
+            parts.append(f"the caches hid it for {self.onset_s:,.0f} s")
+        if not parts:
+            return f"{head} held for {self.duration_s:,.0f} s (API and DNS within their checks)"
+        return f"{head} " + "; ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": self.nodes,
+            "passed": self.passed,
+            "complete": self.complete,
+            "knee": None,
+            "api_saturation_at_s": self.api.at_s if self.api else None,
+            "api_saturation_why": self.api.why if self.api else None,
+            "dns_failure_at_s": self.dns.at_s if self.dns else None,
+            "dns_failure_why": self.dns.why if self.dns else None,
+            "dns_failure_onset_s": self.onset_s,
+            "generator_limited": self.generator_limited,
+            "duration_s": self.duration_s,
+            "agents": dict(self.agents),
+            "generator": dict(self.generator),
+            "line": self.line(),
+        }
+
+
+def judge_size(profile: Profile, run: SizeRun) -> SizeVerdict:
+    """When the API saturated and DNS failed, per-kind counts, and the generator's health."""
+    sweep = profile.sweep
+    api_kinds = {k: s for k, s in run.snapshots.items() if k != "pod-dns" and s}
+    slo = {
+        op: bound
+        for snaps in api_kinds.values()
+        for op in snaps[0].op_names
+        if (bound := slo_p99_ms(op, sweep)) is not None
+    }
+    criteria = StepCriteria(max_error_rate=sweep.max_error_rate, slo_p99_ms=slo)
+    api = api_saturation(api_kinds, criteria, window_s=sweep.window_s) if api_kinds else None
+    dns = None
+    if run.lookups is not None:
+        dns = dns_failure(
+            run.lookups.seconds(since_ns=run.start_ns),
+            max_failure_rate=sweep.dns_failure_rate,
+            window_s=sweep.window_s,
+        )
+    lag_p99_ms = run.lag.p99_ms() if run.lag is not None else 0.0
+    gen = run.monitor.summary() if run.monitor is not None else None
+    generator = {
+        "rss_mb": gen.rss_mb_max if gen else 0.0,
+        "cpu_percent": gen.cpu_percent_mean if gen else 0.0,
+        "cpu_percent_max": gen.cpu_percent_max if gen else 0.0,
+        "loop_lag_p99_ms": lag_p99_ms,
+        "schedule_lag_p99_ms": lag_p99_ms,
+    }
+    return SizeVerdict(
+        nodes=run.nodes,
+        complete=run.complete,
+        api=api,
+        dns=dns,
+        generator_limited=lag_p99_ms > profile.criteria.max_lag_p99_ms,
+        agents=agent_counts(run),
+        generator=generator,
+        duration_s=(run.end_ns - run.start_ns) / NS_PER_S,
+    )
+
+
+def agent_counts(run: SizeRun) -> dict[str, Any]:
+    """Per kind: how many agents, and per op the count, errors by outcome and latency."""
+    out: dict[str, Any] = {}
+    for kind, snaps in run.snapshots.items():
+        if not snaps:
+            continue
+        stats = window_stats(snaps)
+        by_op: dict[str, Any] = {}
+        for op, latency in stats.latency_by_op.items():
+            by_op[op] = {"count": latency.count, **latency.as_dict()}
+        errors: dict[str, dict[str, int]] = {}
+        for snap in snaps:
+            for (index, outcome), n in snap.counts.items():
+                per_op = errors.setdefault(snap.op_names[index], {})
+                per_op[outcome.label] = per_op.get(outcome.label, 0) + n
+        for name, outcomes in errors.items():
+            by_op.setdefault(name, {})["outcomes"] = outcomes
+        out[kind] = {
+            "agents": sum(1 for a in run.agents if a.kind == kind),
+            "ops": by_op,
+        }
+    kubelets = [a for a in run.agents if isinstance(a, Kubelet)]
+    if kubelets and "kubelet" in out:
+        out["kubelet"]["relists"] = sum(k.pods.relists for k in kubelets)
+        out["kubelet"]["lists"] = sum(k.pods.lists for k in kubelets)
+    pods = [a for a in run.agents if isinstance(a, PodDns)]
+    if pods and "pod-dns" in out:
+        caches = [p.cache.stats() for p in pods if p.cache is not None]
+        out["pod-dns"]["cache_hits"] = sum(c.hits for c in caches)
+        out["pod-dns"]["cache_misses"] = sum(c.misses for c in caches)
+        if run.lookups is not None:
+            seconds = run.lookups.seconds()
+            out["pod-dns"]["lookups_ok"] = sum(s.ok for s in seconds)
+            out["pod-dns"]["lookups_failed"] = sum(s.failed for s in seconds)
+    return out

@@ -1,0 +1,155 @@
+"""Agent scenarios over cluster sizes: the per-size summary, the exit code, the flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadlab.analysis.onset import Breach
+from loadlab.errors import (
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SLO_FAILED,
+    EXIT_USAGE,
+    UsageError,
+)
+from loadlab.launch_sweep import parse_sizes, saturating_size, sweep_exit_code
+from loadlab.sweep import SizeVerdict
+
+SIZE_KEYS = {
+    "nodes",
+    "passed",
+    "knee",
+    "api_saturation_at_s",
+    "dns_failure_at_s",
+    "dns_failure_onset_s",
+    "agents",
+    "generator",
+}
+
+
+def verdict(
+    nodes: int,
+    *,
+    api: float | None = None,
+    dns: float | None = None,
+    complete: bool = True,
+    limited: bool = False,
+) -> SizeVerdict:
+    return SizeVerdict(
+        nodes=nodes,
+        complete=complete,
+        api=Breach(api, "kubelet: error rate 50% > 1%, all 429") if api is not None else None,
+        dns=Breach(dns, "90 of 100 lookups failed") if dns is not None else None,
+        generator_limited=limited,
+        agents={},
+        generator={"loop_lag_p99_ms": 500.0 if limited else 1.0},
+        duration_s=60.0,
+    )
+
+
+def test_the_saturating_size_is_the_smallest_that_failed() -> None:
+    sizes = [verdict(250), verdict(1000, api=40), verdict(4000, api=20, dns=95)]
+    assert saturating_size(sizes) == 1000
+    assert saturating_size([verdict(250)]) is None
+    assert sizes[2].onset_s == 75
+    assert "the caches hid it for 75 s" in sizes[2].line()
+
+
+@pytest.mark.parametrize(
+    ("sizes", "stopped_by", "code"),
+    [
+        pytest.param([verdict(250)], None, EXIT_OK, id="held"),
+        pytest.param([verdict(250), verdict(1000, api=40)], None, EXIT_SLO_FAILED, id="saturated"),
+        pytest.param(
+            [verdict(250), verdict(1000, limited=True)],
+            None,
+            EXIT_INCONCLUSIVE,
+            id="generator-limited",
+        ),
+        pytest.param([verdict(250)], "SIGINT", EXIT_INTERRUPTED, id="interrupted"),
+        pytest.param([], None, EXIT_INCONCLUSIVE, id="nothing-run"),
+    ],
+)
+def test_sweep_exit_code(sizes: list[SizeVerdict], stopped_by: str | None, code: int) -> None:
+    assert sweep_exit_code(sizes, stopped_by) == code
+
+
+def test_a_generator_limited_size_never_passes() -> None:
+    assert not verdict(250, limited=True).passed
+    assert "not the server's" in verdict(250, limited=True).line()
+
+
+@pytest.mark.parametrize("text", ["0", "abc", "250,,1000", "-5", "20001"])
+def test_bad_sizes_are_one_line(text: str) -> None:
+    with pytest.raises(UsageError, match="--sizes"):
+        parse_sizes(text)
+
+
+def test_sizes_parse_with_separators() -> None:
+    assert parse_sizes("250, 1_000,4000") == (250, 1000, 4000)
+
+
+@pytest.mark.slow
+@pytest.mark.realtime
+def test_a_small_sweep_against_the_embedded_control_plane_reports_each_size(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadlab",
+            "run",
+            "kubelet-baseline",
+            "--sizes",
+            "20,40",
+            "--set",
+            "phases.duration_s=8",
+            "--set",
+            "agents.pod_dns.nodes=5",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == EXIT_OK, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True
+    assert summary["saturating_size"] is None
+    assert [s["nodes"] for s in summary["sizes"]] == [20, 40]
+    for size in summary["sizes"]:
+        assert set(size) >= SIZE_KEYS, sorted(size)
+        assert size["passed"] is True
+        kubelets = size["agents"]["kubelet"]
+        assert kubelets["agents"] == size["nodes"]
+        assert kubelets["ops"]["lease-renew"]["outcomes"]["ok"] >= size["nodes"]
+        assert size["agents"]["pod-dns"]["lookups_ok"] > 0
+        assert size["generator"]["rss_mb"] > 0
+        assert (out / f"size-{size['nodes']}" / "timeline.csv").exists()
+        assert (out / f"size-{size['nodes']}" / "kubelet.hlog").exists()
+    assert result.stdout.splitlines()[-1].startswith("verdict: passed")
+
+
+def test_sizes_on_a_request_mix_profile_are_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "loadlab", "run", "http-knee", "--sizes", "100"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == EXIT_USAGE
+    assert "agent scenario" in result.stderr
