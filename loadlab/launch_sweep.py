@@ -91,7 +91,7 @@ def run_sweep(
         run = SizeRun(nodes=size, out_dir=out_dir / f"size-{size}")
         with _control_plane(profile, size, api_url, dns_addr, out_dir) as (api_at, dns_at):
             stopped_by = runloop.run(_run_one(profile, size, run, api_at, dns_at, progress, quick))
-        verdicts.append(judge_size(profile, run))
+        verdicts.append(judge_size(profile, run, quick=quick))
         code = sweep_exit_code(verdicts, stopped_by)
         write_json_atomic(
             out_dir / "summary.json",
@@ -199,15 +199,16 @@ def _control_plane(
 
 
 def saturating_size(verdicts: Sequence[SizeVerdict]) -> int | None:
-    """The smallest size that did not pass because the API saturated or DNS failed."""
-    failed = [v.nodes for v in verdicts if v.complete and (v.api or v.dns)]
+    """The smallest size that did not pass because the API saturated or DNS failed (with the
+    generator keeping up: a generator-limited size says nothing of the server)."""
+    failed = [v.nodes for v in verdicts if v.server_failed]
     return min(failed) if failed else None
 
 
 def sweep_exit_code(verdicts: Sequence[SizeVerdict], stopped_by: str | None) -> int:
     if stopped_by is not None:
         return SIGNAL_EXIT.get(stopped_by, EXIT_INTERRUPTED)
-    if any(v.complete and (v.api or v.dns) for v in verdicts):
+    if any(v.server_failed for v in verdicts):
         return EXIT_SLO_FAILED
     if any(v.generator_limited or not v.complete for v in verdicts) or not verdicts:
         return EXIT_INCONCLUSIVE

@@ -10,6 +10,7 @@ docs/control-plane-model.md.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from loadlab.agents.mix import RequestMixConfig, request_mix_agents
 from loadlab.agents.nodecache import NodeCacheConfig
 from loadlab.agents.pod_dns import DEFAULT_NAMES, PodDns, PodDnsConfig
 from loadlab.agents.rollout import RolloutPlan
+from loadlab.agents.stagger import stagger
 from loadlab.agents.telemetry import ClientGoRetry, Telemetry, TelemetryCall, TelemetryConfig
 from loadlab.profile_fields import (
     MAX_DURATION_S,
@@ -46,6 +48,9 @@ class KubeletAgents(_Strict):
     burst: Annotated[Count, Field(ge=1, le=100_000)] = 100
     lease_namespace: Text = "kube-node-lease"
     status_change_probability: Fraction = 0.0
+    start_spread_s: Annotated[Number, Field(ge=0, le=3600)] = 10.0
+    """Kubelets start at random within this window (one renew interval by default): a real
+    fleet is not synchronised, and a herd started at one instant is load no cluster sends."""
 
     def config(self, wall_offset_ns: int) -> KubeletConfig:
         return KubeletConfig(
@@ -115,6 +120,9 @@ class TelemetryAgents(_Strict):
     qps: Annotated[Number, Field(gt=0, le=MAX_RATE_PER_S)] = 5.0
     burst: Annotated[Count, Field(ge=1, le=100_000)] = 10
     max_retries: Annotated[Count, Field(ge=0, le=100)] = 10
+    retry_connection_errors: Flag = False
+    """client-go retries a GET whose connection was reset, not one that was refused; loadlab
+    sees both as conn_error, and a restarting API server refuses: so no retry by default."""
 
     def config(self, rollout_start_s: float) -> TelemetryConfig:
         return TelemetryConfig(
@@ -132,7 +140,9 @@ class TelemetryAgents(_Strict):
             interval_s=self.interval_s,
             user=self.user,
             rollout=RolloutPlan(start_s=rollout_start_s, pace_nodes_per_s=self.pace_nodes_per_s),
-            retry=ClientGoRetry(max_retries=self.max_retries),
+            retry=ClientGoRetry(
+                max_retries=self.max_retries, retry_connection_errors=self.retry_connection_errors
+            ),
             qps=self.qps,
             burst=self.burst,
         )
@@ -166,11 +176,17 @@ class Phases(_Strict):
 
     steady_s: Annotated[Number, Field(ge=0, le=MAX_DURATION_S)] = 60.0
     duration_s: Seconds = 600.0
+    warmup_s: Annotated[Number, Field(ge=0, le=MAX_DURATION_S)] = 20.0
+    """The fleet coming up (registrations, first LISTs of every kubelet, caches filling) is not
+    the steady state: the API and DNS checks start after it. Not from a reference: two kubelet
+    renew intervals."""
 
     @model_validator(mode="after")
     def _order(self) -> Phases:
         if self.steady_s >= self.duration_s:
             raise ValueError("steady_s must be shorter than duration_s")
+        if self.warmup_s >= self.duration_s:
+            raise ValueError("warmup_s must be shorter than duration_s")
         return self
 
 
@@ -218,7 +234,8 @@ def build_agents(
     built: list[Agent] = []
     if agents.kubelet is not None:
         config = agents.kubelet.config(wall_offset_ns)
-        built += [Kubelet(i, config) for i in range(size)]
+        kubelets: list[Agent] = [Kubelet(i, config) for i in range(size)]
+        built += stagger(kubelets, agents.kubelet.start_spread_s, random.Random(size))
     if agents.pod_dns is not None:
         dns_config = agents.pod_dns.config()
         nodes = size if agents.pod_dns.nodes is None else min(size, agents.pod_dns.nodes)

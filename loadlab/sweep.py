@@ -22,6 +22,7 @@ from typing import Any
 from loadlab.agents.base import Agent
 from loadlab.agents.kubelet import Kubelet
 from loadlab.agents.pod_dns import PodDns
+from loadlab.agents.stagger import Staggered
 from loadlab.analysis.onset import Breach, api_saturation, dns_failure, onset_s
 from loadlab.analysis.steps import StepCriteria
 from loadlab.clock import NS_PER_S, Clock
@@ -224,6 +225,19 @@ class SizeVerdict:
     def passed(self) -> bool:
         return self.complete and not self.generator_limited and not self.api and not self.dns
 
+    def claimed(self, breach: Breach | None) -> bool:
+        """A breach the size's result can rest on: any, when the generator kept up; only one
+        about the server's answers (``Breach.about_answers``) when it fell behind."""
+        if breach is None:
+            return False
+        return not self.generator_limited or breach.about_answers
+
+    @property
+    def server_failed(self) -> bool:
+        """The API saturated or DNS failed, by a measurement the generator could not have
+        caused."""
+        return self.complete and (self.claimed(self.api) or self.claimed(self.dns))
+
     @property
     def onset_s(self) -> float | None:
         return onset_s(self.api.at_s if self.api else None, self.dns.at_s if self.dns else None)
@@ -232,22 +246,27 @@ class SizeVerdict:
         head = f"{self.nodes:,} nodes:"
         if not self.complete:
             return f"{head} interrupted after {self.duration_s:,.0f} s: nothing is claimed"
+        claimed: list[str] = []
+        seen: list[str] = []
+        for what, breach in (("API saturated", self.api), ("DNS failed", self.dns)):
+            if breach is not None:
+                text = f"{what} at {breach.at_s:,.0f} s ({breach.why})"
+                (claimed if self.claimed(breach) else seen).append(text)
+        if self.onset_s is not None and self.claimed(self.api) and self.claimed(self.dns):
+            claimed.append(f"the caches hid it for {self.onset_s:,.0f} s")
+        lag = ""
         if self.generator_limited:
-            lag = self.generator.get("loop_lag_p99_ms", 0.0)
-            return (
-                f"{head} inconclusive - the generator fell behind (event-loop lag p99 "
-                f"{lag:,.0f} ms): the size's result is not the server's"
-            )
-        parts = []
-        if self.api:
-            parts.append(f"API saturated at {self.api.at_s:,.0f} s ({self.api.why})")
-        if self.dns:
-            parts.append(f"DNS failed at {self.dns.at_s:,.0f} s ({self.dns.why})")
-        if self.onset_s is not None:
-            parts.append(f"the caches hid it for {self.onset_s:,.0f} s")
-        if not parts:
+            lag_ms = self.generator.get("loop_lag_p99_ms", 0.0)
+            lag = f"the generator fell behind (event-loop lag p99 {lag_ms:,.0f} ms)"
+        if not claimed and not seen:
+            if lag:
+                return f"{head} inconclusive - {lag}: the size's result is not the server's"
             return f"{head} held for {self.duration_s:,.0f} s (API and DNS within their checks)"
-        return f"{head} " + "; ".join(parts)
+        if not claimed:
+            return f"{head} inconclusive - {lag}; seen, not claimed: " + "; ".join(seen)
+        tail = f" ({lag}; the errors above are the server's answers)" if lag else ""
+        unclaimed = f"; seen, not claimed: {'; '.join(seen)}" if seen else ""
+        return f"{head} " + "; ".join(claimed) + unclaimed + tail
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -261,6 +280,8 @@ class SizeVerdict:
             "dns_failure_why": self.dns.why if self.dns else None,
             "dns_failure_onset_s": self.onset_s,
             "generator_limited": self.generator_limited,
+            "api_saturation_claimed": self.claimed(self.api),
+            "dns_failure_claimed": self.claimed(self.dns),
             "duration_s": self.duration_s,
             "agents": dict(self.agents),
             "generator": dict(self.generator),
@@ -268,10 +289,12 @@ class SizeVerdict:
         }
 
 
-def judge_size(profile: Profile, run: SizeRun) -> SizeVerdict:
+def judge_size(profile: Profile, run: SizeRun, *, quick: bool = False) -> SizeVerdict:
     """When the API saturated and DNS failed, per-kind counts, and the generator's health."""
     sweep = profile.sweep
-    api_kinds = {k: s for k, s in run.snapshots.items() if k != "pod-dns" and s}
+    warm_ns = run.start_ns + int(effective_phases(profile, quick).warmup_s * NS_PER_S)
+    steady = {k: [s for s in snaps if s.start_ns >= warm_ns] for k, snaps in run.snapshots.items()}
+    api_kinds = {k: s for k, s in steady.items() if k != "pod-dns" and s}
     slo = {
         op: bound
         for snaps in api_kinds.values()
@@ -282,8 +305,9 @@ def judge_size(profile: Profile, run: SizeRun) -> SizeVerdict:
     api = api_saturation(api_kinds, criteria, window_s=sweep.window_s) if api_kinds else None
     dns = None
     if run.lookups is not None:
+        warm_s = (warm_ns - run.start_ns) / NS_PER_S
         dns = dns_failure(
-            run.lookups.seconds(since_ns=run.start_ns),
+            [s for s in run.lookups.seconds(since_ns=run.start_ns) if s.t_s >= warm_s],
             max_failure_rate=sweep.dns_failure_rate,
             window_s=sweep.window_s,
         )
@@ -329,11 +353,12 @@ def agent_counts(run: SizeRun) -> dict[str, Any]:
             "agents": sum(1 for a in run.agents if a.kind == kind),
             "ops": by_op,
         }
-    kubelets = [a for a in run.agents if isinstance(a, Kubelet)]
+    inner = [a.agent if isinstance(a, Staggered) else a for a in run.agents]
+    kubelets = [a for a in inner if isinstance(a, Kubelet)]
     if kubelets and "kubelet" in out:
         out["kubelet"]["relists"] = sum(k.pods.relists for k in kubelets)
         out["kubelet"]["lists"] = sum(k.pods.lists for k in kubelets)
-    pods = [a for a in run.agents if isinstance(a, PodDns)]
+    pods = [a for a in inner if isinstance(a, PodDns)]
     if pods and "pod-dns" in out:
         caches = [p.cache.stats() for p in pods if p.cache is not None]
         out["pod-dns"]["cache_hits"] = sum(c.hits for c in caches)

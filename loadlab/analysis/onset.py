@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from loadlab.analysis.steps import StepCriteria, judge_step
+from loadlab.analysis.steps import StepCriteria, StepVerdict, judge_step
 from loadlab.metrics.ledger import LookupSecond
 from loadlab.metrics.recorder import IntervalSnapshot
 from loadlab.metrics.stats import window_stats
@@ -43,6 +43,17 @@ class Breach:
     """Seconds from the origin to the start of the first breaching window."""
     why: str
     """The check that failed there, with its numbers."""
+    check: str = "error_rate"
+    """``error_rate`` (too many errors) or ``p99:<op>`` (too slow)."""
+    dominant: str | None = None
+    """The most frequent error outcome there (``conn_error``, ``servfail``), when errors."""
+
+    @property
+    def about_answers(self) -> bool:
+        """The breach rests on what the server answered (errors it sent, connections it
+        refused), not on time: a lagging generator makes requests late and slow, and can make
+        them time out, but cannot make a server answer 429 or SERVFAIL or refuse a connection."""
+        return self.check == "error_rate" and self.dominant not in (None, "timeout", "overflow")
 
 
 def api_saturation(
@@ -57,15 +68,24 @@ def api_saturation(
     a window breaches when any kind's traffic in it fails the error-rate or a p99 check. The
     generator checks (sent ratio, lag) are not applied: agents are not an open-loop schedule.
     """
-    breaches: dict[int, str] = {}
+    breaches: dict[int, Breach] = {}
     bad: set[int] = set()
     width = 1
+    starts = _starts(snapshots_by_kind)
     for kind, snaps in snapshots_by_kind.items():
         width = _width(snaps, window_s)
-        for start, why in _breaching_windows(snaps, criteria, width):
-            breaches.setdefault(start, f"{kind}: {why}")
+        for start, verdict in _breaching_windows(snaps, criteria, width):
+            breaches.setdefault(
+                start,
+                Breach(
+                    starts[start],
+                    f"{kind}: {verdict.why}",
+                    verdict.check or "",
+                    verdict.dominant_outcome,
+                ),
+            )
         bad.update(start for start, _ in _breaching_windows(snaps, criteria, 1))
-    return _first_sustained(breaches, bad, _starts(snapshots_by_kind), width)
+    return _first_sustained(breaches, bad, starts, width)
 
 
 def dns_failure(
@@ -78,16 +98,25 @@ def dns_failure(
     failed, or None. Windows with no lookup at all never breach."""
     width = max(1, round(window_s))
     ordered = sorted(seconds, key=lambda s: s.t_s)
-    breaches: dict[int, str] = {}
+    breaches: dict[int, Breach] = {}
     bad: set[int] = set()
     for i in range(len(ordered)):
         window = ordered[i : i + width]
         sent = sum(s.ok + s.failed for s in window)
         failed = sum(s.failed for s in window)
         if sent and failed / sent > max_failure_rate:
-            breaches[i] = (
+            by: dict[str, int] = {}
+            for second in window:
+                for label, n in second.failed_by.items():
+                    by[label] = by.get(label, 0) + n
+            dominant = max(by.items(), key=lambda kv: kv[1])[0] if by else None
+            mostly = f", mostly {dominant}" if dominant else ""
+            breaches[i] = Breach(
+                ordered[i].t_s,
                 f"{failed:,} of {sent:,} lookups failed ({failed / sent:.1%} > "
-                f"{max_failure_rate:.1%})"
+                f"{max_failure_rate:.1%}{mostly})",
+                "error_rate",
+                dominant,
             )
         one = ordered[i]
         if one.failed and one.failed / (one.ok + one.failed) > max_failure_rate:
@@ -106,10 +135,10 @@ def onset_s(api_at_s: float | None, dns_at_s: float | None) -> float | None:
 
 def _breaching_windows(
     snaps: Sequence[IntervalSnapshot], criteria: StepCriteria, width: int
-) -> list[tuple[int, str]]:
+) -> list[tuple[int, StepVerdict]]:
     """(index of the window's first interval, why) for every breaching window of ``width``
     intervals."""
-    out: list[tuple[int, str]] = []
+    out: list[tuple[int, StepVerdict]] = []
     agent_criteria = StepCriteria(
         min_sent_ratio=0.0,
         max_lag_p99_ms=float("inf"),
@@ -124,7 +153,7 @@ def _breaching_windows(
         stats = window_stats(window)
         verdict = judge_step(stats, stats.planned_per_s, agent_criteria)
         if verdict.failed:
-            out.append((i, verdict.why))
+            out.append((i, verdict))
     return out
 
 
@@ -144,7 +173,7 @@ def _starts(snapshots_by_kind: Mapping[str, Sequence[IntervalSnapshot]]) -> dict
 
 
 def _first_sustained(
-    breaches: Mapping[int, str], bad: set[int], starts: Mapping[int, float], width: int
+    breaches: Mapping[int, Breach], bad: set[int], starts: Mapping[int, float], width: int
 ) -> Breach | None:
     """The first breach that lasts: a candidate start ``j`` whose window ``[j, j + width)`` and
     the next one ``[j + width, j + 2 width)`` both breach. Candidates are the intervals that breach
@@ -154,5 +183,5 @@ def _first_sustained(
     candidates = sorted(bad) if bad else sorted(breaches)
     for j in candidates:
         if j in breaches and j + width in breaches:
-            return Breach(at_s=starts[j], why=breaches[j])
+            return breaches[j]
     return None

@@ -9,8 +9,8 @@ counts ok / failed per send second (``LookupSecond`` rows for ``loadlab.analysis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from loadlab.clock import NS_PER_S
 from loadlab.metrics.recorder import Recorder
@@ -25,6 +25,8 @@ class LookupSecond:
     """Start of the second, from the origin."""
     ok: int
     failed: int
+    failed_by: Mapping[str, int] = field(default_factory=dict)
+    """Failures by outcome label (``servfail``, ``nxdomain``, ``timeout``)."""
 
 
 class SendSecondLedger(Recorder):
@@ -42,6 +44,7 @@ class SendSecondLedger(Recorder):
         self._watched = frozenset(i for i, name in enumerate(self.op_names) if name in watched)
         self._ok: dict[int, int] = {}
         self._failed: dict[int, int] = {}
+        self._failed_by: dict[int, dict[str, int]] = {}
 
     def complete(
         self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
@@ -51,6 +54,9 @@ class SendSecondLedger(Recorder):
             second = max(0, (intended_ns - self.start_ns) // NS_PER_S)
             counts = self._ok if outcome is Outcome.OK else self._failed
             counts[second] = counts.get(second, 0) + 1
+            if outcome is not Outcome.OK:
+                by = self._failed_by.setdefault(second, {})
+                by[outcome.label] = by.get(outcome.label, 0) + 1
 
     def seconds(self, *, since_ns: int | None = None) -> list[LookupSecond]:
         """One row per second from the first to the last that saw a watched send, in order,
@@ -60,6 +66,11 @@ class SendSecondLedger(Recorder):
             return []
         shift_s = 0.0 if since_ns is None else (since_ns - self.start_ns) / NS_PER_S
         return [
-            LookupSecond(float(s) - shift_s, self._ok.get(s, 0), self._failed.get(s, 0))
+            LookupSecond(
+                float(s) - shift_s,
+                self._ok.get(s, 0),
+                self._failed.get(s, 0),
+                dict(self._failed_by.get(s, {})),
+            )
             for s in range(min(seen), max(seen) + 1)
         ]

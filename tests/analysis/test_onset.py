@@ -128,10 +128,37 @@ def test_the_ledger_counts_lookups_by_the_second_they_were_sent() -> None:
     ledger.complete(0, Outcome.OK, 3 * NS_PER_S, 3 * NS_PER_S, 3 * NS_PER_S + 1)
     ledger.complete(1, Outcome.TIMEOUT, 0, 0, NS_PER_S)  # not watched
     assert ledger.seconds() == [
-        LookupSecond(1.0, 0, 1),
+        LookupSecond(1.0, 0, 1, {"timeout": 1}),
         LookupSecond(2.0, 0, 0),
         LookupSecond(3.0, 1, 0),
     ]
     assert ledger.seconds(since_ns=NS_PER_S)[0].t_s == 0.0
     snap = ledger.rotate(13 * NS_PER_S)
     assert snap.completed == 3  # still a recorder
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "about_answers"),
+    [
+        pytest.param({"outcome": Outcome.THROTTLED}, True, id="429s-are-answers"),
+        pytest.param({"outcome": Outcome.CONN_ERROR}, True, id="refusals-are-answers"),
+        pytest.param({"outcome": Outcome.TIMEOUT}, False, id="timeouts-may-be-the-generator"),
+        pytest.param({"slow_ms": 3000}, False, id="slowness-may-be-the-generator"),
+    ],
+)
+def test_a_breach_says_whether_it_rests_on_the_servers_answers(
+    kwargs: dict[str, object], about_answers: bool
+) -> None:
+    breach = api_saturation({"kubelet": api_series(80, bad_from_s=37, **kwargs)}, CRITERIA)  # type: ignore[arg-type]
+    assert breach is not None
+    assert breach.about_answers is about_answers
+
+
+def test_a_dns_failure_names_its_dominant_outcome() -> None:
+    series = [LookupSecond(float(t), 100, 0) for t in range(30)] + [
+        LookupSecond(float(t), 10, 90, {"servfail": 80, "timeout": 10}) for t in range(30, 60)
+    ]
+    breach = dns_failure(series)
+    assert breach is not None
+    assert (breach.at_s, breach.dominant, breach.about_answers) == (30.0, "servfail", True)
+    assert "mostly servfail" in breach.why

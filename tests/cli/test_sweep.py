@@ -41,11 +41,19 @@ def verdict(
     dns: float | None = None,
     complete: bool = True,
     limited: bool = False,
+    slow: bool = False,
 ) -> SizeVerdict:
+    breach = None
+    if api is not None:
+        breach = (
+            Breach(api, "kubelet: p99 of lease-renew 3,000 ms > SLO 1000 ms", "p99:lease-renew")
+            if slow
+            else Breach(api, "kubelet: error rate 50% > 1%, all 429", "error_rate", "429")
+        )
     return SizeVerdict(
         nodes=nodes,
         complete=complete,
-        api=Breach(api, "kubelet: error rate 50% > 1%, all 429") if api is not None else None,
+        api=breach,
         dns=Breach(dns, "90 of 100 lookups failed") if dns is not None else None,
         generator_limited=limited,
         agents={},
@@ -74,6 +82,18 @@ def test_the_saturating_size_is_the_smallest_that_failed() -> None:
             id="generator-limited",
         ),
         pytest.param([verdict(250)], "SIGINT", EXIT_INTERRUPTED, id="interrupted"),
+        pytest.param(
+            [verdict(250), verdict(1000, api=40, limited=True)],
+            None,
+            EXIT_SLO_FAILED,
+            id="lagging-generator-but-the-server-answered-429",
+        ),
+        pytest.param(
+            [verdict(250), verdict(1000, api=40, limited=True, slow=True)],
+            None,
+            EXIT_INCONCLUSIVE,
+            id="lagging-generator-and-only-slowness",
+        ),
         pytest.param([], None, EXIT_INCONCLUSIVE, id="nothing-run"),
     ],
 )
