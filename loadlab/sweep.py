@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ reference: enough that a saturated API server, not the client pool, is where req
 kube-apiserver's 400 + 200 in-flight limit the pool is not the bottleneck of a default server."""
 DNS_SOCKETS = 4
 LOOKUP_OP = "lookup"
+GC_GEN0_THRESHOLD = 20_000
+"""Allocations between young collections during an agent run (CPython's default is 700). Not from
+a reference: measured here, the default made the collector run dozens of times a second under
+thousands of agents; this keeps young collections rare and short."""
 API_TIMEOUT_S = 60.0
 """kube-apiserver's own --request-timeout."""
 
@@ -114,13 +119,7 @@ async def run_size(
     raise_nofile_limit()
     check_agent_sockets(agents, pool_connections=POOL_CONNECTIONS, dns_sockets=DNS_SOCKETS)
     ops = ops_by_kind(agents)
-    recorders: dict[str, Recorder] = {}
-    for kind, names in ops.items():
-        if LOOKUP_OP in names:
-            ledger = SendSecondLedger(kind, names, watched=[LOOKUP_OP], start_ns=start_ns)
-            recorders[kind] = run.lookups = ledger
-        else:
-            recorders[kind] = Recorder(kind, names, start_ns=start_ns)
+    recorders = _recorders(ops, start_ns, run)
     run.snapshots = {kind: [] for kind in ops}
     run.monitor = monitor = GeneratorMonitor(clock)
     run.lag = lag = LoopLagProbe(clock)
@@ -132,17 +131,7 @@ async def run_size(
     until_ns = start_ns + int(phases.duration_s * NS_PER_S)
 
     async with contextlib.AsyncExitStack() as stack:
-        http = None
-        if api_url is not None and any(k != "pod-dns" for k in ops):
-            http = AgentHttpClient(
-                api_url, pool_connections=POOL_CONNECTIONS, timeout_s=API_TIMEOUT_S, clock=clock
-            )
-            await stack.enter_async_context(http)
-        dns = None
-        if dns_addr is not None and "pod-dns" in ops:
-            host, port = parse_host_port(dns_addr, default_port=53)
-            dns = DnsClient(host, port, sockets=DNS_SOCKETS)
-            await stack.enter_async_context(dns)
+        http, dns = await _transports(stack, ops, api_url, dns_addr, clock)
         runner = AgentRunner(clock, agents, http=http, dns=dns, recorders=recorders, rng_seed=size)
 
         def rotate(now_ns: int) -> None:
@@ -179,13 +168,24 @@ async def run_size(
 
         ticker = asyncio.ensure_future(tick())
         probe = asyncio.ensure_future(lag.run(until_ns))
+        warm_ns = start_ns + int(phases.warmup_s * NS_PER_S)
+
+        async def forget_warmup() -> None:
+            # The generator is judged, like the server, on the steady state after the warm-up.
+            await clock.sleep_until(warm_ns)
+            lag.reset()
+            monitor.samples.clear()
+
+        warmup = asyncio.ensure_future(forget_warmup())
         try:
-            await runner.run(until_ns)
+            with _quiet_gc():
+                await runner.run(until_ns)
             run.complete = True
         finally:
             ticker.cancel()
             probe.cancel()
-            for task in (ticker, probe):
+            warmup.cancel()
+            for task in (ticker, probe, warmup):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             runner.stop()
@@ -194,6 +194,59 @@ async def run_size(
             for writer in hlogs.values():
                 writer.close()
             timeline.close()
+
+
+@contextlib.contextmanager
+def _quiet_gc() -> Iterator[None]:
+    """Keep the cyclic garbage collector from stalling the event loop: everything built before
+    the run (agents, recorders: hundreds of thousands of long-lived objects at 10,000 nodes) is
+    frozen out of its scans, and young collections run less often. A full collection over that
+    heap is a pause of the order of a second, which every agent's timer would feel as lag."""
+    gc.collect()
+    gc.freeze()
+    threshold = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+def _recorders(
+    ops: Mapping[str, Sequence[str]], start_ns: int, run: SizeRun
+) -> dict[str, Recorder]:
+    """One recorder per agent kind; the kind with lookups also counts them by send second."""
+    recorders: dict[str, Recorder] = {}
+    for kind, names in ops.items():
+        if LOOKUP_OP in names:
+            ledger = SendSecondLedger(kind, names, watched=[LOOKUP_OP], start_ns=start_ns)
+            recorders[kind] = run.lookups = ledger
+        else:
+            recorders[kind] = Recorder(kind, names, start_ns=start_ns)
+    return recorders
+
+
+async def _transports(
+    stack: contextlib.AsyncExitStack,
+    ops: Mapping[str, Sequence[str]],
+    api_url: str | None,
+    dns_addr: str | None,
+    clock: Clock,
+) -> tuple[AgentHttpClient | None, DnsClient | None]:
+    """The HTTP client when an agent kind talks to the API, the DNS client when pods resolve."""
+    http = None
+    if api_url is not None and any(k != "pod-dns" for k in ops):
+        http = AgentHttpClient(
+            api_url, pool_connections=POOL_CONNECTIONS, timeout_s=API_TIMEOUT_S, clock=clock
+        )
+        await stack.enter_async_context(http)
+    dns = None
+    if dns_addr is not None and "pod-dns" in ops:
+        host, port = parse_host_port(dns_addr, default_port=53)
+        dns = DnsClient(host, port, sockets=DNS_SOCKETS)
+        await stack.enter_async_context(dns)
+    return http, dns
 
 
 def _phase_label(size: int, elapsed_s: float, phases: Phases, profile: Profile) -> str:

@@ -144,6 +144,10 @@ class LoopLagProbe:
             self.histogram.record_value(min(max(late_us, 1), 3_600_000_000))
             due_ns = max(due_ns + self._period_ns, self._clock.now_ns())
 
+    def reset(self) -> None:
+        """Forget the samples so far (the run's warm-up is not its steady state)."""
+        self.histogram.reset()
+
     def p99_ms(self) -> float:
         """The 99th percentile of lateness so far, in ms (0 before the first sample)."""
         if self.histogram.get_total_count() == 0:
