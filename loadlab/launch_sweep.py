@@ -38,7 +38,8 @@ from loadlab.errors import (
 from loadlab.profile import Profile
 from loadlab.progress import ProgressSink
 from loadlab.results import SUMMARY_SCHEMA, rounded, write_json_atomic
-from loadlab.sweep import SizeRun, SizeVerdict, effective_sizes, judge_size, run_size
+from loadlab.sweep import SizeRun, effective_sizes, run_size
+from loadlab.sweep_verdict import SizeVerdict, judge_size
 from loadlab.targets.address import (
     format_host_port,
     parse_api_url,

@@ -13,10 +13,18 @@ from loadlab.errors import ProfileError
 from loadlab.profile import load_profile
 from loadlab.shipped import closest_shipped, find_shipped, profile_file, shipped_profiles
 
-SHIPPED_NAMES = ["dns-knee", "dns-throughput", "http-knee", "http-throughput"]
+SHIPPED_NAMES = [
+    "dns-knee",
+    "dns-ndots-storm",
+    "dns-throughput",
+    "http-knee",
+    "http-throughput",
+    "kubelet-baseline",
+    "openai-2024-telemetry",
+]
 
 
-def test_the_four_profiles_ship_inside_the_package() -> None:
+def test_the_shipped_profiles_ship_inside_the_package() -> None:
     shipped = shipped_profiles()
     assert [s.name for s in shipped] == SHIPPED_NAMES
     assert all(s.description for s in shipped)

@@ -19,16 +19,29 @@ from loadlab.shipped import shipped_profiles
 
 pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
+
+def short(*overrides: str, sizes: str | None = None) -> list[str]:
+    args = [arg for item in overrides for arg in ("--set", item)]
+    return [*args, "--sizes", sizes] if sizes else args
+
+
 SHORT = {
-    "http-knee": [
-        "load.ramp.max_per_s=400",
-        "load.ramp.step_s=2",
-        "load.ramp.warmup_s=0.5",
-        "sim.nodes=100",
-    ],
-    "dns-knee": ["load.ramp.max_per_s=800", "load.ramp.step_s=2", "load.ramp.warmup_s=0.5"],
-    "http-throughput": ["load.duration_s=2", "sim.nodes=100"],
-    "dns-throughput": ["load.duration_s=2"],
+    "http-knee": short(
+        "load.ramp.max_per_s=400", "load.ramp.step_s=2", "load.ramp.warmup_s=0.5", "sim.nodes=100"
+    ),
+    "dns-knee": short("load.ramp.max_per_s=800", "load.ramp.step_s=2", "load.ramp.warmup_s=0.5"),
+    "http-throughput": short("load.duration_s=2", "sim.nodes=100"),
+    "dns-throughput": short("load.duration_s=2"),
+    "kubelet-baseline": short("phases.duration_s=6", "phases.warmup_s=2", sizes="20"),
+    "openai-2024-telemetry": short(
+        "phases.duration_s=8",
+        "phases.steady_s=2",
+        "phases.warmup_s=1",
+        "agents.telemetry.interval_s=3",
+        "agents.pod_dns.nodes=5",
+        sizes="30",
+    ),
+    "dns-ndots-storm": short("phases.duration_s=6", "phases.warmup_s=1", sizes="5"),
 }
 
 
@@ -40,8 +53,7 @@ def test_every_shipped_profile_has_a_short_version_here() -> None:
 def test_a_shipped_profile_runs_to_completion(name: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [sys.executable, "-m", "loadlab", "run", name, "--out", str(out), "--quiet"]
-    for item in SHORT[name]:
-        args += ["--set", item]
+    args += SHORT[name]
     result = subprocess.run(
         args,
         capture_output=True,

@@ -20,7 +20,7 @@ from loadlab.errors import (
     UsageError,
 )
 from loadlab.launch_sweep import parse_sizes, saturating_size, sweep_exit_code
-from loadlab.sweep import SizeVerdict
+from loadlab.sweep_verdict import SizeVerdict
 
 SIZE_KEYS = {
     "nodes",
@@ -134,6 +134,10 @@ def test_a_small_sweep_against_the_embedded_control_plane_reports_each_size(
             "--set",
             "phases.duration_s=8",
             "--set",
+            "phases.warmup_s=2",
+            "--set",
+            "agents.kubelet.start_spread_s=1",
+            "--set",
             "agents.pod_dns.nodes=5",
             "--out",
             str(out),
@@ -155,7 +159,8 @@ def test_a_small_sweep_against_the_embedded_control_plane_reports_each_size(
         assert size["passed"] is True
         kubelets = size["agents"]["kubelet"]
         assert kubelets["agents"] == size["nodes"]
-        assert kubelets["ops"]["lease-renew"]["outcomes"]["ok"] >= size["nodes"]
+        assert kubelets["ops"]["lease-get"]["outcomes"]["ok"] == size["nodes"]
+        assert kubelets["ops"]["pods-watch"]["outcomes"]["ok"] == size["nodes"]
         assert size["agents"]["pod-dns"]["lookups_ok"] > 0
         assert size["generator"]["rss_mb"] > 0
         assert (out / f"size-{size['nodes']}" / "timeline.csv").exists()

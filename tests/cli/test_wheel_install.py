@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from loadlab.shipped import shipped_profiles
+
 pytestmark = [pytest.mark.slow, pytest.mark.realtime, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 PIP = (sys.executable, "-m", "pip")
-SHIPPED_NAMES = ["dns-knee", "dns-throughput", "http-knee", "http-throughput"]
+SHIPPED_NAMES = [p.name for p in shipped_profiles()]
+"""What the source tree ships: the wheel must ship the same."""
 BUILD_S = 120.0
 """Bound on building the wheel (under 1 s here) or creating the venv."""
 INSTALL_S = 300.0

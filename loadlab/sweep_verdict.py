@@ -1,0 +1,181 @@
+"""What one cluster size came to: when the API saturated, when DNS failed, how long the caches hid
+it, per-kind counts, and whether the generator kept up (``loadlab.sweep`` measured it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from loadlab.agents.kubelet import Kubelet
+from loadlab.agents.pod_dns import PodDns
+from loadlab.agents.stagger import Staggered
+from loadlab.analysis.onset import Breach, api_saturation, dns_failure, onset_s
+from loadlab.analysis.steps import StepCriteria
+from loadlab.clock import NS_PER_S
+from loadlab.metrics.stats import window_stats
+from loadlab.profile import Profile
+from loadlab.scenario import slo_p99_ms
+from loadlab.sweep import SizeRun, effective_phases
+
+
+@dataclass(frozen=True)
+class SizeVerdict:
+    """What a size came to, for ``summary.json``'s ``sizes`` and the printed lines."""
+
+    nodes: int
+    complete: bool
+    api: Breach | None
+    dns: Breach | None
+    generator_limited: bool
+    agents: Mapping[str, Any]
+    generator: Mapping[str, Any]
+    duration_s: float
+
+    @property
+    def passed(self) -> bool:
+        return self.complete and not self.generator_limited and not self.api and not self.dns
+
+    def claimed(self, breach: Breach | None) -> bool:
+        """A breach the size's result can rest on: any, when the generator kept up; only one
+        about the server's answers (``Breach.about_answers``) when it fell behind."""
+        if breach is None:
+            return False
+        return not self.generator_limited or breach.about_answers
+
+    @property
+    def server_failed(self) -> bool:
+        """The API saturated or DNS failed, by a measurement the generator could not have
+        caused."""
+        return self.complete and (self.claimed(self.api) or self.claimed(self.dns))
+
+    @property
+    def onset_s(self) -> float | None:
+        return onset_s(self.api.at_s if self.api else None, self.dns.at_s if self.dns else None)
+
+    def line(self) -> str:
+        head = f"{self.nodes:,} nodes:"
+        if not self.complete:
+            return f"{head} interrupted after {self.duration_s:,.0f} s: nothing is claimed"
+        claimed: list[str] = []
+        seen: list[str] = []
+        for what, breach in (("API saturated", self.api), ("DNS failed", self.dns)):
+            if breach is not None:
+                text = f"{what} at {breach.at_s:,.0f} s ({breach.why})"
+                (claimed if self.claimed(breach) else seen).append(text)
+        if self.onset_s is not None and self.claimed(self.api) and self.claimed(self.dns):
+            claimed.append(f"the caches hid it for {self.onset_s:,.0f} s")
+        lag = ""
+        if self.generator_limited:
+            lag_ms = self.generator.get("loop_lag_p99_ms", 0.0)
+            lag = f"the generator fell behind (event-loop lag p99 {lag_ms:,.0f} ms)"
+        if not claimed and not seen:
+            if lag:
+                return f"{head} inconclusive - {lag}: the size's result is not the server's"
+            return f"{head} held for {self.duration_s:,.0f} s (API and DNS within their checks)"
+        if not claimed:
+            return f"{head} inconclusive - {lag}; seen, not claimed: " + "; ".join(seen)
+        tail = f" ({lag}; the errors above are the server's answers)" if lag else ""
+        unclaimed = f"; seen, not claimed: {'; '.join(seen)}" if seen else ""
+        return f"{head} " + "; ".join(claimed) + unclaimed + tail
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": self.nodes,
+            "passed": self.passed,
+            "complete": self.complete,
+            "knee": None,
+            "api_saturation_at_s": self.api.at_s if self.api else None,
+            "api_saturation_why": self.api.why if self.api else None,
+            "dns_failure_at_s": self.dns.at_s if self.dns else None,
+            "dns_failure_why": self.dns.why if self.dns else None,
+            "dns_failure_onset_s": self.onset_s,
+            "generator_limited": self.generator_limited,
+            "api_saturation_claimed": self.claimed(self.api),
+            "dns_failure_claimed": self.claimed(self.dns),
+            "duration_s": self.duration_s,
+            "agents": dict(self.agents),
+            "generator": dict(self.generator),
+            "line": self.line(),
+        }
+
+
+def judge_size(profile: Profile, run: SizeRun, *, quick: bool = False) -> SizeVerdict:
+    """When the API saturated and DNS failed, per-kind counts, and the generator's health."""
+    sweep = profile.sweep
+    warm_ns = run.start_ns + int(effective_phases(profile, quick).warmup_s * NS_PER_S)
+    steady = {k: [s for s in snaps if s.start_ns >= warm_ns] for k, snaps in run.snapshots.items()}
+    api_kinds = {k: s for k, s in steady.items() if k != "pod-dns" and s}
+    slo = {
+        op: bound
+        for snaps in api_kinds.values()
+        for op in snaps[0].op_names
+        if (bound := slo_p99_ms(op, sweep)) is not None
+    }
+    criteria = StepCriteria(max_error_rate=sweep.max_error_rate, slo_p99_ms=slo)
+    api = api_saturation(api_kinds, criteria, window_s=sweep.window_s) if api_kinds else None
+    dns = None
+    if run.lookups is not None:
+        warm_s = (warm_ns - run.start_ns) / NS_PER_S
+        dns = dns_failure(
+            [s for s in run.lookups.seconds(since_ns=run.start_ns) if s.t_s >= warm_s],
+            max_failure_rate=sweep.dns_failure_rate,
+            window_s=sweep.window_s,
+        )
+    lag_p99_ms = run.lag.p99_ms() if run.lag is not None else 0.0
+    gen = run.monitor.summary() if run.monitor is not None else None
+    generator = {
+        "rss_mb": gen.rss_mb_max if gen else 0.0,
+        "cpu_percent": gen.cpu_percent_mean if gen else 0.0,
+        "cpu_percent_max": gen.cpu_percent_max if gen else 0.0,
+        "loop_lag_p99_ms": lag_p99_ms,
+        "schedule_lag_p99_ms": lag_p99_ms,
+    }
+    return SizeVerdict(
+        nodes=run.nodes,
+        complete=run.complete,
+        api=api,
+        dns=dns,
+        generator_limited=lag_p99_ms > profile.criteria.max_lag_p99_ms,
+        agents=agent_counts(run),
+        generator=generator,
+        duration_s=(run.end_ns - run.start_ns) / NS_PER_S,
+    )
+
+
+def agent_counts(run: SizeRun) -> dict[str, Any]:
+    """Per kind: how many agents, and per op the count, errors by outcome and latency."""
+    out: dict[str, Any] = {}
+    for kind, snaps in run.snapshots.items():
+        if not snaps:
+            continue
+        stats = window_stats(snaps)
+        by_op: dict[str, Any] = {}
+        for op, latency in stats.latency_by_op.items():
+            by_op[op] = {"count": latency.count, **latency.as_dict()}
+        errors: dict[str, dict[str, int]] = {}
+        for snap in snaps:
+            for (index, outcome), n in snap.counts.items():
+                per_op = errors.setdefault(snap.op_names[index], {})
+                per_op[outcome.label] = per_op.get(outcome.label, 0) + n
+        for name, outcomes in errors.items():
+            by_op.setdefault(name, {})["outcomes"] = outcomes
+        out[kind] = {
+            "agents": sum(1 for a in run.agents if a.kind == kind),
+            "ops": by_op,
+        }
+    inner = [a.agent if isinstance(a, Staggered) else a for a in run.agents]
+    kubelets = [a for a in inner if isinstance(a, Kubelet)]
+    if kubelets and "kubelet" in out:
+        out["kubelet"]["relists"] = sum(k.pods.relists for k in kubelets)
+        out["kubelet"]["lists"] = sum(k.pods.lists for k in kubelets)
+    pods = [a for a in inner if isinstance(a, PodDns)]
+    if pods and "pod-dns" in out:
+        caches = [p.cache.stats() for p in pods if p.cache is not None]
+        out["pod-dns"]["cache_hits"] = sum(c.hits for c in caches)
+        out["pod-dns"]["cache_misses"] = sum(c.misses for c in caches)
+        if run.lookups is not None:
+            seconds = run.lookups.seconds()
+            out["pod-dns"]["lookups_ok"] = sum(s.ok for s in seconds)
+            out["pod-dns"]["lookups_failed"] = sum(s.failed for s in seconds)
+    return out
