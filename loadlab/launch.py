@@ -109,27 +109,21 @@ def run_command(
     )
     check_fd_budget(descriptors_needed(profile))
     progress = make_progress(quiet)
-    with sigterm_raises_terminated():
-        try:
-            with embedded_control_plane(profile) as (api_url, dns_addr):
-                outcome = runloop.run(
-                    run_profile(
-                        profile,
-                        api_url=api_url,
-                        dns_addr=dns_addr,
-                        out_dir=out_dir,
-                        progress=progress,
-                        run_id=run_id,
-                    )
-                )
-        except (LoadlabError, KeyboardInterrupt, Terminated):
-            raise
-        except Exception as exc:
-            log = write_error_log(exc, out_dir)
-            raise InternalError(
-                f"internal error ({type(exc).__name__}: {exc}); the traceback is in {log}; "
-                "partial results are kept there. Please report it."
-            ) from None
+    with (
+        sigterm_raises_terminated(),
+        bugs_logged_in(out_dir),
+        embedded_control_plane(profile) as (api_url, dns_addr),
+    ):
+        outcome = runloop.run(
+            run_profile(
+                profile,
+                api_url=api_url,
+                dns_addr=dns_addr,
+                out_dir=out_dir,
+                progress=progress,
+                run_id=run_id,
+            )
+        )
     if outcome.summary is not None:
         print_result(outcome.summary, out_dir)
     if outcome.error is not None:
@@ -155,26 +149,33 @@ def _sweep_command(
         out if out is not None else create_unique_dir(default_out_dir(profile.name)), run_id
     )
     progress = make_progress(quiet)
-    with sigterm_raises_terminated():
-        try:
-            return run_sweep(
-                profile,
-                api=api,
-                dns=dns,
-                sizes=size_list,
-                quick=quick,
-                out_dir=out_dir,
-                progress=progress,
-                run_id=run_id,
-            )
-        except (LoadlabError, KeyboardInterrupt, Terminated):
-            raise
-        except Exception as exc:
-            log = write_error_log(exc, out_dir)
-            raise InternalError(
-                f"internal error ({type(exc).__name__}: {exc}); the traceback is in {log}; "
-                "partial results are kept there. Please report it."
-            ) from None
+    with sigterm_raises_terminated(), bugs_logged_in(out_dir):
+        return run_sweep(
+            profile,
+            api=api,
+            dns=dns,
+            sizes=size_list,
+            quick=quick,
+            out_dir=out_dir,
+            progress=progress,
+            run_id=run_id,
+        )
+
+
+@contextlib.contextmanager
+def bugs_logged_in(out_dir: Path) -> Iterator[None]:
+    """A bug in loadlab becomes one line (``InternalError``, exit 70) naming the log file in the
+    results folder that holds its traceback; what a user can meet passes through unchanged."""
+    try:
+        yield
+    except (LoadlabError, KeyboardInterrupt, Terminated):
+        raise
+    except Exception as exc:
+        log = write_error_log(exc, out_dir)
+        raise InternalError(
+            f"internal error ({type(exc).__name__}: {exc}); the traceback is in {log}; "
+            "partial results are kept there. Please report it."
+        ) from None
 
 
 @contextlib.contextmanager
