@@ -6,46 +6,18 @@ no sockets, no sleeping, and the result is exact enough to pin the knee to slots
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from loadlab.analysis.knee import find_knee
-from loadlab.clock import NS_PER_MS, NS_PER_S, FakeClock
-from loadlab.engine.mix import OpMix
-from loadlab.engine.selfmon import GeneratorMonitor
-from loadlab.metrics.hlog import TargetHlogs, read_hlog
-from loadlab.metrics.recorder import Recorder
-from loadlab.metrics.timeline import TimelineWriter, read_timeline
+from loadlab.clock import NS_PER_MS
+from loadlab.metrics.hlog import read_hlog
+from loadlab.metrics.timeline import read_timeline
 from loadlab.profile import validate_profile
-from loadlab.progress import NullProgress
-from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
+from loadlab.session import Session
 from loadlab.testing.fakes import SlotServerTarget
-from loadlab.wiring import MAX_BACKLOG
+from loadlab.testing.sessions import BusyProcess, StillProcess, run_fake_session
 
 SLOTS, SERVICE_MS = 4, 20  # capacity 200/s
-
-
-class StillProcess:
-    """Generator readings that do not depend on the real process."""
-
-    def cpu_time_s(self) -> float:
-        return 0.0
-
-    def rss_bytes(self) -> int:
-        return 0
-
-
-class BusyProcess:
-    """A generator that burns a whole core: CPU time advances with the (fake) clock."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self._clock = clock
-
-    def cpu_time_s(self) -> float:
-        return self._clock.now_ns() / NS_PER_S
-
-    def rss_bytes(self) -> int:
-        return 0
 
 
 def run_ramp(tmp_path: Path, busy: bool = False) -> Session:
@@ -67,48 +39,13 @@ def run_ramp(tmp_path: Path, busy: bool = False) -> Session:
             },
         }
     )
-    clock = FakeClock(start_ns=10 * NS_PER_S)
-
-    async def scenario() -> Session:
-        target = SlotServerTarget(clock, slots=SLOTS, service_ns=SERVICE_MS * NS_PER_MS)
-        recorder = Recorder(target.name, target.op_names, start_ns=clock.now_ns())
-        sink = SwitchableSink(recorder)
-        await target.open(sink)
-        rig = Rig(
-            target=target,
-            recorder=recorder,
-            sink=sink,
-            address="fake",
-            slo_p99_ms={"a": 200.0, "b": 1000.0},
-            hlogs=TargetHlogs(tmp_path, target.name, start_time_epoch_s=0.0),
-            max_backlog=MAX_BACKLOG,
-        )
-        timeline = TimelineWriter(
-            tmp_path / "timeline.csv", [rig.name], {rig.name: target.op_names}
-        )
-        session = Session(
-            profile=profile,
-            clock=clock,
-            rigs=[rig],
-            timeline=timeline,
-            out_dir=tmp_path,
-            progress=NullProgress(),
-            monitor=GeneratorMonitor(clock, BusyProcess(clock) if busy else StillProcess()),
-            start_ns=clock.now_ns(),
-            interval_ns=NS_PER_S,
-            mixes={rig.name: OpMix([1.0, 1.0], seed=1)},
-        )
-        ticker = asyncio.ensure_future(session.tick_forever())
-        try:
-            await session.ramp(rig)
-        finally:
-            await cancel_quietly(ticker)
-            await target.close()
-            rig.hlogs.close()
-            timeline.close()
-        return session
-
-    return asyncio.run(clock.run(scenario()))
+    return run_fake_session(
+        profile,
+        lambda clock: SlotServerTarget(clock, slots=SLOTS, service_ns=SERVICE_MS * NS_PER_MS),
+        tmp_path,
+        slo_p99_ms={"a": 200.0, "b": 1000.0},
+        readings=BusyProcess if busy else lambda clock: StillProcess(),
+    )
 
 
 def test_ramp_in_fake_time_finds_the_slot_servers_capacity(tmp_path: Path) -> None:

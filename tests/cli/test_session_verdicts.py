@@ -7,31 +7,20 @@ answer at all). No sockets, no sleeping; the real-socket versions live in tests/
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loadlab.analysis.findings import FindingKind
-from loadlab.clock import NS_PER_S, FakeClock
-from loadlab.engine.mix import OpMix
-from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_SLO_FAILED
 from loadlab.launch import judge
-from loadlab.metrics.hlog import TargetHlogs
-from loadlab.metrics.recorder import Recorder
 from loadlab.metrics.stats import WindowStats
-from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import validate_profile
-from loadlab.progress import NullProgress
-from loadlab.session import Rig, Session, SwitchableSink, cancel_quietly
 from loadlab.summary import RunVerdict
 from loadlab.targets.base import Outcome
 from loadlab.testing.fakes import SILENT, Behaviour, ScriptedServer
-from loadlab.wiring import MAX_BACKLOG
-
-START_NS = 10 * NS_PER_S
+from loadlab.testing.sessions import FAKE_START_NS, run_fake_session
 
 
 class StillProcess:
@@ -51,50 +40,12 @@ def run(tmp_path: Path, behaviour: Behaviour, load: dict[str, Any], **server: in
             "load": load,
         }
     )
-    clock = FakeClock(start_ns=START_NS)
-
-    async def scenario() -> Session:
-        target = ScriptedServer(clock, behaviour, start_ns=START_NS, **server)
-        recorder = Recorder(target.name, target.op_names, start_ns=clock.now_ns())
-        sink = SwitchableSink(recorder)
-        await target.open(sink)
-        rig = Rig(
-            target=target,
-            recorder=recorder,
-            sink=sink,
-            address="fake",
-            slo_p99_ms={"get": 200.0},
-            hlogs=TargetHlogs(tmp_path, target.name, start_time_epoch_s=0.0),
-            max_backlog=MAX_BACKLOG,
-        )
-        timeline = TimelineWriter(tmp_path / "timeline.csv", [rig.name], {rig.name: ("get",)})
-        session = Session(
-            profile=profile,
-            clock=clock,
-            rigs=[rig],
-            timeline=timeline,
-            out_dir=tmp_path,
-            progress=NullProgress(),
-            monitor=GeneratorMonitor(clock, StillProcess()),
-            start_ns=clock.now_ns(),
-            interval_ns=NS_PER_S,
-            mixes={rig.name: OpMix([1.0], seed=1)},
-        )
-        ticker = asyncio.ensure_future(session.tick_forever())
-        try:
-            if profile.traffic.ramp is not None:
-                await session.ramp(rig)
-            else:
-                await session.fixed([rig])
-        finally:
-            await cancel_quietly(ticker)
-            await target.close()
-            session.rotate_all(clock.now_ns())
-            rig.hlogs.close()
-            timeline.close()
-        return session
-
-    session = asyncio.run(asyncio.wait_for(clock.run(scenario()), timeout=60))
+    session = run_fake_session(
+        profile,
+        lambda clock: ScriptedServer(clock, behaviour, start_ns=FAKE_START_NS, **server),
+        tmp_path,
+        slo_p99_ms={"get": 200.0},
+    )
     return judge(session, complete=True)
 
 
