@@ -95,7 +95,10 @@ def _stderr_tail(log: IO[bytes]) -> str:
     return log.read().decode(errors="replace").strip()
 
 
-def _read_ready_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
+def read_ready_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
+    """The first line ``proc`` writes to its stdout pipe, waiting until ``deadline``
+    (``time.monotonic``); TimeoutError past it, EOFError if the process closes stdout first.
+    Shared with ``loadlab.testing.hostile``'s processes, which announce themselves the same way."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     buf = b""
@@ -149,7 +152,7 @@ def start_sim_process(
         raise
     try:
         lifeline.close_child_end()
-        line = _read_ready_line(proc, time.monotonic() + timeout_s)
+        line = read_ready_line(proc, time.monotonic() + timeout_s)
         ready = json.loads(line)
         return SimProcess(proc, str(ready["api"]), str(ready["dns"]), log, lifeline)
     except (TimeoutError, EOFError, ValueError, KeyError) as exc:

@@ -25,7 +25,6 @@ import asyncio
 import ipaddress
 import json
 import os
-import select
 import signal
 import socket
 import struct
@@ -40,6 +39,7 @@ from typing import IO, TYPE_CHECKING, Literal, Self
 
 from loadlab import runloop
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
+from loadlab.sim.process import read_ready_line
 
 if TYPE_CHECKING:
     from loadlab.testing.hostile_dns import HostileDnsServer
@@ -488,23 +488,6 @@ class HostileProcess:
         self.stop()
 
 
-def _read_ready_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    buf = b""
-    while b"\n" not in buf:  # bounded by the deadline
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                raise EOFError
-            buf += chunk
-    return buf.split(b"\n", 1)[0]
-
-
 def start_hostile_process(
     kind: ProcessKind,
     behaviour: str,
@@ -529,7 +512,7 @@ def start_hostile_process(
     log = tempfile.TemporaryFile()  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
     try:
-        ready = json.loads(_read_ready_line(proc, time.monotonic() + timeout_s))
+        ready = json.loads(read_ready_line(proc, time.monotonic() + timeout_s))
         return HostileProcess(proc, kind, str(ready["url" if kind == "http" else "addr"]), log)
     except (TimeoutError, EOFError, ValueError, KeyError) as exc:
         proc.kill()
