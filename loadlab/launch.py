@@ -30,14 +30,13 @@ from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import (
     EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
     InternalError,
     LoadlabError,
     ResultsWriteError,
     Terminated,
     UsageError,
 )
-from loadlab.launch_sweep import parse_sizes, refuse_sweep_flags, run_sweep, sweep_targets
+from loadlab.launch_sweep import parse_sizes, refuse_sweep_flags, run_sweep
 from loadlab.metrics.recorder import merge_blobs
 from loadlab.metrics.stats import summarize_histogram, window_stats
 from loadlab.metrics.timeline import TimelineWriter
@@ -52,25 +51,18 @@ from loadlab.results import (
     write_json_atomic,
 )
 from loadlab.session import Session, cancel_quietly
+from loadlab.stopping import SIGNAL_EXIT, Stopper, stop_on_signals
 from loadlab.summary import RunVerdict, TargetOutcome, build_summary, judge_run
-from loadlab.targets.address import (
-    format_host_port,
-    parse_api_url,
-    parse_host_port,
-    resolve_loopback,
-)
-from loadlab.targets.base import check_fd_budget
+from loadlab.targets.address import loopback_targets
+from loadlab.targets.base import PROBE_TIMEOUT_S, check_fd_budget
 from loadlab.targets.dns import probe_dns
 from loadlab.targets.http import probe_http
 from loadlab.wiring import (
-    DNS_DEFAULT_PORT,
     RunTargets,
     descriptors_needed,
     open_rigs,
     resolved_profile,
 )
-
-PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -143,7 +135,7 @@ def _sweep_command(
 ) -> int:
     """An agent scenario over cluster sizes (``loadlab.launch_sweep``)."""
     size_list = parse_sizes(sizes) if sizes else None
-    sweep_targets(api, dns)  # refuse bad addresses before anything is created
+    loopback_targets(api, dns)  # refuse bad addresses before anything is created
     run_id = uuid.uuid4().hex[:12]
     out_dir = claim_out_dir(
         out if out is not None else create_unique_dir(default_out_dir(profile.name)), run_id
@@ -226,14 +218,15 @@ def apply_targets(profile: Profile, *, api: str | None, dns: str | None) -> Prof
         profile = profile.model_copy(update=update)
     # Host names are resolved by loadlab itself (only ``localhost``, to 127.0.0.1), never by the
     # system resolver: the profile as run holds IP literals only.
+    api_url, dns_addr = loopback_targets(
+        profile.api.url if profile.api is not None else None,
+        profile.dns.server if profile.dns is not None else None,
+    )
     update = {}
-    if profile.api is not None and profile.api.url is not None:
-        address = parse_api_url(profile.api.url)
-        update["api"] = profile.api.model_copy(update={"url": address.base_url})
-    if profile.dns is not None and profile.dns.server is not None:
-        host, port = parse_host_port(profile.dns.server, default_port=DNS_DEFAULT_PORT)
-        server = format_host_port(resolve_loopback(host), port)
-        update["dns"] = profile.dns.model_copy(update={"server": server})
+    if profile.api is not None and api_url is not None:
+        update["api"] = profile.api.model_copy(update={"url": api_url})
+    if profile.dns is not None and dns_addr is not None:
+        update["dns"] = profile.dns.model_copy(update={"server": dns_addr})
     if update:
         profile = profile.model_copy(update=update)
     return profile
@@ -258,27 +251,6 @@ def embedded_control_plane(profile: Profile) -> Iterator[tuple[str | None, str |
         yield (sim.api_url if need_api else api_url), (sim.dns_addr if need_dns else dns_addr)
 
 
-class Stopper:
-    """Ends a run early, once: records why (``SIGINT``, ``SIGTERM``, a write error) and cancels
-    the run's main task, whose ``finally`` writes the partial summary. A second signal while it
-    unwinds exits at once (the sim dies with us: it watches its parent)."""
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self._task = task
-        self.reason: str | None = None
-
-    def stop(self, reason: str) -> None:
-        if self.reason is not None:
-            if reason in _SIGNAL_EXIT:
-                os._exit(_SIGNAL_EXIT[reason])
-            return
-        self.reason = reason
-        self._task.cancel()
-
-
-_SIGNAL_EXIT = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}
-
-
 async def run_profile(
     profile: Profile,
     *,
@@ -290,30 +262,22 @@ async def run_profile(
 ) -> RunOutcome:
     """Probe, run and summarise; files are written as the run goes. SIGINT and SIGTERM stop the
     load within a second and still write the (partial) summary."""
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
-    stopper = Stopper(main)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopper.stop, signal.Signals(signum).name)
-    try:
-        return await _run(
-            profile,
-            api_url=api_url,
-            dns_addr=dns_addr,
-            out_dir=out_dir,
-            progress=progress,
-            run_id=run_id,
-            stopper=stopper,
-        )
-    except asyncio.CancelledError:
-        if stopper.reason is None:
-            raise
-        # Stopped before any target was opened: nothing was measured, nothing to summarise.
-        return RunOutcome(None, _SIGNAL_EXIT.get(stopper.reason, EXIT_INTERRUPTED))
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+    with stop_on_signals() as stopper:
+        try:
+            return await _run(
+                profile,
+                api_url=api_url,
+                dns_addr=dns_addr,
+                out_dir=out_dir,
+                progress=progress,
+                run_id=run_id,
+                stopper=stopper,
+            )
+        except asyncio.CancelledError:
+            if stopper.reason is None:
+                raise
+            # Stopped before any target was opened: nothing was measured, nothing to summarise.
+            return RunOutcome(None, stopper.exit_code or EXIT_INTERRUPTED)
 
 
 async def _run(
@@ -354,7 +318,7 @@ async def _run(
         timeline=timeline,
         out_dir=out_dir,
         progress=progress,
-        monitor=GeneratorMonitor(clock, interval_s=profile.interval_s),
+        monitor=GeneratorMonitor(clock),
         start_ns=start_ns,
         interval_ns=int(profile.interval_s * NS_PER_S),
         mixes=mixes,
@@ -396,8 +360,8 @@ def finish(
     error = session.fatal
     if error is not None:
         code = error.exit_code
-    elif stopped_by in _SIGNAL_EXIT:
-        code = _SIGNAL_EXIT[stopped_by]
+    elif stopped_by in SIGNAL_EXIT:
+        code = SIGNAL_EXIT[stopped_by]
     else:
         code = verdict.exit_code
     lag = summarize_histogram(merge_blobs(s.lag for r in session.rigs for s in r.snapshots))

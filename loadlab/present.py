@@ -33,10 +33,14 @@ def print_result(summary: dict[str, Any], out_dir: Path) -> None:
             f"dns: {totals['dns_queries']:,} queries, {totals['achieved_qps']:,.0f}/s answered, "
             f"{totals['dns_failures']:,} failures" + _stray(summary, "dns")
         )
-    code = int(verdict["exit_code"])
-    label = "passed" if verdict["passed"] else _VERDICT_LABELS.get(code, "FAILED")
-    lines.append(f"verdict: {label} (exit {code}: {EXIT_CODES.get(code, '')})")
+    lines.append(verdict_line(int(verdict["exit_code"]), passed=bool(verdict["passed"])))
     print("\n".join(lines), file=sys.stdout)
+
+
+def verdict_line(code: int, *, passed: bool) -> str:
+    """The last line of every run: ``verdict: passed (exit 0: ...)``, the code's meaning with it."""
+    label = "passed" if passed else _VERDICT_LABELS.get(code, "FAILED")
+    return f"verdict: {label} (exit {code}: {EXIT_CODES.get(code, '')})"
 
 
 _VERDICT_LABELS = {

@@ -36,7 +36,7 @@ from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import Profile
 from loadlab.progress import IntervalView, ProgressSink
 from loadlab.scenario import Phases, build_agents
-from loadlab.targets.address import parse_host_port
+from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
 from loadlab.targets.agent_http import AgentHttpClient
 from loadlab.targets.dns_client import DnsClient
 
@@ -45,6 +45,9 @@ POOL_CONNECTIONS = 256
 reference: enough that a saturated API server, not the client pool, is where requests wait, at
 kube-apiserver's 400 + 200 in-flight limit the pool is not the bottleneck of a default server."""
 DNS_SOCKETS = 4
+"""UDP sockets of the agents' DNS client (65,536 query IDs each). Not from a reference: 200 nodes
+x 10 pods resolving every 10 s ask a few hundred questions a second, far below one socket's IDs;
+four spread the kernel's per-socket receive buffer so a burst of answers is not dropped."""
 LOOKUP_OP = "lookup"
 GC_GEN0_THRESHOLD = 20_000
 """Allocations between young collections during an agent run (CPython's default is 700). Not from
@@ -237,7 +240,7 @@ async def _transports(
         await stack.enter_async_context(http)
     dns = None
     if dns_addr is not None and "pod-dns" in ops:
-        host, port = parse_host_port(dns_addr, default_port=53)
+        host, port = parse_host_port(dns_addr, default_port=DNS_DEFAULT_PORT)
         dns = DnsClient(host, port, sockets=DNS_SOCKETS)
         await stack.enter_async_context(dns)
     return http, dns

@@ -16,7 +16,7 @@ from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.recorder import Recorder
 from loadlab.profile import DnsSection, Profile
 from loadlab.session import Rig, SwitchableSink
-from loadlab.targets.address import parse_host_port
+from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
 from loadlab.targets.base import Target
 from loadlab.targets.dns import DnsQuery, DnsTarget
 from loadlab.targets.http import HttpOperation, HttpTarget
@@ -24,7 +24,6 @@ from loadlab.targets.http import HttpOperation, HttpTarget
 MAX_BACKLOG = 100_000
 """Requests queued or in flight per target before new sends complete as OVERFLOW (an error of the
 server: it is not keeping up). Bounds the generator's memory on a stalled server."""
-DNS_DEFAULT_PORT = 53
 FD_PER_DNS_SOCKET = 2
 """A UDP socket, and a TCP connection while a truncated answer is retried."""
 

@@ -81,12 +81,8 @@ class GeneratorMonitor:
         clock: Clock,
         readings: ProcessReadings | None = None,
         *,
-        interval_s: float = 1.0,
         max_samples: int = MAX_SAMPLES,
     ) -> None:
-        # interval_s is only checked: the session decides when to sample (launch.py passes it).
-        if interval_s <= 0:
-            raise ValueError(f"interval must be positive, got {interval_s}")
         self._clock = clock
         self._readings = readings if readings is not None else PsutilReadings()
         self._max_samples = max_samples

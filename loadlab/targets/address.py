@@ -175,3 +175,18 @@ def _port(text: str, shown: str) -> int:
         got = f"'{text}'" if text else "nothing"
         raise UsageError(f"bad port in {shown!r}: expected a number from 1 to 65535, got {got}")
     return int(text)
+
+
+DNS_DEFAULT_PORT = 53
+
+
+def loopback_targets(api: str | None, dns: str | None) -> tuple[str | None, str | None]:
+    """``--api URL`` and ``--dns HOST:PORT`` as they are used: checked against the loopback rule
+    and with ``localhost`` mapped to 127.0.0.1 here, never by the system resolver, so what is
+    run (and written to the results) holds IP literals only. None stays None."""
+    api_url = parse_api_url(api).base_url if api is not None else None
+    dns_addr = None
+    if dns is not None:
+        host, port = parse_host_port(dns, default_port=DNS_DEFAULT_PORT)
+        dns_addr = format_host_port(resolve_loopback(host), port)
+    return api_url, dns_addr

@@ -23,6 +23,11 @@ nothing, and 5 ms is small beside the seconds a step's drain deadline allows."""
 FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
 """Out of file descriptors: this process (EMFILE) or the whole system (ENFILE)."""
 
+PROBE_TIMEOUT_S = 5.0
+"""How long a pre-flight probe waits for any answer before the target counts as unreachable
+(exit 3). Not from a reference: a loopback server answers in milliseconds, a busy one within a
+second; five leaves room for a loaded machine without making a dead target a long wait."""
+
 
 class Outcome(enum.IntEnum):
     """How one request ended. Small stable ints, so recorders can index arrays by them."""
