@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         kubelet = row["agents"].get("kubelet", {})
         watches = kubelet.get("ops", {}).get("pods-watch", {}).get("count", 0)
         print(
-            f"{row['nodes']:>7,} {gen['loop_lag_p99_ms']:>10.1f} {gen['rss_mb']:>8.0f} "
+            f"{row['nodes']:>7,} {gen['schedule_lag_p99_ms']:>10.1f} {gen['rss_mb']:>8.0f} "
             f"{gen['cpu_percent']:>6.0f} {watches:>8,}  {row['line']}"
         )
     return 0

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,39 +25,26 @@ import yaml
 from loadlab import runloop
 from loadlab.clock import MonotonicClock
 from loadlab.errors import (
-    EXIT_CODES,
     EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SLO_FAILED,
-    EXIT_TERMINATED,
     ProfileError,
     UsageError,
 )
+from loadlab.present import verdict_line
 from loadlab.profile import Profile
 from loadlab.progress import ProgressSink
 from loadlab.results import SUMMARY_SCHEMA, rounded, write_json_atomic
+from loadlab.stopping import SIGNAL_EXIT, stop_on_signals
 from loadlab.sweep import SizeRun, effective_sizes, run_size
 from loadlab.sweep_verdict import SizeVerdict, judge_size
-from loadlab.targets.address import (
-    format_host_port,
-    parse_api_url,
-    parse_host_port,
-    resolve_loopback,
-)
+from loadlab.targets.address import loopback_targets
+from loadlab.targets.base import PROBE_TIMEOUT_S
+from loadlab.targets.dns import probe_dns
+from loadlab.targets.http import probe_http
 
-SIGNAL_EXIT = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}
 SIM_SETTINGS_FILE = "sim-settings.yaml"
-
-
-def sweep_targets(api: str | None, dns: str | None) -> tuple[str | None, str | None]:
-    """``--api`` / ``--dns`` for an agent scenario, as IP-literal addresses (loopback rule)."""
-    api_url = parse_api_url(api).base_url if api is not None else None
-    dns_addr = None
-    if dns is not None:
-        host, port = parse_host_port(dns, default_port=53)
-        dns_addr = format_host_port(resolve_loopback(host), port)
-    return api_url, dns_addr
 
 
 def check_sim_settings(profile: Profile) -> None:
@@ -83,7 +69,7 @@ def run_sweep(
 ) -> int:
     """Run every size; write summary.json after each; print the per-size lines; the exit code."""
     assert profile.agents is not None
-    api_url, dns_addr = sweep_targets(api, dns)
+    api_url, dns_addr = loopback_targets(api, dns)
     check_sim_settings(profile)
     run_sizes = effective_sizes(profile, quick, sizes)
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -115,18 +101,9 @@ def run_sweep(
     saturating = saturating_size(verdicts)
     if saturating is not None:
         lines.append(f"saturating size: {saturating:,} nodes")
-    label = "passed" if code == EXIT_OK else _LABELS.get(code, "FAILED")
-    lines.append(f"verdict: {label} (exit {code}: {EXIT_CODES.get(code, '')})")
+    lines.append(verdict_line(code, passed=code == EXIT_OK))
     print("\n".join(lines), file=sys.stdout)
     return code
-
-
-_LABELS = {
-    EXIT_SLO_FAILED: "FAILED",
-    EXIT_INCONCLUSIVE: "INCONCLUSIVE",
-    EXIT_INTERRUPTED: "INTERRUPTED, nothing claimed",
-    EXIT_TERMINATED: "TERMINATED, nothing claimed",
-}
 
 
 async def _run_one(
@@ -138,40 +115,30 @@ async def _run_one(
     progress: ProgressSink,
     quick: bool,
 ) -> str | None:
-    """Run one size with SIGINT/SIGTERM stopping it cleanly; return the signal's name, if any."""
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
-    reason: list[str] = []
-
-    def stop(name: str) -> None:
-        if reason:
-            return
-        reason.append(name)
-        main.cancel()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop, signal.Signals(signum).name)
-    progress.start(f"loadlab {profile.name}: {size:,} nodes  ({run.out_dir})")
-    try:
-        await run_size(
-            profile,
-            size,
-            clock=MonotonicClock(),
-            api_url=api_url,
-            dns_addr=dns_addr,
-            out_dir=run.out_dir,
-            progress=progress,
-            quick=quick,
-            run=run,
-        )
-    except asyncio.CancelledError:
-        if not reason:
-            raise
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    return reason[0] if reason else None
+    """Probe the targets (one line and exit 3 when nothing answers, as for a request mix), then
+    run one size with SIGINT/SIGTERM stopping it cleanly; return the signal's name, if any."""
+    with stop_on_signals() as stopper:
+        try:
+            if api_url is not None:
+                await probe_http(api_url, PROBE_TIMEOUT_S)
+            if dns_addr is not None:
+                await probe_dns(dns_addr, PROBE_TIMEOUT_S)
+            progress.start(f"loadlab {profile.name}: {size:,} nodes  ({run.out_dir})")
+            await run_size(
+                profile,
+                size,
+                clock=MonotonicClock(),
+                api_url=api_url,
+                dns_addr=dns_addr,
+                out_dir=run.out_dir,
+                progress=progress,
+                quick=quick,
+                run=run,
+            )
+        except asyncio.CancelledError:
+            if stopper.reason is None:
+                raise
+    return stopper.reason
 
 
 @contextlib.contextmanager
@@ -228,7 +195,7 @@ def sweep_exit_code(verdicts: Sequence[SizeVerdict], stopped_by: str | None) -> 
         return SIGNAL_EXIT.get(stopped_by, EXIT_INTERRUPTED)
     if any(v.server_failed for v in verdicts):
         return EXIT_SLO_FAILED
-    if any(v.generator_limited or not v.complete for v in verdicts) or not verdicts:
+    if any(v.generator_limited or not v.complete or not v.judged for v in verdicts) or not verdicts:
         return EXIT_INCONCLUSIVE
     return EXIT_OK
 

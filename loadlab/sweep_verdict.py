@@ -31,10 +31,26 @@ class SizeVerdict:
     agents: Mapping[str, Any]
     generator: Mapping[str, Any]
     duration_s: float
+    steady_s: float | None = None
+    """Seconds measured after the warm-up; None: long enough (the default for built verdicts)."""
+    needed_s: float = 0.0
+    """What a sustained breach needs to be seen at all: two of the checks' windows."""
+
+    @property
+    def judged(self) -> bool:
+        """The steady state was long enough for a breach to show: a shorter run that saw none
+        has not shown that the server held, only that it was not looked at long enough."""
+        return self.steady_s is None or self.steady_s >= self.needed_s
 
     @property
     def passed(self) -> bool:
-        return self.complete and not self.generator_limited and not self.api and not self.dns
+        return (
+            self.complete
+            and self.judged
+            and not self.generator_limited
+            and not self.api
+            and not self.dns
+        )
 
     def claimed(self, breach: Breach | None) -> bool:
         """A breach the size's result can rest on: any, when the generator kept up; only one
@@ -67,11 +83,17 @@ class SizeVerdict:
             claimed.append(f"the caches hid it for {self.onset_s:,.0f} s")
         lag = ""
         if self.generator_limited:
-            lag_ms = self.generator.get("loop_lag_p99_ms", 0.0)
+            lag_ms = self.generator.get("schedule_lag_p99_ms", 0.0)
             lag = f"the generator fell behind (event-loop lag p99 {lag_ms:,.0f} ms)"
         if not claimed and not seen:
             if lag:
                 return f"{head} inconclusive - {lag}: the size's result is not the server's"
+            if not self.judged:
+                return (
+                    f"{head} inconclusive - {self.steady_s or 0:,.0f} s after the warm-up is "
+                    f"shorter than the {self.needed_s:,.0f} s a sustained breach needs to show "
+                    "(raise phases.duration_s or lower sweep.window_s): nothing is claimed"
+                )
             return f"{head} held for {self.duration_s:,.0f} s (API and DNS within their checks)"
         if not claimed:
             return f"{head} inconclusive - {lag}; seen, not claimed: " + "; ".join(seen)
@@ -91,6 +113,7 @@ class SizeVerdict:
             "dns_failure_why": self.dns.why if self.dns else None,
             "dns_failure_onset_s": self.onset_s,
             "generator_limited": self.generator_limited,
+            "judged": self.judged,
             "api_saturation_claimed": self.claimed(self.api),
             "dns_failure_claimed": self.claimed(self.dns),
             "duration_s": self.duration_s,
@@ -128,7 +151,6 @@ def judge_size(profile: Profile, run: SizeRun, *, quick: bool = False) -> SizeVe
         "rss_mb": gen.rss_mb_max if gen else 0.0,
         "cpu_percent": gen.cpu_percent_mean if gen else 0.0,
         "cpu_percent_max": gen.cpu_percent_max if gen else 0.0,
-        "loop_lag_p99_ms": lag_p99_ms,
         "schedule_lag_p99_ms": lag_p99_ms,
     }
     return SizeVerdict(
@@ -140,6 +162,8 @@ def judge_size(profile: Profile, run: SizeRun, *, quick: bool = False) -> SizeVe
         agents=agent_counts(run),
         generator=generator,
         duration_s=(run.end_ns - run.start_ns) / NS_PER_S,
+        steady_s=max(0.0, (run.end_ns - warm_ns) / NS_PER_S),
+        needed_s=2 * sweep.window_s,
     )
 
 
@@ -152,7 +176,7 @@ def agent_counts(run: SizeRun) -> dict[str, Any]:
         stats = window_stats(snaps)
         by_op: dict[str, Any] = {}
         for op, latency in stats.latency_by_op.items():
-            by_op[op] = {"count": latency.count, **latency.as_dict()}
+            by_op[op] = latency.as_dict()
         errors: dict[str, dict[str, int]] = {}
         for snap in snaps:
             for (index, outcome), n in snap.counts.items():

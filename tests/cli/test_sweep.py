@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,11 +17,14 @@ from loadlab.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SLO_FAILED,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     UsageError,
 )
 from loadlab.launch_sweep import parse_sizes, saturating_size, sweep_exit_code
 from loadlab.sweep_verdict import SizeVerdict
+from loadlab.testing.hostile import start_hostile_process
+from loadlab.testing.ports import closed_tcp_port
 
 SIZE_KEYS = {
     "nodes",
@@ -57,7 +61,7 @@ def verdict(
         dns=Breach(dns, "90 of 100 lookups failed") if dns is not None else None,
         generator_limited=limited,
         agents={},
-        generator={"loop_lag_p99_ms": 500.0 if limited else 1.0},
+        generator={"schedule_lag_p99_ms": 500.0 if limited else 1.0},
         duration_s=60.0,
     )
 
@@ -101,6 +105,14 @@ def test_sweep_exit_code(sizes: list[SizeVerdict], stopped_by: str | None, code:
     assert sweep_exit_code(sizes, stopped_by) == code
 
 
+def test_a_size_too_short_to_show_a_breach_is_inconclusive_never_held() -> None:
+    short = dataclasses.replace(verdict(250), steady_s=6.0, needed_s=20.0)
+    assert not short.judged
+    assert not short.passed
+    assert "nothing is claimed" in short.line()
+    assert sweep_exit_code([short], None) == EXIT_INCONCLUSIVE
+
+
 def test_a_generator_limited_size_never_passes() -> None:
     assert not verdict(250, limited=True).passed
     assert "not the server's" in verdict(250, limited=True).line()
@@ -135,6 +147,8 @@ def test_a_small_sweep_against_the_embedded_control_plane_reports_each_size(
             "phases.duration_s=8",
             "--set",
             "phases.warmup_s=2",
+            "--set",
+            "sweep.window_s=2",
             "--set",
             "agents.kubelet.start_spread_s=1",
             "--set",
@@ -178,3 +192,46 @@ def test_sizes_on_a_request_mix_profile_are_refused() -> None:
     )
     assert result.returncode == EXIT_USAGE
     assert "agent scenario" in result.stderr
+
+
+def _sweep(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "loadlab", "run", "kubelet-baseline", "--sizes", "10"]
+    cmd += [
+        "--set",
+        "phases.duration_s=8",
+        "--set",
+        "phases.warmup_s=2",
+        "--set",
+        "sweep.window_s=2",
+    ]
+    cmd += ["--set", "agents.kubelet.start_spread_s=1", "--set", "agents.pod_dns.nodes=2"]
+    cmd += ["--out", str(tmp_path / "run"), "--quiet", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.realtime
+def test_a_sweep_against_nothing_listening_is_unreachable_in_one_line(tmp_path: Path) -> None:
+    result = _sweep(tmp_path, "--api", f"http://127.0.0.1:{closed_tcp_port()}")
+    assert result.returncode == EXIT_UNREACHABLE, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.realtime
+def test_a_sweep_against_an_api_that_answers_500_and_dns_that_refuses_never_passes(
+    tmp_path: Path,
+) -> None:
+    with (
+        start_hostile_process("http", "status_500") as api,
+        start_hostile_process("dns", "refuse") as dns,
+    ):
+        result = _sweep(tmp_path, "--api", api.url, "--dns", dns.addr)
+    assert result.returncode == EXIT_SLO_FAILED, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (size,) = summary["sizes"]
+    assert size["passed"] is False
+    assert "5xx" in size["api_saturation_why"]
+    assert "refused" in size["dns_failure_why"]
+    assert summary["saturating_size"] == 10
+    assert "verdict: passed" not in result.stdout
