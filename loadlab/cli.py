@@ -37,6 +37,9 @@ examples:
   loadlab run http-knee --api http://127.0.0.1:6443
   loadlab run dns-knee --dns 127.0.0.1:5353 --set load.ramp.max_per_s=20000
   loadlab run my-profile.yaml                        # a profile of your own
+  loadlab run openai-2024-telemetry --quick --gate   # does the rollout fit? one line, exit 0/1/4
+  loadlab report results/http-knee-20261130T210835Z  # report.html, summary.md, perfdash.json
+  loadlab compare results/A results/B --threshold 10%  # did B (another config) regress?
   loadlab profiles                                   # the shipped profiles, by name
   loadlab sim --nodes 5000 --pods-per-node 30        # the embedded control plane, standalone
 """
@@ -99,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="agent scenarios: the profile's short version (fewer sizes, shorter phases)",
     )
+    run.add_argument(
+        "--gate",
+        action="store_true",
+        help=(
+            "pre-rollout gate: end with one 'gate:' line; exit 0 when the cluster fits (held "
+            "with its SLOs met at the profile's require.min_nodes, or at every size), 1 when a "
+            "size up to it failed, 4 when nothing measured shows it"
+        ),
+    )
+    run.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="do not write report.html, summary.md and perfdash.json at the end",
+    )
 
     sim = sub.add_parser(
         "sim",
@@ -108,6 +126,44 @@ def build_parser() -> argparse.ArgumentParser:
     from loadlab.sim.cli import add_sim_arguments
 
     add_sim_arguments(sim)
+
+    report = sub.add_parser(
+        "report",
+        help="write report.html, summary.md and perfdash.json for a results folder",
+        description=(
+            "Read RESULT_DIR (what `loadlab run` wrote, finished or not) and write into it "
+            "report.html (self-contained: plots embedded, opens with no network), the plots as "
+            "PNG under plots/, summary.md for terminals and pull requests, and perfdash.json "
+            "(clusterloader2's perfdash format)."
+        ),
+    )
+    report.add_argument("result_dir", type=Path, metavar="RESULT_DIR", help="a results folder")
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare two results folders (A: baseline, B: candidate)",
+        description=(
+            "Compare two runs of the same profile, e.g. against two API-server configurations: "
+            "per size the knee ratio B/A, per operation the p50 and p99 ratios with their "
+            "spread across intervals, a verdict per row; writes compare.html and compare.md. "
+            "Exit 0 when B is not worse than A beyond the threshold, 1 when it regressed, 2 "
+            "when the folders are not comparable (different profiles or sizes)."
+        ),
+    )
+    compare.add_argument("a", type=Path, metavar="A", help="baseline results folder")
+    compare.add_argument("b", type=Path, metavar="B", help="candidate results folder")
+    compare.add_argument(
+        "--threshold",
+        default="10%",
+        metavar="PCT",
+        help="how much worse B may be before it counts as a regression (default 10%%)",
+    )
+    compare.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where to write compare.html and compare.md (default: next to B)",
+    )
 
     sub.add_parser("profiles", help="list the shipped profiles")
 
@@ -150,11 +206,23 @@ def main(argv: list[str] | None = None) -> int:
                     quiet=args.quiet,
                     sizes=args.sizes,
                     quick=args.quick,
+                    gate=args.gate,
+                    report=args.report,
                 )
         if args.command == "sim":
             from loadlab.sim.cli import sim_command
 
             return sim_command(args)
+        if args.command == "report":
+            from loadlab.report import report_command
+
+            return report_command(args.result_dir)
+        if args.command == "compare":
+            from loadlab.report.compare_page import compare_command, parse_threshold
+
+            return compare_command(
+                args.a, args.b, threshold=parse_threshold(args.threshold), out=args.out
+            )
         if args.command == "validate":
             from loadlab.profile import load_profile
 
@@ -179,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TERMINATED
     except Exception as exc:
         # The last resort: a bug outside a run (a run logs its own into its results folder).
-        from loadlab.launch import write_error_log
+        from loadlab.results import write_error_log
 
         log = write_error_log(exc, None)
         print(

@@ -25,8 +25,9 @@ EXIT_CODES: dict[int, str] = {
     "or it stopped serving mid-run",
     EXIT_USAGE: "bad command line or profile (one line names the field and what was expected)",
     EXIT_UNREACHABLE: "a target could not be reached, or answered something that is not HTTP/DNS",
-    EXIT_INCONCLUSIVE: "inconclusive: the load generator, not the server, was the limit (or the "
-    "search ran out of steps before bracketing a knee)",
+    EXIT_INCONCLUSIVE: "inconclusive: the load generator, not the server, was the limit, or "
+    "nothing measured decides it (the search ran out of steps before bracketing a knee, a size "
+    "ran too short to judge, --gate's required size was not measured)",
     EXIT_INTERNAL: "internal error of loadlab (the traceback is in the named log file)",
     EXIT_RESULTS_WRITE: "the results could not be written (disk full, no permission); the load "
     "was stopped and what was written is kept",

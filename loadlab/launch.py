@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import signal
 import sys
-import tempfile
 import time
-import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,18 +33,20 @@ from loadlab.errors import (
     Terminated,
     UsageError,
 )
+from loadlab.finish import write_report_quietly
 from loadlab.launch_sweep import parse_sizes, refuse_sweep_flags, run_sweep
+from loadlab.machine import MACHINE_FILE, machine_info
 from loadlab.metrics.recorder import merge_blobs
 from loadlab.metrics.stats import summarize_histogram, window_stats
 from loadlab.metrics.timeline import TimelineWriter
-from loadlab.present import print_result
+from loadlab.present import gate_line, print_result
 from loadlab.profile import Profile, load_profile
 from loadlab.progress import ProgressSink, make_progress
 from loadlab.results import (
-    ERROR_LOG,
     claim_out_dir,
     create_unique_dir,
     default_out_dir,
+    write_error_log,
     write_json_atomic,
 )
 from loadlab.session import Session, cancel_quietly
@@ -86,12 +85,22 @@ def run_command(
     quiet: bool,
     sizes: str | None = None,
     quick: bool = False,
+    gate: bool = False,
+    report: bool = True,
 ) -> int:
     profile = load_profile(profile_path, overrides)
     refuse_sweep_flags(profile, sizes, quick)
     if profile.agents is not None:
         return _sweep_command(
-            profile, api=api, dns=dns, out=out, quiet=quiet, sizes=sizes, quick=quick
+            profile,
+            api=api,
+            dns=dns,
+            out=out,
+            quiet=quiet,
+            sizes=sizes,
+            quick=quick,
+            gate=gate,
+            report=report,
         )
     profile = apply_targets(profile, api=api, dns=dns)
     run_id = uuid.uuid4().hex[:12]
@@ -116,8 +125,11 @@ def run_command(
                 run_id=run_id,
             )
         )
+    report_html = write_report_quietly(out_dir) if report else None
     if outcome.summary is not None:
-        print_result(outcome.summary, out_dir)
+        print_result(outcome.summary, out_dir, report=report_html)
+        if gate:
+            print(gate_line(outcome.summary), file=sys.stdout)
     if outcome.error is not None:
         print(f"loadlab: {outcome.error}", file=sys.stderr)
     return outcome.exit_code
@@ -132,6 +144,8 @@ def _sweep_command(
     quiet: bool,
     sizes: str | None,
     quick: bool,
+    gate: bool,
+    report: bool,
 ) -> int:
     """An agent scenario over cluster sizes (``loadlab.launch_sweep``)."""
     size_list = parse_sizes(sizes) if sizes else None
@@ -142,7 +156,7 @@ def _sweep_command(
     )
     progress = make_progress(quiet)
     with sigterm_raises_terminated(), bugs_logged_in(out_dir):
-        return run_sweep(
+        code = run_sweep(
             profile,
             api=api,
             dns=dns,
@@ -151,7 +165,10 @@ def _sweep_command(
             out_dir=out_dir,
             progress=progress,
             run_id=run_id,
+            gate=gate,
+            report=report,
         )
+    return code
 
 
 @contextlib.contextmanager
@@ -184,23 +201,6 @@ def sigterm_raises_terminated() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def write_error_log(exc: BaseException, folder: Path | None) -> Path:
-    """Write ``exc``'s traceback to ``folder/loadlab-error.log`` (or a temporary file when there
-    is no folder, or it cannot be written) and return where it went."""
-    text = "".join(traceback.format_exception(exc))
-    if folder is not None:
-        path = folder / ERROR_LOG
-        try:
-            path.write_text(text)
-            return path
-        except OSError:
-            pass
-    fd, name = tempfile.mkstemp(prefix="loadlab-error-", suffix=".log")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    return Path(name)
 
 
 def apply_targets(profile: Profile, *, api: str | None, dns: str | None) -> Profile:
@@ -297,6 +297,7 @@ async def _run(
     targets = RunTargets(api_url, dns_addr)
     try:
         write_json_atomic(out_dir / "profile.resolved.json", resolved_profile(profile, targets))
+        write_json_atomic(out_dir / MACHINE_FILE, machine_info())
     except OSError as exc:
         raise ResultsWriteError(f"cannot write to {out_dir} ({exc.strerror})") from None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -30,14 +31,18 @@ from loadlab.errors import (
     EXIT_OK,
     EXIT_SLO_FAILED,
     ProfileError,
+    ResultsWriteError,
     UsageError,
 )
+from loadlab.finish import write_report_quietly
+from loadlab.gate import sweep_gate
+from loadlab.machine import MACHINE_FILE, machine_info
 from loadlab.present import verdict_line
 from loadlab.profile import Profile
 from loadlab.progress import ProgressSink
 from loadlab.results import SUMMARY_SCHEMA, rounded, write_json_atomic
 from loadlab.stopping import SIGNAL_EXIT, stop_on_signals
-from loadlab.sweep import SizeRun, effective_sizes, run_size
+from loadlab.sweep import SizeRun, effective_phases, effective_sizes, run_size
 from loadlab.sweep_verdict import SizeVerdict, judge_size
 from loadlab.targets.address import loopback_targets
 from loadlab.targets.base import PROBE_TIMEOUT_S
@@ -66,12 +71,22 @@ def run_sweep(
     out_dir: Path,
     progress: ProgressSink,
     run_id: str,
+    gate: bool = False,
+    report: bool = True,
 ) -> int:
-    """Run every size; write summary.json after each; print the per-size lines; the exit code."""
+    """Run every size; write summary.json after each; print the per-size lines; the exit code
+    (with ``gate``, the gate's: ``loadlab.gate``)."""
     assert profile.agents is not None
     api_url, dns_addr = loopback_targets(api, dns)
     check_sim_settings(profile)
     run_sizes = effective_sizes(profile, quick, sizes)
+    try:
+        write_json_atomic(
+            out_dir / "profile.resolved.json", sweep_profile(profile, run_sizes, quick)
+        )
+        write_json_atomic(out_dir / MACHINE_FILE, machine_info())
+    except OSError as exc:
+        raise ResultsWriteError(f"cannot write to {out_dir} ({exc.strerror})") from None
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     verdicts: list[SizeVerdict] = []
     stopped_by: str | None = None
@@ -97,11 +112,30 @@ def run_sweep(
             break
     progress.stop()
     code = sweep_exit_code(verdicts, stopped_by)
-    lines = [f"results: {out_dir}", *(v.line() for v in verdicts)]
+    gated = None
+    if gate and stopped_by is None:
+        gated = sweep_gate(verdicts, profile.require.min_nodes if profile.require else None)
+        code = gated.exit_code
+        summary = sweep_summary(
+            profile,
+            verdicts,
+            run_id=run_id,
+            started_at=started_at,
+            code=code,
+            stopped_by=stopped_by,
+            planned=run_sizes,
+        )
+        summary["gate"] = gated.as_dict()
+        write_json_atomic(out_dir / "summary.json", summary)
+    lines = [f"results: {out_dir}"]
+    report_html = write_report_quietly(out_dir) if report else None
+    if report_html is not None:
+        lines.append(f"report: {report_html}")
+    lines += [v.line() for v in verdicts]
     saturating = saturating_size(verdicts)
     if saturating is not None:
         lines.append(f"saturating size: {saturating:,} nodes")
-    lines.append(verdict_line(code, passed=code == EXIT_OK))
+    lines.append(gated.line if gated is not None else verdict_line(code, passed=code == EXIT_OK))
     print("\n".join(lines), file=sys.stdout)
     return code
 
@@ -183,6 +217,16 @@ def separate_cores(sim_pid: int) -> None:
             os.sched_setaffinity(int(tid), set(cpus[1:]))
 
 
+def sweep_profile(profile: Profile, sizes: Sequence[int], quick: bool) -> dict[str, Any]:
+    """``profile.resolved.json`` of a sweep: the profile as run, so ``sizes`` and ``phases`` are
+    the ones used (``--sizes``, ``--quick``), and ``quick`` says whether its short version ran."""
+    resolved: dict[str, Any] = json.loads(profile.model_dump_json(by_alias=True))
+    resolved["sizes"] = list(sizes)
+    resolved["phases"] = json.loads(effective_phases(profile, quick).model_dump_json())
+    resolved["quick_run"] = quick
+    return resolved
+
+
 def saturating_size(verdicts: Sequence[SizeVerdict]) -> int | None:
     """The smallest size that did not pass because the API saturated or DNS failed (with the
     generator keeping up: a generator-limited size says nothing of the server)."""
@@ -195,8 +239,8 @@ def sweep_exit_code(verdicts: Sequence[SizeVerdict], stopped_by: str | None) -> 
         return SIGNAL_EXIT.get(stopped_by, EXIT_INTERRUPTED)
     if any(v.server_failed for v in verdicts):
         return EXIT_SLO_FAILED
-    if any(v.generator_limited or not v.complete or not v.judged for v in verdicts) or not verdicts:
-        return EXIT_INCONCLUSIVE
+    if not verdicts or not all(v.passed for v in verdicts):
+        return EXIT_INCONCLUSIVE  # limited, interrupted, too short, or measured nothing
     return EXIT_OK
 
 

@@ -15,10 +15,12 @@ from loadlab.errors import (
 )
 
 
-def print_result(summary: dict[str, Any], out_dir: Path) -> None:
+def print_result(summary: dict[str, Any], out_dir: Path, *, report: Path | None = None) -> None:
     """A few lines a human reads first; the full answer is in summary.json. Every line comes
     from the summary's verdict, so what is printed and what is written cannot disagree."""
     lines = [f"results: {out_dir}"]
+    if report is not None:
+        lines.append(f"report: {report}")
     verdict = summary["verdict"]
     for finding in verdict["findings"].values():
         lines.append(str(finding["line"]))
@@ -35,6 +37,18 @@ def print_result(summary: dict[str, Any], out_dir: Path) -> None:
         )
     lines.append(verdict_line(int(verdict["exit_code"]), passed=bool(verdict["passed"])))
     print("\n".join(lines), file=sys.stdout)
+
+
+def gate_line(summary: dict[str, Any]) -> str:
+    """``--gate`` on a request mix: the run's verdict as the gate's one line (an agent
+    scenario's gate is ``loadlab.gate``)."""
+    verdict = summary["verdict"]
+    lines = [str(f["line"]) for f in verdict["findings"].values()]
+    failing = [str(f["line"]) for f in verdict["findings"].values() if not f.get("passed")]
+    if verdict["passed"]:
+        return "gate: passed - " + "; ".join(lines)
+    label = "FAILED" if int(verdict["exit_code"]) == EXIT_SLO_FAILED else "inconclusive"
+    return f"gate: {label} - " + "; ".join(failing or lines)
 
 
 def verdict_line(code: int, *, passed: bool) -> str:

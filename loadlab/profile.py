@@ -43,6 +43,7 @@ from loadlab.profile_fields import (
 )
 from loadlab.scenario import MAX_SIZE, AgentsSection, Phases, Quick, SweepCriteria
 from loadlab.shipped import closest_shipped
+from loadlab.slos import Requirement, SloSection
 
 PROFILE_SCHEMA = "loadlab.profile/v1"
 
@@ -163,6 +164,9 @@ class Profile(_Strict):
     phases: Phases = Phases()
     quick: Quick | None = None
     sweep: SweepCriteria = SweepCriteria()
+    slo: SloSection = SloSection()
+    require: Requirement | None = None
+    """What ``--gate`` checks beyond the SLOs (agent scenarios)."""
 
     @model_validator(mode="after")
     def _shape(self) -> Profile:
@@ -173,6 +177,8 @@ class Profile(_Strict):
                 raise ValueError("field 'load' is required (or an 'agents' section)")
             if self.sizes is not None:
                 raise ValueError("'sizes' needs an 'agents' section")
+            if self.require is not None:
+                raise ValueError("'require' (a cluster size to fit) needs an 'agents' section")
         elif self.load is not None:
             raise ValueError(
                 "an agent scenario has no 'load': put a request mix under agents.mix instead"

@@ -75,6 +75,8 @@ Count = Annotated[int, BeforeValidator(_whole_number)]
 Flag = Annotated[bool, Strict()]
 """A bool field that takes only true/false, not 1 or "yes" (YAML already reads yes/no as bools)."""
 Text = Annotated[str, Strict()]
+Fraction = Annotated[Number, Field(ge=0, le=1)]
+"""A share of something: an error rate, a probability."""
 """A str field: a number or a boolean is refused rather than turned into text."""
 
 
@@ -95,11 +97,11 @@ class HttpOp(_Strict):
         default=1, ge=1, le=MAX_SPREAD, description="render {i} in path/body as 0..spread-1"
     )
     user: Text | None = Field(default=None, description="bearer token = identity in the sim")
-    slo_p99_ms: Number = Field(
-        default=1000.0,
+    slo_p99_ms: Number | None = Field(
+        default=None,
         gt=0,
         le=MAX_LATENCY_MS,
-        description="sig-scalability: single-object calls p99 <= 1 s; LIST <= 30 s",
+        description="None: the profile's slo: by the call's shape (1 s one object, 30 s LIST)",
     )
 
 
@@ -110,8 +112,8 @@ class DnsOp(_Strict):
     type: Literal["A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "MX", "NS", "SOA"] = "A"
     weight: Number = Field(default=1.0, gt=0, le=MAX_WEIGHT)
     expect_nxdomain: Flag = False
-    slo_p99_ms: Number = Field(
-        default=100.0, gt=0, le=MAX_LATENCY_MS, description="clusterloader2 DNS: p99 <= 100 ms"
+    slo_p99_ms: Number | None = Field(
+        default=None, gt=0, le=MAX_LATENCY_MS, description="None: the profile's slo.dns.p99_ms"
     )
 
     @property

@@ -18,6 +18,8 @@ import contextlib
 import datetime as dt
 import json
 import os
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +122,20 @@ def rounded(obj: Any, digits: int = 3) -> Any:
     if isinstance(obj, list | tuple):
         return [rounded(v, digits) for v in obj]
     return obj
+
+
+def write_error_log(exc: BaseException, folder: Path | None) -> Path:
+    """Write ``exc``'s traceback to ``folder/loadlab-error.log`` (or a temporary file when there
+    is no folder, or it cannot be written) and return where it went."""
+    text = "".join(traceback.format_exception(exc))
+    if folder is not None:
+        path = folder / ERROR_LOG
+        try:
+            path.write_text(text)
+            return path
+        except OSError:
+            pass
+    fd, name = tempfile.mkstemp(prefix="loadlab-error-", suffix=".log")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return Path(name)

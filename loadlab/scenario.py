@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from loadlab.agents.base import Agent
+from loadlab.agents.kubelet import OPS as KUBELET_OPS
 from loadlab.agents.kubelet import Kubelet, KubeletConfig
 from loadlab.agents.mix import RequestMixConfig, request_mix_agents
 from loadlab.agents.nodecache import NodeCacheConfig
@@ -29,15 +30,16 @@ from loadlab.profile_fields import (
     MAX_RATE_PER_S,
     Count,
     Flag,
+    Fraction,
     HttpOp,
     Number,
     Text,
     _Strict,
 )
+from loadlab.slos import Shape, SloSection, agent_op_shape, api_call_shape
 
 MAX_SIZE = 20_000
 """Nodes per size: the sim's own bound (4x the supported 5,000)."""
-Fraction = Annotated[Number, Field(ge=0, le=1)]
 Seconds = Annotated[Number, Field(gt=0, le=MAX_DURATION_S)]
 
 
@@ -200,26 +202,38 @@ class Quick(_Strict):
 
 
 class SweepCriteria(_Strict):
-    """When a size counts as saturated (the API) and as failing (DNS)."""
+    """When a size counts as saturated (the API) and as failing (DNS): a sustained breach over
+    ``window_s``. The latency bounds are the profile's SLOs (``slo:``, loadlab.slos)."""
 
     max_error_rate: Fraction = 0.01
     """API errors (429s included) over a window; the knee's default."""
-    single_object_p99_ms: Annotated[Number, Field(gt=0)] = 1000.0
-    """sig-scalability: mutating and single-object API calls p99 <= 1 s."""
-    list_p99_ms: Annotated[Number, Field(gt=0)] = 30_000.0
-    """sig-scalability: LIST p99 <= 30 s."""
     dns_failure_rate: Fraction = 0.01
     window_s: Annotated[Number, Field(ge=1, le=3600)] = 10.0
 
 
-def slo_p99_ms(op: str, criteria: SweepCriteria) -> float | None:
-    """The latency SLO of an agent op, by its shape: LISTs 30 s, watches none (they are held
-    open on purpose), derived rounds none, single objects 1 s."""
-    if "watch" in op or op in ("lease-renewal", "telemetry-round", "lookup", "dns-wire"):
-        return None
-    if "list" in op:
-        return criteria.list_p99_ms
-    return criteria.single_object_p99_ms
+def api_op_bounds(agents: AgentsSection, slo: SloSection) -> dict[str, float]:
+    """The p99 bound (ms) of every agent API operation that has one: a request mix's entry by
+    its own ``slo_p99_ms`` or its method and path, a telemetry call by its path (a GET), the
+    kubelet's operations by name; ``slo.ops`` overrides any of them."""
+    shapes: dict[str, Shape] = {}
+    explicit: dict[str, float] = {}
+    if agents.kubelet is not None:
+        for op in KUBELET_OPS:
+            shapes[op] = agent_op_shape(op)
+    if agents.telemetry is not None:
+        for call in agents.telemetry.calls:
+            shapes[call.name] = api_call_shape("GET", call.path)
+    if agents.mix is not None:
+        for entry in agents.mix.mix:
+            shapes[entry.name] = api_call_shape(entry.method, entry.path)
+            if entry.slo_p99_ms is not None:
+                explicit[entry.name] = entry.slo_p99_ms
+    bounds = {}
+    for op, shape in shapes.items():
+        bound = explicit[op] if op in explicit else slo.bound_for(op, shape)
+        if bound is not None:
+            bounds[op] = bound
+    return bounds
 
 
 def build_agents(

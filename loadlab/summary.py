@@ -95,6 +95,8 @@ def judge_run(targets: Sequence[TargetOutcome], *, complete: bool = True) -> Run
             )
         findings.append(finding)
         knees[t.name] = finding.knee if finding.kind is FindingKind.KNEE else None
+        if t.ramped:
+            checks.extend(slos_at_step(t, knees[t.name]))
         checks.append(
             SloCheck(
                 f"{t.name} {finding.kind.value}",
@@ -106,6 +108,35 @@ def judge_run(targets: Sequence[TargetOutcome], *, complete: bool = True) -> Run
     if not complete:
         checks.append(SloCheck("run completed", threshold=1.0, observed=0.0, passed=False))
     return RunVerdict(SloReport(tuple(checks)), knees, tuple(findings), complete)
+
+
+def slos_at_step(target: TargetOutcome, knee: Knee | None) -> list[SloCheck]:
+    """A ramp's SLOs as measured at its answer: the knee's step, else the last step that passed
+    (held up to the maximum), else the first step (it failed at the lowest load). Operations that
+    did not complete in that step are not listed (too rare to have a p99 there)."""
+    search = [s for s in target.steps if s.role == "search"]
+    step = None
+    if knee is not None:
+        step = next((s for s in search if s.offered == knee.offered and s.passed), None)
+    if step is None:
+        step = next((s for s in reversed(search) if s.passed), search[0] if search else None)
+    if step is None:
+        return []
+    where = f" at {step.offered:,.0f}/s"
+    checks = [
+        SloCheck(
+            f"{target.name} error_rate{where}",
+            target.max_error_rate,
+            step.error_rate,
+            step.error_rate <= target.max_error_rate,
+        )
+    ]
+    for op, bound in target.slo_p99_ms.items():
+        observed = step.op_p99_ms.get(op)
+        if observed is not None:
+            name = f"{target.name}/{op} p99_ms{where}"
+            checks.append(SloCheck(name, bound, observed, observed <= bound))
+    return checks
 
 
 def build_summary(

@@ -16,6 +16,7 @@ from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.recorder import Recorder
 from loadlab.profile import DnsSection, Profile
 from loadlab.session import Rig, SwitchableSink
+from loadlab.slos import dns_op_bound, http_op_bound
 from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
 from loadlab.targets.base import Target
 from loadlab.targets.dns import DnsQuery, DnsTarget
@@ -69,7 +70,7 @@ async def open_rigs(
     mixes: dict[str, OpMix] = {}
 
     async def add_rig(
-        target: Target, ops: Sequence[tuple[str, float, float]], address: str
+        target: Target, ops: Sequence[tuple[str, float, float | None]], address: str
     ) -> None:
         """``ops`` are (name, weight, SLO p99 ms)."""
         recorder = Recorder(target.name, [name for name, _, _ in ops], start_ns=start_ns)
@@ -82,7 +83,7 @@ async def open_rigs(
                 recorder=recorder,
                 sink=sink,
                 address=address,
-                slo_p99_ms={name: slo for name, _, slo in ops},
+                slo_p99_ms={name: slo for name, _, slo in ops if slo is not None},
                 hlogs=TargetHlogs(out_dir, target.name, start_time_epoch_s=epoch_s),
                 max_backlog=MAX_BACKLOG,
             )
@@ -97,7 +98,10 @@ async def open_rigs(
             honour_retry_after=profile.api.honour_retry_after,
             clock=clock,
         )
-        ops = [(o.name, o.weight, o.slo_p99_ms) for o in profile.api.mix]
+        ops = [
+            (o.name, o.weight, http_op_bound(profile.slo, o.name, o.method, o.path, o.slo_p99_ms))
+            for o in profile.api.mix
+        ]
         await add_rig(http, ops, targets.api_url)
     if profile.dns is not None and targets.dns_addr is not None:
         host, port = parse_host_port(targets.dns_addr, default_port=DNS_DEFAULT_PORT)
@@ -110,7 +114,10 @@ async def open_rigs(
             clock=clock,
         )
         # The DNS target itself reports an expected NXDOMAIN as OK.
-        queries = [(q.op_name, q.weight, q.slo_p99_ms) for q in profile.dns.queries]
+        queries = [
+            (q.op_name, q.weight, dns_op_bound(profile.slo, q.op_name, q.slo_p99_ms))
+            for q in profile.dns.queries
+        ]
         await add_rig(dns, queries, targets.dns_addr)
     return rigs, mixes
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from loadlab.metrics.stats import WindowStats
+from loadlab.metrics.ledger import LookupSecond
+from loadlab.metrics.recorder import IntervalSnapshot
+from loadlab.metrics.stats import WindowStats, window_stats
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,120 @@ def evaluate_slos(
             SloCheck(f"{key} p99_ms", bound_ms, latency.p99_ms, latency.p99_ms <= bound_ms)
         )
     return SloReport(tuple(checks))
+
+
+@dataclass(frozen=True)
+class DnsThresholds:
+    """Cluster DNS as applications see it (the profile's ``slo.dns``)."""
+
+    max_error_rate: float
+    p50_ms: float
+    p99_ms: float
+
+
+def windows(snapshots: Sequence[IntervalSnapshot], window_s: float) -> list[list[IntervalSnapshot]]:
+    """``snapshots`` cut into consecutive windows of ``window_s``; a last window shorter than
+    half of one joins the one before (a few seconds' p99 would be noise, not a window)."""
+    if not snapshots:
+        return []
+    window_ns = int(window_s * 1e9)
+    origin = snapshots[0].start_ns
+    cut: list[list[IntervalSnapshot]] = []
+    for snap in snapshots:
+        k = (snap.start_ns - origin) // window_ns
+        while len(cut) <= k:
+            cut.append([])
+        cut[k].append(snap)
+    cut = [w for w in cut if w]
+    if len(cut) >= 2:
+        tail = cut[-1]
+        if tail[-1].end_ns - tail[0].start_ns < window_ns / 2:
+            cut[-2].extend(cut.pop())
+    return cut
+
+
+def _worst(values: Sequence[float | None]) -> float | None:
+    seen = [v for v in values if v is not None]
+    return max(seen) if seen else None
+
+
+def _check(name: str, threshold: float, observed: float | None) -> SloCheck:
+    """A check that fails when nothing was measured: an SLO nobody measured is not met."""
+    return SloCheck(name, threshold, observed, observed is not None and observed <= threshold)
+
+
+def sweep_slos(
+    api: Mapping[str, Sequence[IntervalSnapshot]],
+    bounds_ms: Mapping[str, float],
+    *,
+    api_max_error_rate: float,
+    dns: Sequence[IntervalSnapshot] | None,
+    lookup_op: str,
+    lookup_seconds: Sequence[LookupSecond],
+    dns_thresholds: DnsThresholds,
+    window_s: float,
+) -> SloReport:
+    """The SLOs of one cluster size over its steady state, each on its worst window.
+
+    ``api`` maps an agent kind to its snapshots after the warm-up; ``bounds_ms`` maps an
+    operation to its p99 bound (operations without one are not checked). The API error rate
+    counts every API kind together; it is None (not measured, so not met) when no API call
+    completed after the warm-up. DNS is judged on ``lookup_op``, what an application sees:
+    its p50 and p99 from ``dns`` snapshots, its failure rate from ``lookup_seconds`` (lookups
+    by the second they were sent, so a lookup still retrying at the end is not lost)."""
+    checks: list[SloCheck] = []
+    error_rates: list[list[tuple[int, int]]] = []
+    for kind, snaps in api.items():
+        cut = windows(snaps, window_s)
+        stats = [window_stats(w) for w in cut]
+        for i, st in enumerate(stats):
+            while len(error_rates) <= i:
+                error_rates.append([])
+            error_rates[i].append((st.errors, st.completed))
+        ops = snaps[0].op_names if snaps else ()
+        for op in ops:
+            worst = _worst([_p99(st, op) for st in stats])
+            if op in bounds_ms and worst is not None:  # an op that never ran has no latency
+                checks.append(_check(f"{kind}/{op} p99_ms", bounds_ms[op], worst))
+    if api:
+        rates = [
+            sum(e for e, _ in w) / total for w in error_rates if (total := sum(c for _, c in w)) > 0
+        ]
+        checks.append(_check("api error_rate", api_max_error_rate, _worst(rates)))
+    if dns is not None:
+        cut = windows(dns, window_s)
+        stats = [window_stats(w) for w in cut]
+        p50 = _worst([_latency(st, lookup_op, "p50") for st in stats])
+        p99 = _worst([_latency(st, lookup_op, "p99") for st in stats])
+        span_s = window_s if len(cut) > 1 else float("inf")
+        failures = _lookup_failure_rates(lookup_seconds, span_s)
+        checks.append(_check("dns lookup error_rate", dns_thresholds.max_error_rate, failures))
+        checks.append(_check("dns lookup p50_ms", dns_thresholds.p50_ms, p50))
+        checks.append(_check("dns lookup p99_ms", dns_thresholds.p99_ms, p99))
+    return SloReport(tuple(checks))
+
+
+def _p99(stats: WindowStats, op: str) -> float | None:
+    return _latency(stats, op, "p99")
+
+
+def _latency(stats: WindowStats, op: str, which: str) -> float | None:
+    latency = stats.latency_by_op.get(op)
+    if latency is None or latency.count == 0:
+        return None
+    return latency.p50_ms if which == "p50" else latency.p99_ms
+
+
+def _lookup_failure_rates(seconds: Sequence[LookupSecond], span_s: float) -> float | None:
+    """The worst failure rate of lookups over windows of ``span_s`` (inf: one window)."""
+    if not seconds:
+        return None
+    origin = seconds[0].t_s
+    buckets: dict[int, list[int]] = {}
+    for s in seconds:
+        k = 0 if span_s == float("inf") else int((s.t_s - origin) // span_s)
+        ok_failed = buckets.setdefault(k, [0, 0])
+        ok_failed[0] += s.ok
+        ok_failed[1] += s.failed
+    rates = [f / (o + f) for o, f in buckets.values() if o + f > 0]
+    return max(rates) if rates else None

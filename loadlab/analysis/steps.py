@@ -77,6 +77,8 @@ class StepVerdict:
     role: str = "search"
     """``search`` (a step of the ramp search, or a fixed run's window) or ``confirm`` (the knee
     re-run at the end, to tell a server that degrades over time from one that saturates)."""
+    op_p99_ms: Mapping[str, float] = field(default_factory=dict)
+    """Corrected p99 per operation that completed in the window (what the SLOs are held to)."""
 
     @property
     def failed(self) -> bool:
@@ -117,6 +119,7 @@ class StepVerdict:
             "errors_by_outcome": dict(self.errors_by_outcome),
             "unanswered_count": self.unanswered_count,
             "role": self.role,
+            "op_p99_ms": dict(self.op_p99_ms),
         }
 
 
@@ -140,6 +143,7 @@ def judge_step(stats: WindowStats, offered_per_s: float, criteria: StepCriteria)
         ok_count=stats.ok,
         errors_by_outcome=dict(stats.errors_by_outcome),
         unanswered_count=stats.unanswered,
+        op_p99_ms={op: lat.p99_ms for op, lat in stats.latency_by_op.items() if lat.count},
     )
 
 

@@ -10,8 +10,9 @@ from loadlab.agents.stagger import Staggered
 from loadlab.agents.telemetry import Telemetry
 from loadlab.errors import ProfileError
 from loadlab.profile import validate_profile
-from loadlab.scenario import SweepCriteria, build_agents, slo_p99_ms
+from loadlab.scenario import build_agents
 from loadlab.shipped import find_shipped, shipped_profiles
+from loadlab.slos import SloSection, agent_op_shape
 
 SCENARIO = {
     "name": "s",
@@ -76,4 +77,4 @@ def test_every_agent_profile_ships_and_validates() -> None:
     ],
 )
 def test_slos_follow_the_sig_scalability_split(op: str, bound: float | None) -> None:
-    assert slo_p99_ms(op, SweepCriteria()) == bound
+    assert SloSection().bound_for(op, agent_op_shape(op)) == bound

@@ -86,3 +86,45 @@ def test_an_interrupted_summary_is_incomplete_and_claims_nothing(
     assert summary["verdict"]["passed"] is False
     print_result(summary, Path("out"))
     assert "INTERRUPTED, nothing claimed" in capsys.readouterr().out
+
+
+def ramp_outcome(capacity: float) -> TargetOutcome:
+    """A ramp over 100, 200, 400, 800/s against a server whose p99 of get-lease blows its 1 s
+    SLO above ``capacity``."""
+    criteria = StepCriteria(slo_p99_ms={"get-lease": 1000.0})
+    steps = []
+    for offered in (100.0, 200.0, 400.0, 800.0):
+        p99 = 50.0 * offered / 100 if offered <= capacity else 4000.0
+        stats = make_stats(offered=offered, p99_by_op={"get-lease": p99, "list-pods": p99})
+        steps.append(judge_step(stats, offered, criteria))
+    return TargetOutcome(
+        name="api",
+        address="http://127.0.0.1:1",
+        whole_run=make_stats(offered=400),
+        steps=tuple(steps),
+        ramped=True,
+        slo_p99_ms={"get-lease": 1000.0},
+        max_error_rate=0.01,
+    )
+
+
+def test_a_ramp_lists_its_slos_as_measured_at_the_knee() -> None:
+    verdict = judge_run([ramp_outcome(capacity=200)])
+    knee = verdict.knees["api"]
+    assert knee is not None
+    assert knee.offered == 200
+    checks = {c.name: c for c in verdict.slo.checks}
+    at_knee = checks["api/get-lease p99_ms at 200/s"]
+    assert (at_knee.threshold, at_knee.observed, at_knee.passed) == (1000.0, 100.0, True)
+    assert checks["api error_rate at 200/s"].passed
+    assert "api/list-pods p99_ms at 200/s" not in checks  # no SLO given for it
+    assert verdict.slo.passed
+
+
+def test_a_ramp_that_failed_at_its_lowest_load_lists_the_missed_slo_there() -> None:
+    verdict = judge_run([ramp_outcome(capacity=50)])
+    checks = {c.name: c for c in verdict.slo.checks}
+    first = checks["api/get-lease p99_ms at 100/s"]
+    assert (first.observed, first.passed) == (4000.0, False)
+    assert not verdict.slo.passed
+    assert verdict.exit_code != EXIT_OK

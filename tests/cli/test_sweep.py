@@ -144,7 +144,7 @@ def test_a_small_sweep_against_the_embedded_control_plane_reports_each_size(
             "--sizes",
             "20,40",
             "--set",
-            "phases.duration_s=8",
+            "phases.duration_s=14",
             "--set",
             "phases.warmup_s=2",
             "--set",
