@@ -9,12 +9,14 @@ BIN      := $(VENV)/bin
 # A shipped profile's name (`loadlab profiles` lists them) or the path of a YAML file.
 PROFILE  ?= http-knee
 RUNFLAGS ?=
-# Debian packages the tests start for real: a DNS resolver, a reference HTTP load generator.
-TEST_DEBS := unbound wrk dnsperf
+# Debian packages the tests start for real: a DNS resolver, a reference HTTP load generator, a
+# browser that opens the HTML reports.
+TEST_DEBS := unbound wrk dnsperf chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The tests that need no Debian package and no wall clock: logic on fake clocks and fake wires.
-FAST_TESTS := not realtime and not slow and not needs_unbound and not needs_wrk and not needs_kubectl
+FAST_TESTS := not realtime and not slow and not needs_unbound and not needs_wrk and not needs_kubectl \
+              and not needs_chromium
 
 .PHONY: run test check lint typecheck unit fast bench debs clean
 
