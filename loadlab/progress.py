@@ -46,6 +46,7 @@ class ProgressSink(Protocol):
     def start(self, title: str) -> None: ...
     def interval(self, view: IntervalView) -> None: ...
     def step(self, view: StepView) -> None: ...
+    def note(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -57,6 +58,9 @@ class NullProgress:
         pass
 
     def step(self, view: StepView) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
     def stop(self) -> None:
@@ -76,9 +80,11 @@ class LiveProgress:
     _title: str = ""
     _latest: dict[str, IntervalView] = field(default_factory=dict)
     _steps: list[StepView] = field(default_factory=list)
+    _notes: list[str] = field(default_factory=list)
 
     def start(self, title: str) -> None:
         self._title = title
+        self._notes.clear()
         self._live = Live(self._render(), console=self.console, refresh_per_second=4)
         self._live.start()
 
@@ -88,6 +94,11 @@ class LiveProgress:
 
     def step(self, view: StepView) -> None:
         self._steps.append(view)
+        self._refresh()
+
+    def note(self, text: str) -> None:
+        """Something that happened (the API saturated, DNS failed): kept on screen."""
+        self._notes.append(text)
         self._refresh()
 
     def stop(self) -> None:
@@ -127,8 +138,10 @@ class LiveProgress:
                 f"{view.achieved_per_s:,.0f}",
                 f"{view.errors_per_s:,.0f}",
                 f"{view.p99_ms:,.1f}",
-                Text(f"in flight {view.in_flight}", style="dim"),
+                Text(f"in flight {view.in_flight}", style="dim") if view.in_flight else "",
             )
+        for note in self._notes[-6:]:
+            table.add_row("", "", "", "", "", "", "", Text(note, style="bold red"))
         return table
 
 

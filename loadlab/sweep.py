@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadlab.agents.base import Agent
 from loadlab.agents.rollout import RolloutPlan
+from loadlab.analysis.steps import StepCriteria
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.engine.agents import (
     AgentRunner,
@@ -35,7 +37,8 @@ from loadlab.metrics.recorder import IntervalSnapshot, Recorder
 from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import Profile
 from loadlab.progress import IntervalView, ProgressSink
-from loadlab.scenario import Phases, build_agents
+from loadlab.scenario import Phases, api_op_bounds, build_agents
+from loadlab.sweep_watch import OnsetWatch
 from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
 from loadlab.targets.agent_http import AgentHttpClient
 from loadlab.targets.dns_client import DnsClient
@@ -116,6 +119,7 @@ async def run_size(
     raise_nofile_limit()
     check_agent_sockets(agents, pool_connections=POOL_CONNECTIONS, dns_sockets=DNS_SOCKETS)
     ops = ops_by_kind(agents)
+    agent_count = Counter(a.kind for a in agents)
     recorders = _recorders(ops, start_ns, run)
     run.snapshots = {kind: [] for kind in ops}
     run.monitor = monitor = GeneratorMonitor(clock)
@@ -131,6 +135,16 @@ async def run_size(
         http, dns = await _transports(stack, ops, api_url, dns_addr, clock)
         runner = AgentRunner(clock, agents, http=http, dns=dns, recorders=recorders, rng_seed=size)
 
+        watch = OnsetWatch(
+            StepCriteria(
+                max_error_rate=profile.sweep.max_error_rate,
+                slo_p99_ms=api_op_bounds(profile.agents, profile.slo),
+            ),
+            window_s=profile.sweep.window_s,
+            dns_failure_rate=profile.sweep.dns_failure_rate,
+            warmup_s=phases.warmup_s,
+        )
+
         def rotate(now_ns: int) -> None:
             snaps = {}
             for kind, recorder in recorders.items():
@@ -142,11 +156,15 @@ async def run_size(
             stats = timeline.write(snaps, offered_per_s={}, generator=sample)
             elapsed_s = (now_ns - start_ns) / NS_PER_S
             phase = _phase_label(size, elapsed_s, phases, profile, quick)
+            api_snaps = {k: v for k, v in run.snapshots.items() if k != "pod-dns"}
+            lookups = run.lookups.seconds(since_ns=start_ns) if run.lookups is not None else []
+            for line in watch.look(elapsed_s, api_snaps, lookups):
+                progress.note(f"{size:,} nodes: {line}")
             for kind, st in stats.items():
                 progress.interval(
                     IntervalView(
                         target=kind,
-                        phase=phase,
+                        phase=f"{phase} ({agent_count[kind]:,} agents)",
                         elapsed_s=elapsed_s,
                         offered_per_s=st.sent_per_s,
                         achieved_per_s=st.achieved_per_s,
