@@ -69,3 +69,11 @@ def test_a_shipped_profile_runs_to_completion(name: str, tmp_path: Path) -> None
     assert summary["exit_code"] == result.returncode
     assert summary["profile"] == name
     assert result.stdout.strip().splitlines()[-1].startswith("verdict: ")
+    # Its report is written at the end, named among the result lines, before the verdict.
+    assert "report not written" not in result.stderr, result.stderr
+    assert f"report: {out / 'report.html'}" in result.stdout.splitlines()
+    for name in ("report.html", "summary.md", "perfdash.json", "machine.json"):
+        assert (out / name).is_file(), name
+    perfdash = json.loads((out / "perfdash.json").read_text())
+    assert perfdash["version"] == "v1"
+    assert perfdash["dataItems"], "no latency exported"
