@@ -16,7 +16,7 @@ Three kinds of rows, each with its own verdict (``Verdict``):
   side gives no verdict, never a pass.
 
 B regressed (exit 1) when any row regressed. Reading two folders into a ``Comparison`` is
-``compare_cli``'s job.
+``compare_read``'s job.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from loadlab.report.compare import (
     percent,
     times,
 )
-from loadlab.report.compare_cli import read_comparison
+from loadlab.report.compare_read import read_comparison
 from loadlab.report.page import document, esc, image, table, verdict
 
 HTML_FILE = "compare.html"

@@ -23,7 +23,7 @@ from loadlab.report.compare import (
     size_row,
     target_row,
 )
-from loadlab.report.compare_cli import (
+from loadlab.report.compare_read import (
     common_passed_rates,
     interval_values_ms,
     not_comparable,

@@ -15,8 +15,8 @@ import pytest
 
 from loadlab.errors import EXIT_OK, EXIT_SLO_FAILED, UsageError
 from loadlab.report.compare import Verdict
-from loadlab.report.compare_cli import read_comparison
 from loadlab.report.compare_page import HTML_FILE, MD_FILE, compare_command, default_out
+from loadlab.report.compare_read import read_comparison
 
 from .conftest import fresh_copy
 
