@@ -23,6 +23,9 @@ def write_report_quietly(out_dir: Path) -> Path | None:
     except LoadlabError as exc:
         print(f"loadlab: report not written: {exc}", file=sys.stderr)
         return None
+    except OSError as exc:  # the folder cannot take it (full, read-only): not a bug
+        print(f"loadlab: report not written ({exc.strerror or exc})", file=sys.stderr)
+        return None
     except Exception as exc:
         log = write_error_log(exc, out_dir)
         print(

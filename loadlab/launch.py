@@ -27,6 +27,7 @@ from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import (
     EXIT_INTERRUPTED,
+    EXIT_RESULTS_WRITE,
     InternalError,
     LoadlabError,
     ResultsWriteError,
@@ -125,7 +126,9 @@ def run_command(
                 run_id=run_id,
             )
         )
-    report_html = write_report_quietly(out_dir) if report else None
+    # A run stopped by a write error (disk full) gets no report: there is no room for it.
+    wrote = report and outcome.exit_code != EXIT_RESULTS_WRITE
+    report_html = write_report_quietly(out_dir) if wrote else None
     if outcome.summary is not None:
         print_result(outcome.summary, out_dir, report=report_html)
         if gate:
