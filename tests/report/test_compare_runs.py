@@ -18,26 +18,13 @@ from loadlab.report.compare import Verdict
 from loadlab.report.compare_page import HTML_FILE, MD_FILE, compare_command, default_out
 from loadlab.report.compare_read import read_comparison
 
-from .conftest import fresh_copy
+from .conftest import RAMP_ARGS, fresh_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
-SHORT_RAMP = (
-    "--set",
-    "load.ramp.start_per_s=100",
-    "--set",
-    "load.ramp.max_per_s=1600",
-    "--set",
-    "load.ramp.step_s=3",
-    "--set",
-    "load.ramp.warmup_s=1",
-    "--set",
-    "load.ramp.refine_within=0.5",
-)
-"""Short enough for both runs to take about a minute: the default sim's knee (about 520/s with
-the full ramp) is bracketed between 400 and 600/s in two refining steps, the cheap one holds to
-the 1,600/s cap (its own knee is near 4,100/s). Both pass 100, 200 and 400/s: 3 steps of 2
-measured intervals each, enough for a latency verdict."""
+SHORT_RAMP = RAMP_ARGS[1:]
+"""The report tests' ramp (``conftest.RAMP_ARGS``), whose run is the default side here: the cheap
+one holds to the 1,600/s cap (its own knee is near 4,100/s)."""
 CHEAP_LISTS = "overload:\n  cost:\n    etcd_object_s: 0.000005\n"
 """A twentieth of the default ``etcd_object_s`` (loadlab/sim/overload/parameters.py: 1e-4)."""
 THRESHOLD = 0.25
@@ -66,13 +53,12 @@ def _run(out: Path, *extra: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def knee_pair(tmp_path_factory: pytest.TempPathFactory) -> KneePair:
+def knee_pair(ramp_run: Path, tmp_path_factory: pytest.TempPathFactory) -> KneePair:
     root = tmp_path_factory.mktemp("compare")
     config = root / "cheap-lists.yaml"
     config.write_text(CHEAP_LISTS, encoding="utf-8")
-    default = _run(root / "default")
     cheap = _run(root / "cheap", "--set", f"sim.config={config}")
-    return KneePair(default, cheap)
+    return KneePair(ramp_run, cheap)
 
 
 def test_cheaper_lists_raise_the_knee_and_b_is_not_worse(
@@ -82,7 +68,7 @@ def test_cheaper_lists_raise_the_knee_and_b_is_not_worse(
     lines = capsys.readouterr().out.splitlines()
     assert code == EXIT_OK, "\n".join(lines)
     folder = default_out(knee_pair.default, knee_pair.cheap)
-    assert folder == knee_pair.cheap.parent / "compare-default-vs-cheap"
+    assert folder == knee_pair.cheap.parent / f"compare-{knee_pair.default.name}-vs-cheap"
     assert lines[-2].startswith("compare: B is not worse than A beyond 25 % (knee api >= "), lines
     assert lines[-1] == f"report: {folder / HTML_FILE}"
 
