@@ -13,6 +13,7 @@ EXIT_SLO_FAILED = 1  # an SLO failed, or the server failed under load (down, onl
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INCONCLUSIVE = 4  # the generator, not the server, was the limit; or no knee was bracketed
+EXIT_ABORTED = 5  # a safety rail stopped the load: the target showed distress
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug in loadlab
 EXIT_RESULTS_WRITE = 74  # sysexits.h EX_IOERR: the results could not be written (disk full)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
@@ -28,6 +29,9 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INCONCLUSIVE: "inconclusive: the load generator, not the server, was the limit, or "
     "nothing measured decides it (the search ran out of steps before bracketing a knee, a size "
     "ran too short to judge, --gate's required size was not measured)",
+    EXIT_ABORTED: "aborted by a safety rail: the target showed distress (its /readyz or a canary "
+    "GET failed or was slow, or the run's own error rate, 429 share or p99 passed the profile's "
+    "abort limits); the load was unwound within 2 s and the summary says when and why",
     EXIT_INTERNAL: "internal error of loadlab (the traceback is in the named log file)",
     EXIT_RESULTS_WRITE: "the results could not be written (disk full, no permission); the load "
     "was stopped and what was written is kept",
@@ -65,6 +69,12 @@ class TargetMisbehaving(LoadlabError):
     """The target answered, but not with HTTP or DNS."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class Aborted(LoadlabError):
+    """A safety rail stopped the load (``loadlab.cluster.rails``): the target showed distress."""
+
+    exit_code = EXIT_ABORTED
 
 
 class ResultsWriteError(LoadlabError):

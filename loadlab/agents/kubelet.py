@@ -124,6 +124,17 @@ class KubeletConfig:
     """Added to engine time to write wall-clock fields; 0 writes engine time since 1970."""
     rest_max_retries: int = REST_MAX_RETRIES
     reflector: ReflectorConfig = field(default_factory=ReflectorConfig)
+    manage_node: bool = True
+    """Register the Node and report its status. Against a real cluster a run manages no Node
+    unless its profile asks: a kubelet's Lease and pod watch need none."""
+    node_prefix: str = "node-"
+    """Node ``i`` is ``<prefix><i>``: a run against a real cluster names its nodes after itself,
+    so it can never touch a real node's object."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """Put on every object the kubelet creates (``loadlab.io/run=<id>``), so a run's objects can
+    be found and deleted, even after the run was killed."""
+    taints: tuple[tuple[str, str], ...] = ()
+    """(key, effect) on the Nodes it registers: NoSchedule keeps real pods off them."""
 
 
 class RenewalVerdict(enum.Enum):
@@ -176,7 +187,7 @@ class Kubelet:
     def __init__(self, node_index: int, config: KubeletConfig | None = None) -> None:
         self.config = config or KubeletConfig()
         self.node_index = node_index
-        self.node_name = f"node-{node_index}"
+        self.node_name = f"{self.config.node_prefix}{node_index}"
         self.kind: str = KIND
         self.identity = Identity(
             user=f"system:node:{self.node_name}",
@@ -192,9 +203,10 @@ class Kubelet:
         # One generator per flow, each seeded from ``rng``: a flow's random draws do not depend
         # on the order the engine happens to interleave them in.
         lease_rng, status_rng, pods_rng = (random.Random(rng.getrandbits(64)) for _ in range(3))
+        status = [_NodeStatus(self, start_ns, status_rng).run()] if self.config.manage_node else []
         return [
             _NodeLease(self, start_ns, lease_rng).run(),
-            _NodeStatus(self, start_ns, status_rng).run(),
+            *status,
             reflect(
                 "pods-list",
                 "pods-watch",
@@ -310,7 +322,7 @@ class _NodeLease(_Flow):
             lease: JsonObj = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.config.lease_namespace},
+                "metadata": _metadata(self.name, self.config.lease_namespace, self.config),
             }
             spec: JsonObj = {}
         else:
@@ -416,9 +428,12 @@ class _NodeStatus(_Flow):
                     "kubernetes.io/hostname": name,
                     "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64",
+                    **dict(self.config.labels),
                 },
             },
-            "spec": {},
+            "spec": {"taints": [{"key": k, "effect": e} for k, e in self.config.taints]}
+            if self.config.taints
+            else {},
             "status": {
                 "capacity": capacity,
                 "allocatable": capacity,
@@ -434,6 +449,13 @@ class _NodeStatus(_Flow):
                 },
             },
         }
+
+
+def _metadata(name: str, namespace: str, config: KubeletConfig) -> JsonObj:
+    meta: JsonObj = {"name": name, "namespace": namespace}
+    if config.labels:
+        meta["labels"] = dict(config.labels)
+    return meta
 
 
 def _ready_transition(node: JsonObj) -> str | None:

@@ -335,3 +335,39 @@ def test_pod_reflector_watches_only_this_nodes_pods() -> None:
     assert watched.op == "pods-watch"
     assert watched.params["resourceVersion"] == "42"
     assert kubelet.pods.resource_version == "42"
+
+
+RUN_LABELS = (("loadlab.io/run", "abc123"),)
+
+
+def test_a_kubelet_against_a_real_cluster_labels_its_lease_and_manages_no_node() -> None:
+    config = KubeletConfig(
+        lease_namespace="loadlab-abc123",
+        manage_node=False,
+        node_prefix="loadlab-abc123-node-",
+        labels=RUN_LABELS,
+    )
+    kubelet = Kubelet(3, config)
+    flows = kubelet.flows(0, random.Random(1))
+    assert len(flows) == 2  # the lease and the pod reflector: no Node registration or status
+    assert kubelet.node_name == "loadlab-abc123-node-3"
+    steps = run_flow(flows[0], LeaseServer(exists=False), until_ns=15 * S)
+    created = [c for c in api_calls(steps) if c.method == "POST"]
+    assert created, calls(steps)
+    assert created[0].path.startswith("/apis/coordination.k8s.io/v1/namespaces/loadlab-abc123/")
+    assert created[0].body is not None
+    assert created[0].body["metadata"]["labels"] == {"loadlab.io/run": "abc123"}
+
+
+def test_nodes_a_run_registers_carry_its_label_and_a_no_schedule_taint() -> None:
+    config = KubeletConfig(labels=RUN_LABELS, taints=(("loadlab.io/simulated", "NoSchedule"),))
+
+    def no_node(action: Action, now_ns: int) -> Reply:
+        assert isinstance(action, ApiCall)
+        return api_reply(now_ns, 404 if action.method == "GET" else 201, {})
+
+    steps = run_flow(status_flow(config), no_node, until_ns=2 * S)
+    (node,) = [c.body for c in api_calls(steps) if c.method == "POST"]
+    assert node is not None
+    assert node["metadata"]["labels"]["loadlab.io/run"] == "abc123"
+    assert node["spec"]["taints"] == [{"key": "loadlab.io/simulated", "effect": "NoSchedule"}]
