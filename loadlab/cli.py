@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="agent scenarios: the profile's short version (fewer sizes, shorter phases)",
     )
+    cluster = run.add_argument_group(
+        "real clusters",
+        "A kubeconfig context is aimed at only when allowlisted; a run against one creates its "
+        "objects in the namespace loadlab-<run id>, labels them loadlab.io/run=<run id>, deletes "
+        "them when it ends, and stops itself (exit 5) when the cluster shows distress.",
+    )
+    add_cluster_arguments(cluster)
+    cluster.add_argument(
+        "--allow-api",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="allow this --api URL outside loopback (repeatable)",
+    )
+    cluster.add_argument(
+        "--allow-dns",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="allow this --dns address outside loopback, e.g. a cluster DNS (repeatable)",
+    )
+    cluster.add_argument(
+        "--tokens-file",
+        type=Path,
+        metavar="PATH",
+        help="a token per simulated node (kube-apiserver's static token file format: "
+        "token,user,uid,groups); nodes not in it use the kubeconfig's identity",
+    )
     run.add_argument(
         "--gate",
         action="store_true",
@@ -165,6 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write compare.html and compare.md (default: next to B)",
     )
 
+    clean = sub.add_parser(
+        "cleanup",
+        help="delete what loadlab runs left in a cluster (found by their label)",
+        description=(
+            "Delete every object labelled loadlab.io/run=<ID> (--run ID) or labelled by any run "
+            "(--all): leases, configmaps, nodes, then the runs' namespaces. A run cleans up "
+            "after itself, also on Ctrl-C and SIGTERM; this is for one killed with SIGKILL. Exit "
+            "0 when nothing is left, 1 when something could not be deleted."
+        ),
+    )
+    which = clean.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", metavar="ID", help="the run id (summary.json's run_id)")
+    which.add_argument("--all", action="store_true", help="every loadlab run's objects")
+    add_cluster_arguments(clean)
+    clean.add_argument("--api", metavar="URL", help="a loopback API server instead of a context")
+
     sub.add_parser("profiles", help="list the shipped profiles")
 
     validate = sub.add_parser(
@@ -188,54 +233,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_cluster_arguments(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="kubeconfig file (default $KUBECONFIG, else ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--context", metavar="NAME", help="kubeconfig context (default its current-context)"
+    )
+    parser.add_argument(
+        "--allow-context",
+        dest="allow_contexts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="allow load against this kubeconfig context (repeatable); nothing else is touched",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``loadlab`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "run":
-            from loadlab.launch import run_command
-
-            with profile_file(args.profile) as profile_path:
-                return run_command(
-                    profile_path,
-                    api=args.api,
-                    dns=args.dns,
-                    out=args.out,
-                    overrides=args.overrides,
-                    quiet=args.quiet,
-                    sizes=args.sizes,
-                    quick=args.quick,
-                    gate=args.gate,
-                    report=args.report,
-                )
-        if args.command == "sim":
-            from loadlab.sim.cli import sim_command
-
-            return sim_command(args)
-        if args.command == "report":
-            from loadlab.report import report_command
-
-            return report_command(args.result_dir)
-        if args.command == "compare":
-            from loadlab.report.compare_page import compare_command, parse_threshold
-
-            return compare_command(
-                args.a, args.b, threshold=parse_threshold(args.threshold), out=args.out
-            )
-        if args.command == "validate":
-            from loadlab.profile import load_profile
-
-            with profile_file(args.profile) as profile_path:
-                profile = load_profile(profile_path, args.overrides)
-            print(f"{args.profile}: valid ({describe_profile(profile)})")
-            return 0
-        if args.command == "profiles":
-            for shipped in shipped_profiles():
-                print(f"{shipped.name:20} {shipped.description}")
-            return 0
-        parser.print_help()
-        return EXIT_USAGE
+        command = COMMANDS.get(args.command or "")
+        if command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return command(args)
     except LoadlabError as exc:
         print(f"loadlab: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -256,6 +283,90 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _run(args: argparse.Namespace) -> int:
+    from loadlab.launch import run_command
+    from loadlab.launch_cluster import ClusterArgs
+
+    with profile_file(args.profile) as profile_path:
+        return run_command(
+            profile_path,
+            api=args.api,
+            dns=args.dns,
+            out=args.out,
+            overrides=args.overrides,
+            quiet=args.quiet,
+            sizes=args.sizes,
+            quick=args.quick,
+            gate=args.gate,
+            report=args.report,
+            cluster=ClusterArgs(
+                kubeconfig=args.kubeconfig,
+                context=args.context,
+                allow_contexts=tuple(args.allow_contexts),
+                allow_api=tuple(args.allow_api),
+                allow_dns=tuple(args.allow_dns),
+                tokens_file=args.tokens_file,
+            ),
+        )
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from loadlab.sim.cli import sim_command
+
+    return sim_command(args)
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from loadlab.cluster.commands import cleanup_command
+
+    return cleanup_command(
+        run_id=args.run,
+        all_runs=args.all,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        allow_contexts=args.allow_contexts,
+        api=args.api,
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from loadlab.report import report_command
+
+    return report_command(args.result_dir)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from loadlab.report.compare_page import compare_command, parse_threshold
+
+    return compare_command(args.a, args.b, threshold=parse_threshold(args.threshold), out=args.out)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from loadlab.profile import load_profile
+
+    with profile_file(args.profile) as profile_path:
+        profile = load_profile(profile_path, args.overrides)
+    print(f"{args.profile}: valid ({describe_profile(profile)})")
+    return 0
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    for shipped in shipped_profiles():
+        print(f"{shipped.name:20} {shipped.description}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run,
+    "sim": _sim,
+    "cleanup": _cleanup,
+    "report": _report,
+    "compare": _compare,
+    "validate": _validate,
+    "profiles": _profiles,
+}
 
 
 def describe_profile(profile: Profile) -> str:

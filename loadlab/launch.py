@@ -24,10 +24,13 @@ from typing import Any
 
 from loadlab import runloop
 from loadlab.clock import NS_PER_S, MonotonicClock
+from loadlab.cluster.objects import run_namespace as run_namespace_name
+from loadlab.cluster.rails import Rails
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import (
     EXIT_INTERRUPTED,
     EXIT_RESULTS_WRITE,
+    Aborted,
     InternalError,
     LoadlabError,
     ResultsWriteError,
@@ -35,6 +38,14 @@ from loadlab.errors import (
     UsageError,
 )
 from loadlab.finish import write_report_quietly
+from loadlab.launch_cluster import (
+    ClusterArgs,
+    Targets,
+    check_request_mix,
+    rails_on,
+    resolve_targets,
+    run_namespace,
+)
 from loadlab.launch_sweep import parse_sizes, refuse_sweep_flags, run_sweep
 from loadlab.machine import MACHINE_FILE, machine_info
 from loadlab.metrics.recorder import merge_blobs
@@ -88,14 +99,17 @@ def run_command(
     quick: bool = False,
     gate: bool = False,
     report: bool = True,
+    cluster: ClusterArgs | None = None,
 ) -> int:
     profile = load_profile(profile_path, overrides)
     refuse_sweep_flags(profile, sizes, quick)
+    cluster = cluster or ClusterArgs()
+    # Every address and allowlist is checked, and the kubeconfig read, before anything connects.
+    targets = runloop.run(resolve_targets(profile, api=api, dns=dns, cluster=cluster))
     if profile.agents is not None:
         return _sweep_command(
             profile,
-            api=api,
-            dns=dns,
+            targets=targets,
             out=out,
             quiet=quiet,
             sizes=sizes,
@@ -103,8 +117,9 @@ def run_command(
             gate=gate,
             report=report,
         )
-    profile = apply_targets(profile, api=api, dns=dns)
     run_id = uuid.uuid4().hex[:12]
+    profile = apply_targets(profile, targets, cluster)
+    profile = check_request_mix(profile, targets, run_namespace_name(run_id))
     # The folder is checked (and made this run's own) before anything starts or connects.
     out_dir = claim_out_dir(
         out if out is not None else create_unique_dir(default_out_dir(profile.name)), run_id
@@ -124,6 +139,7 @@ def run_command(
                 out_dir=out_dir,
                 progress=progress,
                 run_id=run_id,
+                targets=targets,
             )
         )
     # A run stopped by a write error (disk full) gets no report: there is no room for it.
@@ -141,8 +157,7 @@ def run_command(
 def _sweep_command(
     profile: Profile,
     *,
-    api: str | None,
-    dns: str | None,
+    targets: Targets,
     out: Path | None,
     quiet: bool,
     sizes: str | None,
@@ -152,7 +167,6 @@ def _sweep_command(
 ) -> int:
     """An agent scenario over cluster sizes (``loadlab.launch_sweep``)."""
     size_list = parse_sizes(sizes) if sizes else None
-    loopback_targets(api, dns)  # refuse bad addresses before anything is created
     run_id = uuid.uuid4().hex[:12]
     out_dir = claim_out_dir(
         out if out is not None else create_unique_dir(default_out_dir(profile.name)), run_id
@@ -161,8 +175,7 @@ def _sweep_command(
     with sigterm_raises_terminated(), bugs_logged_in(out_dir):
         code = run_sweep(
             profile,
-            api=api,
-            dns=dns,
+            targets=targets,
             sizes=size_list,
             quick=quick,
             out_dir=out_dir,
@@ -206,33 +219,26 @@ def sigterm_raises_terminated() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def apply_targets(profile: Profile, *, api: str | None, dns: str | None) -> Profile:
-    """Put --api/--dns into the profile, checking each is loopback and well formed."""
+def apply_targets(profile: Profile, targets: Targets, cluster: ClusterArgs) -> Profile:
+    """Put the run's addresses into the profile. ``--api``/``--dns`` were checked by
+    ``resolve_targets``; addresses written in the profile itself are checked here by the same
+    rule (loopback, or allowlisted), so the profile as run holds IP literals only."""
+    api_url = targets.api_url
+    dns_addr = targets.dns_addr
+    if api_url is not None and profile.api is None:
+        raise UsageError(f"--api given, but profile '{profile.name}' has no 'api' section")
+    if dns_addr is not None and profile.dns is None:
+        raise UsageError(f"--dns given, but profile '{profile.name}' has no 'dns' section")
+    if api_url is None and profile.api is not None and profile.api.url is not None:
+        api_url, _ = loopback_targets(profile.api.url, None, allow_api=cluster.allow_api)
+    if dns_addr is None and profile.dns is not None and profile.dns.server is not None:
+        _, dns_addr = loopback_targets(None, profile.dns.server, allow_dns=cluster.allow_dns)
     update: dict[str, object] = {}
-    if api is not None:
-        if profile.api is None:
-            raise UsageError(f"--api given, but profile '{profile.name}' has no 'api' section")
-        update["api"] = profile.api.model_copy(update={"url": api})
-    if dns is not None:
-        if profile.dns is None:
-            raise UsageError(f"--dns given, but profile '{profile.name}' has no 'dns' section")
-        update["dns"] = profile.dns.model_copy(update={"server": dns})
-    if update:
-        profile = profile.model_copy(update=update)
-    # Host names are resolved by loadlab itself (only ``localhost``, to 127.0.0.1), never by the
-    # system resolver: the profile as run holds IP literals only.
-    api_url, dns_addr = loopback_targets(
-        profile.api.url if profile.api is not None else None,
-        profile.dns.server if profile.dns is not None else None,
-    )
-    update = {}
     if profile.api is not None and api_url is not None:
         update["api"] = profile.api.model_copy(update={"url": api_url})
     if profile.dns is not None and dns_addr is not None:
         update["dns"] = profile.dns.model_copy(update={"server": dns_addr})
-    if update:
-        profile = profile.model_copy(update=update)
-    return profile
+    return profile.model_copy(update=update) if update else profile
 
 
 @contextlib.contextmanager
@@ -262,9 +268,11 @@ async def run_profile(
     out_dir: Path,
     progress: ProgressSink,
     run_id: str,
+    targets: Targets | None = None,
 ) -> RunOutcome:
     """Probe, run and summarise; files are written as the run goes. SIGINT and SIGTERM stop the
     load within a second and still write the (partial) summary."""
+    targets = targets or Targets(None, api_url, dns_addr, real=False)
     with stop_on_signals() as stopper:
         try:
             return await _run(
@@ -275,6 +283,7 @@ async def run_profile(
                 progress=progress,
                 run_id=run_id,
                 stopper=stopper,
+                targets=targets,
             )
         except asyncio.CancelledError:
             if stopper.reason is None:
@@ -292,23 +301,38 @@ async def _run(
     progress: ProgressSink,
     run_id: str,
     stopper: Stopper,
+    targets: Targets,
 ) -> RunOutcome:
+    access = targets.access
     if api_url is not None:
-        await probe_http(api_url, PROBE_TIMEOUT_S)
+        users = [op.user for op in profile.api.mix if op.user] if profile.api else []
+        await probe_http(api_url, PROBE_TIMEOUT_S, access=access, users=users)
     if dns_addr is not None:
         await probe_dns(dns_addr, PROBE_TIMEOUT_S)
-    targets = RunTargets(api_url, dns_addr)
+    run_targets = RunTargets(api_url, dns_addr, access=access, real=targets.real)
     try:
-        write_json_atomic(out_dir / "profile.resolved.json", resolved_profile(profile, targets))
+        write_json_atomic(out_dir / "profile.resolved.json", resolved_profile(profile, run_targets))
         write_json_atomic(out_dir / MACHINE_FILE, machine_info())
     except OSError as exc:
         raise ResultsWriteError(f"cannot write to {out_dir} ({exc.strerror})") from None
+    async with run_namespace(targets, run_id):
+        return await _session(profile, run_targets, targets, out_dir, progress, run_id, stopper)
 
+
+async def _session(
+    profile: Profile,
+    run_targets: RunTargets,
+    targets: Targets,
+    out_dir: Path,
+    progress: ProgressSink,
+    run_id: str,
+    stopper: Stopper,
+) -> RunOutcome:
     clock = MonotonicClock()
     start_ns = clock.now_ns()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     rigs, mixes = await open_rigs(
-        profile, targets, clock=clock, start_ns=start_ns, epoch_s=time.time(), out_dir=out_dir
+        profile, run_targets, clock=clock, start_ns=start_ns, epoch_s=time.time(), out_dir=out_dir
     )
     timeline = TimelineWriter(
         out_dir / "timeline.csv",
@@ -328,6 +352,17 @@ async def _run(
         mixes=mixes,
         abort=stopper.stop,
     )
+    rails = None
+    if rails_on(profile, targets) and targets.access is not None:
+        rails = Rails(
+            profile.abort,
+            targets.access,
+            clock,
+            start_ns,
+            on_abort=lambda why: session.fail(Aborted(why)),
+        )
+        session.rails = rails
+        rails.start()
     progress.start(f"loadlab {profile.name} -> {', '.join(r.address for r in rigs)}  ({out_dir})")
     ticker = asyncio.ensure_future(session.tick_forever())
     complete = False
@@ -343,6 +378,8 @@ async def _run(
             raise  # not ours to swallow
     finally:
         await cancel_quietly(ticker)
+        if rails is not None:
+            await rails.stop()
         # Close the targets first: what is still in flight completes (as a timeout) into the
         # recorders, and the last rotation writes it out.
         for rig in rigs:
@@ -353,7 +390,12 @@ async def _run(
             session.write_safely(rig.hlogs.close)
         session.write_safely(timeline.close)
         progress.stop()
-    return finish(session, run_id, started_at, complete=complete, stopped_by=stopper.reason)
+    outcome = finish(session, run_id, started_at, complete=complete, stopped_by=stopper.reason)
+    if rails is not None and rails.fired is not None and outcome.summary is not None:
+        outcome.summary["abort"] = rails.fired.as_dict()
+        with contextlib.suppress(OSError):
+            write_json_atomic(out_dir / "summary.json", outcome.summary)
+    return outcome
 
 
 def finish(

@@ -17,7 +17,8 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,11 @@ import yaml
 
 from loadlab import runloop
 from loadlab.clock import MonotonicClock
+from loadlab.cluster.objects import RUN_LABEL
+from loadlab.cluster.rails import ABORTED
+from loadlab.cluster.settings import AbortSection
 from loadlab.errors import (
+    EXIT_ABORTED,
     EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -36,16 +41,31 @@ from loadlab.errors import (
 )
 from loadlab.finish import write_report_quietly
 from loadlab.gate import sweep_gate
+from loadlab.launch_cluster import (
+    Targets,
+    check_agent_caps,
+    close_run_namespace,
+    open_run_namespace,
+    rails_on,
+)
 from loadlab.machine import MACHINE_FILE, machine_info
 from loadlab.present import verdict_line
 from loadlab.profile import Profile
 from loadlab.progress import ProgressSink
 from loadlab.results import SUMMARY_SCHEMA, rounded, write_json_atomic
+from loadlab.scenario import Placement
 from loadlab.stopping import SIGNAL_EXIT, stop_on_signals
-from loadlab.sweep import SizeRun, effective_phases, effective_sizes, run_size
+from loadlab.sweep import (
+    POOL_CONNECTIONS,
+    SizeCluster,
+    SizeRun,
+    effective_phases,
+    effective_sizes,
+    run_size,
+)
 from loadlab.sweep_verdict import SizeVerdict, judge_size
-from loadlab.targets.address import loopback_targets
 from loadlab.targets.base import PROBE_TIMEOUT_S
+from loadlab.targets.cluster import ClusterAccess
 from loadlab.targets.dns import probe_dns
 from loadlab.targets.http import probe_http
 
@@ -64,8 +84,7 @@ def check_sim_settings(profile: Profile) -> None:
 def run_sweep(
     profile: Profile,
     *,
-    api: str | None,
-    dns: str | None,
+    targets: Targets,
     sizes: Sequence[int] | None,
     quick: bool,
     out_dir: Path,
@@ -75,11 +94,20 @@ def run_sweep(
     report: bool = True,
 ) -> int:
     """Run every size; write summary.json after each; print the per-size lines; the exit code
-    (with ``gate``, the gate's: ``loadlab.gate``)."""
+    (with ``gate``, the gate's: ``loadlab.gate``). Against a real cluster the sizes run inside
+    the run's namespace, deleted with everything the run labelled when the sweep ends, however
+    it ends."""
     assert profile.agents is not None
-    api_url, dns_addr = loopback_targets(api, dns)
+    dns_addr = targets.dns_addr
     check_sim_settings(profile)
     run_sizes = effective_sizes(profile, quick, sizes)
+    check_agent_caps(profile, targets, run_sizes, POOL_CONNECTIONS)
+    if targets.real and dns_addr is None and profile.agents.pod_dns is not None:
+        print(
+            "loadlab: pod DNS is not run against a real cluster without --dns (give the cluster "
+            "DNS address, allowlisted with --allow-dns, to resolve through it)",
+            file=sys.stderr,
+        )
     try:
         write_json_atomic(
             out_dir / "profile.resolved.json", sweep_profile(profile, run_sizes, quick)
@@ -90,26 +118,30 @@ def run_sweep(
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     verdicts: list[SizeVerdict] = []
     stopped_by: str | None = None
-    for size in run_sizes:
-        run = SizeRun(nodes=size, out_dir=out_dir / f"size-{size}")
-        with _control_plane(profile, size, api_url, dns_addr, out_dir) as (api_at, dns_at):
-            stopped_by = runloop.run(_run_one(profile, size, run, api_at, dns_at, progress, quick))
-        verdicts.append(judge_size(profile, run, quick=quick))
-        code = sweep_exit_code(verdicts, stopped_by)
-        write_json_atomic(
-            out_dir / "summary.json",
-            sweep_summary(
-                profile,
-                verdicts,
-                run_id=run_id,
-                started_at=started_at,
-                code=code,
-                stopped_by=stopped_by,
-                planned=run_sizes,
-            ),
-        )
-        if stopped_by is not None:
-            break
+    with cluster_namespace(targets, run_id) as placement:
+        for size in run_sizes:
+            run = SizeRun(nodes=size, out_dir=out_dir / f"size-{size}")
+            cluster = size_cluster(profile, targets, placement)
+            with _control_plane(profile, size, targets, out_dir) as (api_at, dns_at):
+                stopped_by = runloop.run(
+                    _run_one(profile, size, run, api_at, dns_at, progress, quick, cluster)
+                )
+            verdicts.append(judge_size(profile, run, quick=quick, stopped_by=stopped_by))
+            code = sweep_exit_code(verdicts, stopped_by)
+            write_json_atomic(
+                out_dir / "summary.json",
+                sweep_summary(
+                    profile,
+                    verdicts,
+                    run_id=run_id,
+                    started_at=started_at,
+                    code=code,
+                    stopped_by=stopped_by,
+                    planned=run_sizes,
+                ),
+            )
+            if stopped_by is not None:
+                break
     progress.stop()
     code = sweep_exit_code(verdicts, stopped_by)
     gated = None
@@ -148,13 +180,16 @@ async def _run_one(
     dns_addr: str | None,
     progress: ProgressSink,
     quick: bool,
+    cluster: SizeClusterPlan | None,
 ) -> str | None:
     """Probe the targets (one line and exit 3 when nothing answers, as for a request mix), then
-    run one size with SIGINT/SIGTERM stopping it cleanly; return the signal's name, if any."""
+    run one size with SIGINT/SIGTERM (and the rails, against a real cluster) stopping it
+    cleanly; return why it was stopped (a signal's name, ``aborted at ...``), if it was."""
     with stop_on_signals() as stopper:
         try:
+            access = cluster.access if cluster is not None else None
             if api_url is not None:
-                await probe_http(api_url, PROBE_TIMEOUT_S)
+                await probe_http(api_url, PROBE_TIMEOUT_S, access=access)
             if dns_addr is not None:
                 await probe_dns(dns_addr, PROBE_TIMEOUT_S)
             progress.start(f"loadlab {profile.name}: {size:,} nodes  ({run.out_dir})")
@@ -168,6 +203,7 @@ async def _run_one(
                 progress=progress,
                 quick=quick,
                 run=run,
+                cluster=cluster.bind(stopper.stop) if cluster is not None else None,
             )
         except asyncio.CancelledError:
             if stopper.reason is None:
@@ -177,14 +213,16 @@ async def _run_one(
 
 @contextlib.contextmanager
 def _control_plane(
-    profile: Profile, size: int, api_url: str | None, dns_addr: str | None, out_dir: Path
+    profile: Profile, size: int, targets: Targets, out_dir: Path
 ) -> Iterator[tuple[str | None, str | None]]:
     """The targets of one size: the given ones, or the embedded control plane seeded with
-    ``size`` nodes for whichever is missing."""
+    ``size`` nodes for whichever is missing (never beside a real cluster: what it would answer
+    says nothing of that cluster)."""
     assert profile.agents is not None
     agents = profile.agents
+    api_url, dns_addr = targets.api_url, targets.dns_addr
     need_api = api_url is None and bool(agents.kubelet or agents.telemetry or agents.mix)
-    need_dns = dns_addr is None and agents.pod_dns is not None
+    need_dns = dns_addr is None and agents.pod_dns is not None and not targets.real
     if not (need_api or need_dns):
         yield api_url, dns_addr
         return
@@ -236,6 +274,8 @@ def saturating_size(verdicts: Sequence[SizeVerdict]) -> int | None:
 
 def sweep_exit_code(verdicts: Sequence[SizeVerdict], stopped_by: str | None) -> int:
     if stopped_by is not None:
+        if stopped_by.startswith(ABORTED):
+            return EXIT_ABORTED
         return SIGNAL_EXIT.get(stopped_by, EXIT_INTERRUPTED)
     if any(v.server_failed for v in verdicts):
         return EXIT_SLO_FAILED
@@ -277,6 +317,47 @@ def sweep_summary(
         },
     }
     return dict(rounded(summary))
+
+
+@dataclass(frozen=True)
+class SizeClusterPlan:
+    """What every size of a sweep against a real cluster shares; ``bind`` adds how a size's run
+    is stopped when a rail fires."""
+
+    access: ClusterAccess
+    placement: Placement
+    rails: AbortSection | None
+
+    def bind(self, stop: Callable[[str], None]) -> SizeCluster:
+        return SizeCluster(self.access, self.placement, self.rails, on_abort=stop)
+
+
+@contextlib.contextmanager
+def cluster_namespace(targets: Targets, run_id: str) -> Iterator[Placement | None]:
+    """The run's namespace on a real cluster for the whole sweep (each size runs its own event
+    loop, so the namespace is made and cleaned up in loops of its own)."""
+    if not targets.real or targets.access is None:
+        yield None
+        return
+    namespace = runloop.run(open_run_namespace(targets, run_id))
+    try:
+        yield Placement(
+            lease_namespace=namespace,
+            labels=((RUN_LABEL, run_id),),
+            node_prefix=f"loadlab-{run_id}-node-",
+        )
+    finally:
+        runloop.run(close_run_namespace(targets, run_id))
+
+
+def size_cluster(
+    profile: Profile, targets: Targets, placement: Placement | None
+) -> SizeClusterPlan | None:
+    """A size's plan against a real cluster (None otherwise)."""
+    if targets.access is None or placement is None:
+        return None
+    rails = profile.abort if rails_on(profile, targets) else None
+    return SizeClusterPlan(targets.access, placement, rails)
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:

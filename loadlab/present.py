@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from loadlab.errors import (
+    EXIT_ABORTED,
     EXIT_CODES,
     EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
@@ -62,6 +63,7 @@ _VERDICT_LABELS = {
     EXIT_INCONCLUSIVE: "INCONCLUSIVE",
     EXIT_INTERRUPTED: "INTERRUPTED, nothing claimed",
     EXIT_TERMINATED: "TERMINATED, nothing claimed",
+    EXIT_ABORTED: "ABORTED by a safety rail",
 }
 
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from loadlab.analysis.steps import StepCriteria
+from loadlab.cluster.settings import AbortSection, LimitsSection
 from loadlab.errors import ProfileError
 from loadlab.profile_fields import (
     MAX_DURATION_S,
@@ -56,7 +57,9 @@ class ApiSection(_Strict):
     timeout_s: Number = Field(
         default=60.0, gt=0, le=MAX_TIMEOUT_S, description="kube-apiserver --request-timeout"
     )
-    honour_retry_after: Flag = False
+    honour_retry_after: Flag | None = None
+    """None: honoured against a real cluster (a kubeconfig context or an allowlisted --api), not
+    against loopback servers, where the knee of a server that asks for patience is the point."""
     mix: tuple[HttpOp, ...] = Field(min_length=1)
 
 
@@ -167,6 +170,10 @@ class Profile(_Strict):
     slo: SloSection = SloSection()
     require: Requirement | None = None
     """What ``--gate`` checks beyond the SLOs (agent scenarios)."""
+    allow_contexts: tuple[Text, ...] = ()
+    """Kubeconfig contexts this profile may aim load at (with ``--allow-context``)."""
+    abort: AbortSection = AbortSection()
+    limits: LimitsSection = LimitsSection()
 
     @model_validator(mode="after")
     def _shape(self) -> Profile:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -54,13 +55,35 @@ class KubeletAgents(_Strict):
     """Kubelets start at random within this window (one renew interval by default): a real
     fleet is not synchronised, and a herd started at one instant is load no cluster sends."""
 
-    def config(self, wall_offset_ns: int) -> KubeletConfig:
-        return KubeletConfig(
+    register_nodes: Flag | None = None
+    """Register Node objects and report their status. None: yes against the embedded control
+    plane and loopback servers; no against a real cluster (a kubelet's Lease and pod watch need
+    no Node, and a run's Nodes are named after it and tainted NoSchedule when asked for)."""
+
+    def config(self, wall_offset_ns: int, placement: Placement | None = None) -> KubeletConfig:
+        config = KubeletConfig(
             qps=self.qps,
             burst=self.burst,
             lease_namespace=self.lease_namespace,
             status_change_probability=self.status_change_probability,
             wall_offset_ns=wall_offset_ns,
+        )
+        if placement is None:
+            return config
+        manage = (
+            placement.register_nodes_default
+            if self.register_nodes is None
+            else (self.register_nodes)
+        )
+        return replace(
+            config,
+            lease_namespace=placement.lease_namespace,
+            labels=placement.labels,
+            manage_node=manage,
+            # Only Nodes need a name of the run's own: leases live in its namespace, and a
+            # node's name is the identity a per-node token file knows it by.
+            node_prefix=placement.node_prefix if manage else config.node_prefix,
+            taints=placement.taints,
         )
 
 
@@ -236,6 +259,17 @@ def api_op_bounds(agents: AgentsSection, slo: SloSection) -> dict[str, float]:
     return bounds
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a run against a real cluster puts what its agents create, and how it marks it."""
+
+    lease_namespace: str
+    labels: tuple[tuple[str, str], ...]
+    node_prefix: str
+    taints: tuple[tuple[str, str], ...] = (("loadlab.io/simulated", "NoSchedule"),)
+    register_nodes_default: bool = False
+
+
 def build_agents(
     agents: AgentsSection,
     size: int,
@@ -243,14 +277,16 @@ def build_agents(
     steady_s: float,
     wall_offset_ns: int,
     quick: Quick | None = None,
+    placement: Placement | None = None,
+    with_pod_dns: bool = True,
 ) -> list[Agent]:
-    """Every agent of a cluster of ``size`` nodes."""
+    """Every agent of a cluster of ``size`` nodes (``placement``: against a real cluster)."""
     built: list[Agent] = []
     if agents.kubelet is not None:
-        config = agents.kubelet.config(wall_offset_ns)
+        config = agents.kubelet.config(wall_offset_ns, placement)
         kubelets: list[Agent] = [Kubelet(i, config) for i in range(size)]
         built += stagger(kubelets, agents.kubelet.start_spread_s, random.Random(size))
-    if agents.pod_dns is not None:
+    if agents.pod_dns is not None and with_pod_dns:
         dns_config = agents.pod_dns.config()
         nodes = size if agents.pod_dns.nodes is None else min(size, agents.pod_dns.nodes)
         built += [PodDns(i, dns_config) for i in range(nodes)]

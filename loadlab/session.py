@@ -16,8 +16,9 @@ import resource
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from loadlab.analysis.abort import IntervalFigures
 from loadlab.analysis.knee import find_knee
 from loadlab.analysis.ramp import RampPlan, RampSearch, StopReason
 from loadlab.analysis.steps import StepCriteria, StepVerdict, judge_step
@@ -93,6 +94,10 @@ class Rig:
         return bool(self.steps) and self.steps[-1].generator_limited
 
 
+class RailsObserver(Protocol):
+    def observe(self, figures: IntervalFigures) -> None: ...
+
+
 @dataclass
 class Session:
     profile: Profile
@@ -115,6 +120,8 @@ class Session:
     results cannot be written or the generator runs out of file descriptors."""
     fatal: LoadlabError | None = None
     """What made the session abort, for the summary and the one-line message."""
+    rails: RailsObserver | None = None
+    """Against a real cluster: told each interval's API figures (``loadlab.cluster.rails``)."""
 
     # -- the interval ticker -------------------------------------------------------------------
 
@@ -174,6 +181,16 @@ class Session:
         stats_by_target = self.timeline.write(
             snaps, offered_per_s=self.offered_per_s, generator=cpu
         )
+        if self.rails is not None and "api" in stats_by_target:
+            api = stats_by_target["api"]
+            self.rails.observe(
+                IntervalFigures(
+                    completed=api.completed,
+                    errors=api.errors,
+                    throttled=api.errors_by_outcome.get("429", 0),
+                    p99_ms=api.latency.p99_ms,
+                )
+            )
         for rig in self.rigs:
             stats = stats_by_target[rig.name]
             self.progress.interval(

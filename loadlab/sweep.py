@@ -16,14 +16,17 @@ import contextlib
 import gc
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadlab.agents.base import Agent
 from loadlab.agents.rollout import RolloutPlan
+from loadlab.analysis.abort import IntervalFigures
 from loadlab.analysis.steps import StepCriteria
 from loadlab.clock import NS_PER_S, Clock
+from loadlab.cluster.rails import Rails
+from loadlab.cluster.settings import AbortSection
 from loadlab.engine.agents import (
     AgentRunner,
     check_agent_sockets,
@@ -34,13 +37,15 @@ from loadlab.engine.selfmon import GeneratorMonitor, LoopLagProbe
 from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.ledger import SendSecondLedger
 from loadlab.metrics.recorder import IntervalSnapshot, Recorder
+from loadlab.metrics.stats import window_stats
 from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import Profile
 from loadlab.progress import IntervalView, ProgressSink
-from loadlab.scenario import Phases, api_op_bounds, build_agents
+from loadlab.scenario import Phases, Placement, api_op_bounds, build_agents
 from loadlab.sweep_watch import OnsetWatch
 from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
 from loadlab.targets.agent_http import AgentHttpClient
+from loadlab.targets.cluster import ClusterAccess
 from loadlab.targets.dns_client import DnsClient
 
 POOL_CONNECTIONS = 256
@@ -101,9 +106,11 @@ async def run_size(
     progress: ProgressSink,
     quick: bool,
     run: SizeRun,
+    cluster: SizeCluster | None = None,
 ) -> None:
     """Run the scenario at ``size`` nodes, filling ``run`` as it goes (so a run stopped by a
-    signal still has everything up to then)."""
+    signal still has everything up to then). ``cluster``: against a real cluster (TLS and
+    credentials, where the agents put what they create, the rails)."""
     assert profile.agents is not None
     phases = effective_phases(profile, quick)
     run.start_ns = start_ns = clock.now_ns()
@@ -114,6 +121,8 @@ async def run_size(
         steady_s=phases.steady_s,
         wall_offset_ns=wall_offset_ns,
         quick=profile.quick if quick else None,
+        placement=cluster.placement if cluster is not None else None,
+        with_pod_dns=dns_addr is not None,
     )
     run.agents = agents
     raise_nofile_limit()
@@ -132,7 +141,13 @@ async def run_size(
     until_ns = start_ns + int(phases.duration_s * NS_PER_S)
 
     async with contextlib.AsyncExitStack() as stack:
-        http, dns = await _transports(stack, ops, api_url, dns_addr, clock)
+        access = cluster.access if cluster is not None else None
+        http, dns = await _transports(stack, ops, api_url, dns_addr, clock, access)
+        rails = None
+        if cluster is not None and cluster.rails is not None and access is not None:
+            rails = Rails(cluster.rails, access, clock, start_ns, on_abort=cluster.on_abort)
+            rails.start()
+            stack.push_async_callback(rails.stop)
         runner = AgentRunner(clock, agents, http=http, dns=dns, recorders=recorders, rng_seed=size)
 
         watch = OnsetWatch(
@@ -157,6 +172,8 @@ async def run_size(
             elapsed_s = (now_ns - start_ns) / NS_PER_S
             phase = _phase_label(size, elapsed_s, phases, profile, quick)
             api_snaps = {k: v for k, v in run.snapshots.items() if k != "pod-dns"}
+            if rails is not None:
+                rails.observe(api_figures(snaps))
             lookups = run.lookups.seconds(since_ns=start_ns) if run.lookups is not None else []
             for line in watch.look(elapsed_s, api_snaps, lookups):
                 progress.note(f"{size:,} nodes: {line}")
@@ -242,18 +259,45 @@ def _recorders(
     return recorders
 
 
+def api_figures(snaps: Mapping[str, IntervalSnapshot]) -> IntervalFigures:
+    """One interval of every API agent kind together, for the rails."""
+    api = [window_stats([snap]) for kind, snap in snaps.items() if kind != "pod-dns"]
+    return IntervalFigures(
+        completed=sum(st.completed for st in api),
+        errors=sum(st.errors for st in api),
+        throttled=sum(st.errors_by_outcome.get("429", 0) for st in api),
+        p99_ms=max((st.latency.p99_ms for st in api), default=0.0),
+    )
+
+
+@dataclass(frozen=True)
+class SizeCluster:
+    """A size run against a real cluster."""
+
+    access: ClusterAccess
+    placement: Placement
+    rails: AbortSection | None
+    """None: the rails are off."""
+    on_abort: Callable[[str], None]
+
+
 async def _transports(
     stack: contextlib.AsyncExitStack,
     ops: Mapping[str, Sequence[str]],
     api_url: str | None,
     dns_addr: str | None,
     clock: Clock,
+    access: ClusterAccess | None = None,
 ) -> tuple[AgentHttpClient | None, DnsClient | None]:
     """The HTTP client when an agent kind talks to the API, the DNS client when pods resolve."""
     http = None
     if api_url is not None and any(k != "pod-dns" for k in ops):
         http = AgentHttpClient(
-            api_url, pool_connections=POOL_CONNECTIONS, timeout_s=API_TIMEOUT_S, clock=clock
+            api_url,
+            pool_connections=POOL_CONNECTIONS,
+            timeout_s=API_TIMEOUT_S,
+            clock=clock,
+            access=access,
         )
         await stack.enter_async_context(http)
     dns = None

@@ -14,6 +14,7 @@ from loadlab.analysis.onset import Breach, api_saturation, dns_failure, onset_s
 from loadlab.analysis.slo import DnsThresholds, SloCheck, SloReport, sweep_slos
 from loadlab.analysis.steps import StepCriteria
 from loadlab.clock import NS_PER_S
+from loadlab.cluster.rails import ABORTED
 from loadlab.metrics.ledger import LookupSecond
 from loadlab.metrics.stats import window_stats
 from loadlab.profile import Profile
@@ -39,6 +40,8 @@ class SizeVerdict:
     """What a sustained breach needs to be seen at all: two of the checks' windows."""
     slo: SloReport = field(default_factory=lambda: SloReport(()))
     """The profile's SLOs over the steady state, each on its worst window."""
+    aborted: str | None = None
+    """Why a safety rail stopped this size (``aborted at 12 s: GET /readyz answered 500``)."""
 
     @property
     def slo_missed(self) -> tuple[str, ...]:
@@ -92,6 +95,8 @@ class SizeVerdict:
 
     def line(self) -> str:
         head = f"{self.nodes:,} nodes:"
+        if self.aborted is not None:
+            return f"{head} {self.aborted}; the load was unwound, nothing else is claimed"
         if not self.complete:
             return f"{head} interrupted after {self.duration_s:,.0f} s: nothing is claimed"
         claimed: list[str] = []
@@ -158,11 +163,14 @@ class SizeVerdict:
             "agents": dict(self.agents),
             "generator": dict(self.generator),
             "slo": self.slo.as_dict(),
+            "aborted": self.aborted,
             "line": self.line(),
         }
 
 
-def judge_size(profile: Profile, run: SizeRun, *, quick: bool = False) -> SizeVerdict:
+def judge_size(
+    profile: Profile, run: SizeRun, *, quick: bool = False, stopped_by: str | None = None
+) -> SizeVerdict:
     """When the API saturated and DNS failed, per-kind counts, and the generator's health."""
     sweep = profile.sweep
     warm_ns = run.start_ns + int(effective_phases(profile, quick).warmup_s * NS_PER_S)
@@ -208,6 +216,7 @@ def judge_size(profile: Profile, run: SizeRun, *, quick: bool = False) -> SizeVe
         steady_s=max(0.0, (run.end_ns - warm_ns) / NS_PER_S),
         needed_s=2 * sweep.window_s,
         slo=slos,
+        aborted=stopped_by if stopped_by is not None and stopped_by.startswith(ABORTED) else None,
     )
 
 

@@ -19,6 +19,7 @@ from loadlab.session import Rig, SwitchableSink
 from loadlab.slos import dns_op_bound, http_op_bound
 from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
 from loadlab.targets.base import Target
+from loadlab.targets.cluster import ClusterAccess
 from loadlab.targets.dns import DnsQuery, DnsTarget
 from loadlab.targets.http import HttpOperation, HttpTarget
 
@@ -35,6 +36,10 @@ class RunTargets:
 
     api_url: str | None
     dns_addr: str | None
+    access: ClusterAccess | None = None
+    """TLS and credentials for the API (None: plain HTTP, the sim's identity convention)."""
+    real: bool = False
+    """A real cluster: Retry-After is honoured unless the profile says otherwise."""
 
 
 def descriptors_needed(profile: Profile) -> int:
@@ -95,7 +100,12 @@ async def open_rigs(
             http_operations(profile),
             connections=profile.api.connections,
             timeout_s=profile.api.timeout_s,
-            honour_retry_after=profile.api.honour_retry_after,
+            honour_retry_after=(
+                targets.real
+                if profile.api.honour_retry_after is None
+                else profile.api.honour_retry_after
+            ),
+            access=targets.access,
             clock=clock,
         )
         ops = [
@@ -127,8 +137,6 @@ def http_operations(profile: Profile) -> list[HttpOperation]:
     ops = []
     for op in profile.api.mix:
         headers = {"Content-Type": op.content_type} if op.body is not None else {}
-        if op.user is not None:
-            headers["Authorization"] = f"Bearer {op.user}"
         ops.append(
             HttpOperation(
                 name=op.name,
@@ -138,6 +146,7 @@ def http_operations(profile: Profile) -> list[HttpOperation]:
                 headers=headers,
                 weight=op.weight,
                 spread=op.spread,
+                user=op.user,
             )
         )
     return ops

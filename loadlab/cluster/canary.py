@@ -27,6 +27,8 @@ class CanarySettings:
     max_ms: float
     ssl: ssl.SSLContext | None = None
     headers: Mapping[str, str] | None = None
+    server_hostname: str | None = None
+    """The name the server's certificate must carry, when not the URL's host."""
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Canary:
                 self.settings.server + path,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=limit_ms / 1000),
+                server_hostname=self.settings.server_hostname,
             ) as resp:
                 await resp.read()
                 status = resp.status

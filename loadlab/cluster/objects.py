@@ -63,9 +63,15 @@ class AdminClient:
     client of its own, apart from the load's connection pool."""
 
     def __init__(
-        self, server: str, *, ssl_context: ssl.SSLContext | None, headers: Mapping[str, str]
+        self,
+        server: str,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        headers: Mapping[str, str],
+        server_hostname: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
+        self._server_hostname = server_hostname
         self._ssl = ssl_context
         self._headers = {"Accept": "application/json", **headers}
         self._http: aiohttp.ClientSession | None = None
@@ -92,7 +98,12 @@ class AdminClient:
         headers = {"Content-Type": "application/json"} if data is not None else None
         try:
             async with self._http.request(
-                method, self.server + path, data=data, params=params, headers=headers
+                method,
+                self.server + path,
+                data=data,
+                params=params,
+                headers=headers,
+                server_hostname=self._server_hostname,
             ) as resp:
                 raw = await resp.read()
                 status = resp.status

@@ -5,5 +5,7 @@ generator side (engine, targets, metrics, analysis, session, ...), only the shar
 
 Rooms, lower ones first: ``k8s`` (objects), ``storage`` (store, watch cache), ``overload`` (APF,
 cost, memory), ``dns`` (cluster DNS and its informer), ``apiserver`` (the HTTP face); at the top,
-the program around them (``config``, ``server``, ``cli``, ``process``, ``lifeline``, ``promtext``).
+the program around them (``config``, ``server``, ``cli``, ``process``, ``lifeline``, ``promtext``,
+and for ``--tls`` / ``--tokens``: ``tls``, the CA and serving certificate made at start, and
+``credentials``, the kubeconfig and token file written for clients).
 """

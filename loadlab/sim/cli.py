@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from loadlab.errors import UsageError
 from loadlab.sim.config import SimConfig, is_loopback_host, load_sim_config, sim_config_from_dict
+from loadlab.sim.credentials import CONTEXT, ApiAccess
+
+SLOW_DOWN_HELP = (
+    "Slowing the sim down mid-run: send it SIGUSR1 (kill -USR1 PID) and every API request but "
+    "the health paths and /metrics waits degrade.extra_latency_s more (sim config, default 2 s) "
+    "while /readyz answers 500 listing the failed check loadlab-degraded; a second SIGUSR1 "
+    "restores it. In the sim config, degrade: {after_s: N} turns it on N seconds after the sim "
+    "is ready, without a signal. Each change is one line on stderr."
+)
 
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +32,43 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-non-loopback",
         action="store_true",
-        help="allow a --host (or config host) beyond loopback: the sim's API has no authentication",
+        help="allow a --host (or config host) beyond loopback: the sim's DNS has no "
+        "authentication, nor its API without --tls or --tokens",
     )
     parser.add_argument(
         "--ready-json",
         action="store_true",
-        help='print one JSON line {"api": URL, "dns": HOST:PORT} when ready (for programs)',
+        help='print one JSON line {"api": URL, "dns": HOST:PORT} when ready (for programs), '
+        'with "kubeconfig" and "tokens_file" when written',
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the API over HTTPS with a CA made at start (1 day, loopback names); "
+        "implies --tokens",
+    )
+    parser.add_argument(
+        "--tokens",
+        action="store_true",
+        help="refuse API requests without a known bearer token (401); one token each for the "
+        "admin, every node (system:node:node-<i>) and the telemetry service account; the health "
+        "paths stay open",
+    )
+    parser.add_argument(
+        "--tokens-out",
+        metavar="PATH",
+        type=Path,
+        help='write the tokens as a kube-apiserver static token file (token,user,uid,"groups"; '
+        "mode 0600)",
+    )
+    parser.add_argument(
+        "--kubeconfig-out",
+        metavar="PATH",
+        type=Path,
+        help=f"with --tls: write a kubeconfig (context {CONTEXT}, the admin's token, the CA; "
+        "mode 0600) once the API listens",
+    )
+    parser.epilog = SLOW_DOWN_HELP
 
 
 _FLAGS = ("nodes", "pods_per_node", "services", "host", "api_port", "dns_port")
@@ -45,17 +85,32 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     return sim_config_from_dict({**base.model_dump(), **overrides}, source="command line")
 
 
+def access_from_args(args: argparse.Namespace) -> ApiAccess:
+    """ApiAccess from --tls, --tokens, --tokens-out, --kubeconfig-out; ``UsageError`` if they
+    do not fit together."""
+    access = ApiAccess(
+        tls=bool(getattr(args, "tls", False)),
+        tokens=bool(getattr(args, "tokens", False)),
+        tokens_out=getattr(args, "tokens_out", None),
+        kubeconfig_out=getattr(args, "kubeconfig_out", None),
+    )
+    access.check()
+    return access
+
+
 def check_listen_host(host: str, *, allow_non_loopback: bool) -> str | None:
     """None if ``host`` is loopback; else the warning to print if allowed, or ``UsageError``.
 
-    The sim serves an API and DNS without authentication, so listening beyond loopback must be
-    asked for explicitly, whether the host came from --host or from the config file.
+    The sim's DNS has no authentication, nor its API without --tokens or --tls, so listening
+    beyond loopback must be asked for explicitly, whether the host came from --host or from the
+    config file.
     """
     if is_loopback_host(host):
         return None
     if not allow_non_loopback:
         raise UsageError(
-            f"the sim would listen on {host}, beyond loopback, with an unauthenticated API; "
+            f"the sim would listen on {host}, beyond loopback, with an unauthenticated DNS (and "
+            "API, unless --tls or --tokens); "
             "use --host 127.0.0.1, or add --allow-non-loopback if you mean it"
         )
     return (
@@ -69,10 +124,11 @@ def sim_command(args: argparse.Namespace) -> int:
     from loadlab.sim.server import run_sim
 
     config = config_from_args(args)
+    access = access_from_args(args)
     warning = check_listen_host(
         config.host, allow_non_loopback=bool(getattr(args, "allow_non_loopback", False))
     )
     if warning is not None:
         print(warning, file=sys.stderr)
-    run_sim(config, ready_json=bool(getattr(args, "ready_json", False)))
+    run_sim(config, ready_json=bool(getattr(args, "ready_json", False)), access=access)
     return 0

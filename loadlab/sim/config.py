@@ -1,4 +1,5 @@
-"""The sim's configuration: cluster shape, listen ports, API-server knobs, overload model, DNS.
+"""The sim's configuration: cluster shape, listen ports, API-server knobs, overload model, DNS,
+and the slow-down a test can turn on mid-run.
 
 ``load_sim_config(path)`` reads YAML; every error is a ``ProfileError`` naming the field.
 """
@@ -38,6 +39,21 @@ class ApiServerConfig(BaseModel):
     """Seed of the watch-timeout jitter; None draws a fresh one."""
 
 
+class DegradeConfig(BaseModel):
+    """A slow-down to turn on mid-run (``SIGUSR1`` toggles it; ``after_s`` turns it on by time),
+    so a test can watch a client notice an API server that suddenly got slow."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    extra_latency_s: float = Field(default=2.0, ge=0)
+    """Added to every API request but the health paths and /metrics while degraded. Not from a
+    reference: 2 s is twice the 1 s p99 bound on a single-object call (docs/control-plane-model.md,
+    "SLOs"), a breach no latency check can miss."""
+    after_s: float | None = Field(default=None, gt=0)
+    """Turn the slow-down on this long after the sim is ready (its ready line); None leaves it
+    to SIGUSR1."""
+
+
 class SimConfig(BaseModel):
     """Everything ``python -m loadlab.sim`` needs."""
 
@@ -54,13 +70,14 @@ class SimConfig(BaseModel):
     """How many of those services are headless (clusterIP None, per-endpoint DNS records)."""
     host: str = "127.0.0.1"
     """Where the API server and DNS listen. Anything but loopback (``is_loopback_host``) opens an
-    unauthenticated API to the network, so ``loadlab sim`` refuses it without
-    ``--allow-non-loopback``."""
+    unauthenticated DNS (and API, without ``--tls`` or ``--tokens``) to the network, so
+    ``loadlab sim`` refuses it without ``--allow-non-loopback``."""
     api_port: int = Field(default=6443, ge=0, le=65535)
     dns_port: int = Field(default=1053, ge=0, le=65535)
     api: ApiServerConfig = Field(default_factory=ApiServerConfig)
     overload: OverloadConfig = Field(default_factory=OverloadConfig)
     dns: ClusterDnsConfig = Field(default_factory=ClusterDnsConfig)
+    degrade: DegradeConfig = Field(default_factory=DegradeConfig)
 
 
 def is_loopback_host(host: str) -> bool:

@@ -1,7 +1,10 @@
 """Start the sim as a separate process, so generator and sim share neither event loop nor core.
 
 ``start_sim_process(["--nodes", "500"])`` runs ``python -m loadlab.sim ... --api-port 0
---dns-port 0 --ready-json`` and waits for its one JSON line ``{"api": URL, "dns": HOST:PORT}``.
+--dns-port 0 --ready-json`` and waits for its one JSON line ``{"api": URL, "dns": HOST:PORT}``
+(plus ``"kubeconfig"`` and ``"tokens_file"`` when ``--kubeconfig-out`` / ``--tokens-out`` are
+among the arguments: ``["--tls", "--kubeconfig-out", PATH]`` gives an HTTPS sim and a kubeconfig
+for it).
 
 The sim never outlives this process: it holds a lifeline (``loadlab.sim.lifeline``: a parent-death
 signal on Linux, and a pipe everywhere) from before its seeding, so a SIGKILLed loadlab takes it
@@ -44,18 +47,35 @@ class SimProcess:
         dns_addr: str,
         log: IO[bytes],
         lifeline: ParentLifeline,
+        *,
+        kubeconfig: str | None = None,
+        tokens_file: str | None = None,
     ) -> None:
         self._proc = proc
         self.api_url = api_url
-        """``http://127.0.0.1:PORT``"""
+        """``http://127.0.0.1:PORT``, or ``https://`` with ``--tls``."""
         self.dns_addr = dns_addr
         """``127.0.0.1:PORT`` (UDP and TCP)."""
+        self.kubeconfig = kubeconfig
+        """Absolute path of the kubeconfig the sim wrote (``--kubeconfig-out``), else None."""
+        self.tokens_file = tokens_file
+        """Absolute path of the static token file it wrote (``--tokens-out``), else None."""
         self._log = log
         self._lifeline = lifeline
 
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    def log_tail(self, max_bytes: int = _STDERR_TAIL_BYTES) -> str:
+        """The last ``max_bytes`` the sim wrote to stderr (its slow-down lines, its warnings).
+
+        Read with ``pread``: the sim shares the file's offset, so a seek here would move where
+        its next line lands."""
+        fd = self._log.fileno()
+        size = os.fstat(fd).st_size
+        start = max(0, size - max_bytes)
+        return os.pread(fd, size - start, start).decode(errors="replace")
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> int:
         """SIGTERM; SIGKILL if it has not exited after ``grace_s``. Returns the exit code."""
@@ -154,7 +174,15 @@ def start_sim_process(
         lifeline.close_child_end()
         line = read_ready_line(proc, time.monotonic() + timeout_s)
         ready = json.loads(line)
-        return SimProcess(proc, str(ready["api"]), str(ready["dns"]), log, lifeline)
+        return SimProcess(
+            proc,
+            str(ready["api"]),
+            str(ready["dns"]),
+            log,
+            lifeline,
+            kubeconfig=_optional_str(ready.get("kubeconfig")),
+            tokens_file=_optional_str(ready.get("tokens_file")),
+        )
     except (TimeoutError, EOFError, ValueError, KeyError) as exc:
         _kill_and_reap(proc, lifeline)
         tail = _stderr_tail(log)
@@ -170,6 +198,10 @@ def start_sim_process(
         _kill_and_reap(proc, lifeline)
         log.close()
         raise
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _kill_and_reap(proc: subprocess.Popen[bytes], lifeline: ParentLifeline) -> None:

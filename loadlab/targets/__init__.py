@@ -1,5 +1,7 @@
 """The wire: HTTP (aiohttp) and DNS (UDP with TCP fallback) targets behind one small protocol
-(``base.Target``), and the loopback rule for addresses.
+(``base.Target``), the agents' HTTP client, the loopback rule and allowlists for addresses, and
+access to real clusters (kubeconfig, TLS, credentials: ``cluster``, ``credentials``).
 
-Imports nothing else of loadlab but the shared ``clock``, ``errors`` and ``runloop``.
+Imports nothing else of loadlab but the shared ``clock``, ``errors`` and ``runloop``, and
+``agents.base`` (the data an agent's transport carries).
 """

@@ -5,6 +5,10 @@ URL) or literally ``localhost`` (any case, one optional trailing dot), which loa
 127.0.0.1. No name is ever handed to the system resolver: ``foo.localhost`` or an ``/etc/hosts``
 entry could point anywhere, and a load test aimed at the wrong server knocks it over.
 
+Beyond loopback, load goes only where the user named the target twice: ``--api URL`` with the same
+URL in ``--allow-api``, ``--dns IP:PORT`` with the same address in ``--allow-dns``, and a
+kubeconfig context in ``--allow-context`` (checked in ``loadlab.targets.cluster``).
+
 Parses ``HOST[:PORT]`` (``--dns``: ``127.0.0.1:53``, ``[::1]:5353``, ``localhost``) and the API
 base URL (``--api``: ``http[s]://HOST[:PORT][/path-prefix]``).
 """
@@ -12,6 +16,7 @@ base URL (``--api``: ``http[s]://HOST[:PORT][/path-prefix]``).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -97,47 +102,30 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_api_url(url: str) -> ApiAddress:
+def parse_api_url(url: str, *, allow: Collection[str] = (), flag: str = "--api") -> ApiAddress:
     """Check an ``--api`` URL and say where to connect: UsageError for anything loadlab won't do.
 
     Allowed: ``http`` or ``https``, a loopback host (see the module rule), an optional port
     (default 80/443) and an optional path prefix (``http://127.0.0.1:6443/prefix``: operation
     paths are appended to it). Refused: credentials (``user:pw@``: use the profile's ``user``),
     a query string or fragment (the operations' paths carry their own), any other scheme.
+
+    A host beyond loopback passes only when the URL is one of ``allow`` (``--allow-api``), compared
+    after normalising both (scheme and name case, default port, IP spelling, trailing slash). Its
+    ``connect_host`` is then the host itself: an IP literal, or a name aiohttp resolves when it
+    connects (the user named that server twice, so the resolver's answer is theirs to vouch for).
     """
-    text = url.strip()
-    example = "expected a URL like http://127.0.0.1:6443"
-    if any(ch <= " " or ch == "\x7f" for ch in text):
-        # urlsplit silently drops tabs and newlines (WHATWG); a URL with any is a pasting accident.
-        raise UsageError(f"--api {url!r}: contains a space or control character; {example}")
-    try:
-        parts = urlsplit(text)
-    except ValueError:  # e.g. an unbalanced bracket in the host
-        raise UsageError(f"--api {url}: not a URL; {example}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEME_PORTS:
-        if not (parts.scheme and "://" in text):  # 127.0.0.1:6443, localhost:6443
-            raise UsageError(f"--api {url}: not a URL; {example}")
-        raise UsageError(f"--api {url}: scheme '{parts.scheme}' is not supported; {example}")
-    if "@" in parts.netloc:
-        # The URL is not echoed: it holds a password.
-        raise UsageError(
-            f"--api {scheme}://...@{parts.netloc.rpartition('@')[2]}: credentials in the URL are "
-            "not supported; give the identity as the profile's user field"
-        )
-    if "?" in text or "#" in text:
-        raise UsageError(
-            f"--api {url}: a query string or fragment is not allowed in the base URL; "
-            "each operation's path in the profile carries its own"
-        )
-    if not parts.netloc:
-        raise UsageError(f"--api {url}: no host; {example}")
-    host, port_text = _split_netloc(parts.netloc, shown=url, expected="a URL like http://HOST:PORT")
-    port = _SCHEME_PORTS[scheme] if port_text is None else _port(port_text, url)
+    scheme, host, port, path = _split_url(url, flag)
     connect = _loopback_ip(host)
     if connect is None:
-        raise UsageError(f"--api {url}: refusing to send load to {host}: {RULE}")
-    path = parts.path.rstrip("/")
+        canonical = _canonical_url(scheme, host, port, path)
+        allowed = {_canonical_url(*_split_url(a, "--allow-api")) for a in allow}
+        if canonical not in allowed:
+            raise UsageError(
+                f"{flag} {url}: refusing to send load to {host}: {RULE}; "
+                f"pass --allow-api {canonical} to aim load at it"
+            )
+        connect = _canonical_host(host)
     return ApiAddress(
         scheme=scheme,
         host=host,
@@ -146,6 +134,69 @@ def parse_api_url(url: str) -> ApiAddress:
         path=path,
         base_url=f"{scheme}://{format_host_port(connect, port)}{path}",
     )
+
+
+def parse_server_url(url: str, *, what: str) -> ApiAddress:
+    """A kubeconfig's ``server``, checked as ``--api`` is but for its host, which may be anything:
+    a kubeconfig target is vetted by its context's allowlist (``cluster.check_context_allowed``).
+    ``localhost`` still maps to 127.0.0.1; ``what`` names the source in messages."""
+    scheme, host, port, path = _split_url(url, what)
+    connect = _loopback_ip(host) or _canonical_host(host)
+    return ApiAddress(
+        scheme=scheme,
+        host=host,
+        connect_host=connect,
+        port=port,
+        path=path,
+        base_url=f"{scheme}://{format_host_port(connect, port)}{path}",
+    )
+
+
+def _split_url(url: str, flag: str) -> tuple[str, str, int, str]:
+    """``(scheme, host as written, port, path prefix)`` of a base URL; errors name ``flag``."""
+    text = url.strip()
+    example = "expected a URL like http://127.0.0.1:6443"
+    if any(ch <= " " or ch == "\x7f" for ch in text):
+        # urlsplit silently drops tabs and newlines (WHATWG); a URL with any is a pasting accident.
+        raise UsageError(f"{flag} {url!r}: contains a space or control character; {example}")
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. an unbalanced bracket in the host
+        raise UsageError(f"{flag} {url}: not a URL; {example}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEME_PORTS:
+        if not (parts.scheme and "://" in text):  # 127.0.0.1:6443, localhost:6443
+            raise UsageError(f"{flag} {url}: not a URL; {example}")
+        raise UsageError(f"{flag} {url}: scheme '{parts.scheme}' is not supported; {example}")
+    if "@" in parts.netloc:
+        # The URL is not echoed: it holds a password.
+        raise UsageError(
+            f"{flag} {scheme}://...@{parts.netloc.rpartition('@')[2]}: credentials in the URL "
+            "are not supported; give the identity as the profile's user field"
+        )
+    if "?" in text or "#" in text:
+        raise UsageError(
+            f"{flag} {url}: a query string or fragment is not allowed in the base URL; "
+            "each operation's path in the profile carries its own"
+        )
+    if not parts.netloc:
+        raise UsageError(f"{flag} {url}: no host; {example}")
+    host, port_text = _split_netloc(parts.netloc, shown=url, expected="a URL like http://HOST:PORT")
+    port = _SCHEME_PORTS[scheme] if port_text is None else _port(port_text, url)
+    return scheme, host, port, parts.path.rstrip("/")
+
+
+def _canonical_host(host: str) -> str:
+    """One spelling per host: an IP literal as ``ipaddress`` writes it, a name in lower case
+    without its trailing dot."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower().rstrip(".")
+
+
+def _canonical_url(scheme: str, host: str, port: int, path: str) -> str:
+    return f"{scheme}://{format_host_port(_canonical_host(host), port)}{path}"
 
 
 def _split_netloc(text: str, *, shown: str, expected: str) -> tuple[str, str | None]:
@@ -180,13 +231,48 @@ def _port(text: str, shown: str) -> int:
 DNS_DEFAULT_PORT = 53
 
 
-def loopback_targets(api: str | None, dns: str | None) -> tuple[str | None, str | None]:
+def loopback_targets(
+    api: str | None,
+    dns: str | None,
+    *,
+    allow_api: Collection[str] = (),
+    allow_dns: Collection[str] = (),
+) -> tuple[str | None, str | None]:
     """``--api URL`` and ``--dns HOST:PORT`` as they are used: checked against the loopback rule
     and with ``localhost`` mapped to 127.0.0.1 here, never by the system resolver, so what is
-    run (and written to the results) holds IP literals only. None stays None."""
-    api_url = parse_api_url(api).base_url if api is not None else None
+    run (and written to the results) holds IP literals only. None stays None.
+
+    Beyond loopback, an ``--api`` URL passes when it is one of ``allow_api`` (``--allow-api``;
+    see ``parse_api_url``) and a ``--dns`` address when it is an IP literal and one of
+    ``allow_dns`` (``--allow-dns``): a DNS server given by name would need DNS to find it.
+    """
+    api_url = parse_api_url(api, allow=allow_api).base_url if api is not None else None
     dns_addr = None
     if dns is not None:
-        host, port = parse_host_port(dns, default_port=DNS_DEFAULT_PORT)
-        dns_addr = format_host_port(resolve_loopback(host), port)
+        dns_addr = _dns_address(dns, allow_dns)
     return api_url, dns_addr
+
+
+def _dns_address(dns: str, allow: Collection[str]) -> str:
+    host, port = parse_host_port(dns, default_port=DNS_DEFAULT_PORT)
+    ip = _loopback_ip(host)
+    if ip is not None:
+        return format_host_port(ip, port)
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise UsageError(
+            f"--dns {dns}: refusing to send load to {host}: {RULE}; a DNS server beyond "
+            "loopback is given as IP:PORT and allowed with --allow-dns IP:PORT"
+        ) from None
+    wanted = format_host_port(address, port)
+    allowed = set()
+    for entry in allow:
+        allowed_host, allowed_port = parse_host_port(entry, default_port=DNS_DEFAULT_PORT)
+        allowed.add(format_host_port(_canonical_host(allowed_host), allowed_port))
+    if wanted not in allowed:
+        raise UsageError(
+            f"--dns {dns}: refusing to send load to {host}: {RULE}; "
+            f"pass --allow-dns {wanted} to aim load at it"
+        )
+    return wanted

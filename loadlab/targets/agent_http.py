@@ -1,9 +1,11 @@
 """HTTP for agents: each request as its agent's identity, answers decoded, a connection per watch.
 
-``AgentHttpClient.call`` sends one ``ApiCall`` as ``identity`` (bearer token = user name, the
-agent's User-Agent) and returns an ``ApiReply`` with the decoded JSON body. The requests of every
-agent share one keep-alive pool of ``pool_connections`` connections, as the mix's target does; the
-API server tells the agents apart by the token, not by the connection (APF: one flow per user).
+``AgentHttpClient.call`` sends one ``ApiCall`` as ``identity`` (the agent's User-Agent, and the
+``Authorization`` its credentials give that user: by default the embedded sim's convention, bearer
+token = user name; against a real cluster a ``ClusterAccess``'s) and returns an ``ApiReply`` with
+the decoded JSON body. The requests of every agent share one keep-alive pool of
+``pool_connections`` connections, as the mix's target does; the API server tells the agents apart
+by the token, not by the connection (APF: one flow per user).
 
 ``open_watch`` gives each watch a connection of its own, as every client-go watch holds one
 HTTP/1.1 connection for its lifetime. They come from a second session whose connector has no limit
@@ -43,9 +45,10 @@ from loadlab.agents.base import (
 )
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
 from loadlab.targets.base import Outcome
-from loadlab.targets.http import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_TIMEOUT_S,
+from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.credentials import Credentials, SimIdentity
+from loadlab.targets.http import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S
+from loadlab.targets.http_wire import (
     NotResent,
     discard_body,
     never_resend,
@@ -70,12 +73,13 @@ MAX_DISCARDED_BODY_BYTES = 1 << 30
 against a server that never ends one: 1 GiB, above an unpaged LIST of 150,000 pods (~1 KB each)."""
 
 
-def _headers(identity: Identity, content_type: str | None) -> dict[str, str]:
-    headers = {
-        "Authorization": f"Bearer {identity.user}",
-        "User-Agent": identity.user_agent,
-        "Accept": "application/json",
-    }
+def _headers(
+    identity: Identity, content_type: str | None, credentials: Credentials
+) -> dict[str, str]:
+    headers = {"User-Agent": identity.user_agent, "Accept": "application/json"}
+    authorization = credentials.authorization(identity.user)
+    if authorization is not None:
+        headers["Authorization"] = authorization
     if content_type is not None:
         headers["Content-Type"] = content_type
     return headers
@@ -129,7 +133,10 @@ payload, bad HTTP), socket errors, and a failure aiohttp would have resent (``ne
 
 
 class AgentHttpClient:
-    """Sends agents' requests to one API server; see the module docstring."""
+    """Sends agents' requests to one API server; see the module docstring.
+
+    With ``access``, ``base_url`` must be its server; its TLS context replaces ``ssl_context``.
+    """
 
     def __init__(
         self,
@@ -140,14 +147,21 @@ class AgentHttpClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         clock: Clock | None = None,
+        access: ClusterAccess | None = None,
     ) -> None:
+        if access is not None and base_url.rstrip("/") != access.server:
+            raise ValueError(f"base_url {base_url} is not {access.server}, from {access.source}")
         if pool_connections < 1:
             raise ValueError(f"pool_connections must be at least 1, got {pool_connections}")
         if max_body_bytes < 0:
             raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
         self.base_url = base_url.rstrip("/")
         self.pool_connections = pool_connections
+        if access is not None and access.ssl is not None:
+            ssl_context = access.ssl
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._server_hostname = access.tls_server_name if access else None
+        self._credentials: Credentials = access.credentials if access else SimIdentity()
         self._timeout_s = timeout_s
         """Caps every call's own ``timeout_s``, and bounds a watch's connect and response head."""
         self._max_body_bytes = max_body_bytes
@@ -181,7 +195,8 @@ class AgentHttpClient:
     async def call(self, identity: Identity, call: ApiCall) -> ApiReply:
         """Send ``call`` as ``identity``; the reply's ``now_ns`` is this client's clock."""
         data = None if call.body is None else json.dumps(call.body).encode()
-        headers = _headers(identity, call.content_type if data is not None else None)
+        content_type = call.content_type if data is not None else None
+        headers = _headers(identity, content_type, self._credentials)
         timeout = aiohttp.ClientTimeout(total=min(call.timeout_s, self._timeout_s))
         status, retry_after = 0, None
         try:
@@ -193,6 +208,7 @@ class AgentHttpClient:
                 headers=headers,
                 allow_redirects=False,
                 timeout=timeout,
+                server_hostname=self._server_hostname,
             ) as resp:
                 status = resp.status
                 if status in RETRY_AFTER_STATUSES:
@@ -218,8 +234,9 @@ class AgentHttpClient:
                     "GET",
                     self.base_url + watch.path,
                     params=params,
-                    headers=_headers(identity, None),
+                    headers=_headers(identity, None, self._credentials),
                     allow_redirects=False,
+                    server_hostname=self._server_hostname,
                     # The stream lasts minutes; only connecting and the head are bounded (above).
                     timeout=aiohttp.ClientTimeout(total=None),
                 )

@@ -6,12 +6,14 @@ pairs from one deque. ``submit`` appends and wakes an idle worker: no task or cl
 The deque is the client-side backlog; ``in_flight`` is queued plus active. URLs, bodies and headers
 are rendered once, up front.
 
-Honest counts: every request recorded is exactly one request the server saw. aiohttp would send an
-idempotent request a second time when a reused keep-alive connection turns out closed (RFC 9112
-9.3.1 allows it; aiohttp has no switch for it), so a middleware turns that failure into one the
-retry loop lets through (``never_resend``; client middlewares need aiohttp >= 3.12, and cost one
-small wrapper per request inside aiohttp). Bodies are read in chunks and dropped, never kept,
-and a body over ``max_body_bytes`` ends the request as TOO_LARGE on a connection that is closed.
+Honest counts: every request recorded is exactly one request the server saw (``never_resend``, in
+``http_wire``). Bodies are read in chunks and dropped, never kept, and a body over
+``max_body_bytes`` ends the request as TOO_LARGE on a connection that is closed.
+
+Real clusters: given a ``ClusterAccess`` (``loadlab.targets.cluster``), the connector verifies TLS
+with its context and each operation's ``Authorization`` is its credentials' answer for the
+operation's ``user``. A credentials refresh bumps their ``generation``; the next request sees one
+int differ and renders the headers again.
 """
 
 from __future__ import annotations
@@ -27,8 +29,17 @@ import aiohttp
 from yarl import URL
 
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
-from loadlab.errors import TargetMisbehaving, TargetUnreachable
 from loadlab.targets.base import FD_ERRNOS, CompletionSink, Outcome, wait_until_idle
+from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.credentials import Credentials, SimIdentity
+
+# Re-exported: callers (launch, agents' test driver, tests) have imported these from here.
+from loadlab.targets.http_probe import probe_http as probe_http
+from loadlab.targets.http_wire import DEFAULT_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
+from loadlab.targets.http_wire import NotResent, discard_body, never_resend
+from loadlab.targets.http_wire import outcome_of_status as outcome_of_status
+from loadlab.targets.http_wire import retry_after_s as retry_after_s
+from loadlab.targets.http_wire import retry_hold_ns as retry_hold_ns
 
 DEFAULT_TIMEOUT_S = 10.0
 """For direct use (tests, benches): a dead server ends a test in seconds. Runs from a profile pass
@@ -38,75 +49,6 @@ DEFAULT_MAX_RETRY_AFTER_S = 10.0
 """A chosen cap, not a Kubernetes number: APF's Retry-After starts at 1 s and may grow to 32 s
 (docs/control-plane-model.md, "Retry-After"); a connection held longer than this would sit out
 most of a load step instead of measuring it."""
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-"""Comfortably above the largest answer a profile asks for: a LIST page of 500 pods (the API's
-``limit``) at ~10 KiB of JSON each is ~5 MB. 256 connections x 8 MiB bound what bodies can cost
-(they are never kept: read in chunks and dropped); unbounded, 50 MB bodies grew RSS to 4.5 GB."""
-PLAIN_HTTP_CHECK_TIMEOUT_S = 1.0
-"""How long the probe's plain-HTTP check after a stalled TLS handshake may take: one request to a
-server that just accepted a connection, far more than a loopback or LAN round trip needs."""
-GO_TLS_PORT_ANSWER = b"Client sent an HTTP request to an HTTPS server."
-"""The body Go's net/http (so kube-apiserver) sends with a 400 to plain HTTP on its TLS port."""
-PLAIN_HTTP_CHECK_READ_BYTES = 512
-"""Enough for a status line, a few headers and Go's one-line 400 body, which come in one write."""
-
-
-class NotResent(Exception):
-    """A request failed on the wire where aiohttp would have sent it again. Deliberately neither an
-    ``aiohttp.ClientError`` nor an ``OSError``: aiohttp's retry loop passes it straight through."""
-
-
-async def never_resend(
-    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-) -> aiohttp.ClientResponse:
-    """A client middleware: runs once per attempt, inside aiohttp's retry loop (client.py
-    ``retry_persistent_connection``, which catches ``ClientOSError`` and ``ServerDisconnectedError``
-    for idempotent methods and sends again on a new connection)."""
-    try:
-        return await handler(request)
-    except aiohttp.ClientConnectorError:
-        raise  # connecting failed, nothing was sent: aiohttp never resends these
-    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
-        raise NotResent(str(exc)) from exc
-
-
-async def read_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
-    """Read and return the body; None, with the connection closed rather than reused, when it is
-    over ``max_bytes`` (by Content-Length up front, else once that much has arrived).
-
-    For clients that use the answer (agents decode it); ``discard_body`` is the load path's.
-    Bounded: each chunk is at least one byte, and the session's timeout bounds the time.
-    """
-    length = resp.content_length
-    if length is not None and length > max_bytes:
-        resp.close()
-        return None
-    content, body = resp.content, bytearray()
-    while chunk := await content.readany():
-        body += chunk
-        if len(body) > max_bytes:
-            resp.close()
-            return None
-    return bytes(body)
-
-
-async def discard_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bool:
-    """Read the body and drop it; False, with the connection closed rather than reused, when it
-    is over ``max_bytes`` (by Content-Length up front, else once that much has arrived).
-
-    Bounded: each chunk is at least one byte, and the session's total timeout bounds the time.
-    """
-    length = resp.content_length
-    if length is not None and length > max_bytes:
-        resp.close()
-        return False
-    content, seen = resp.content, 0
-    while chunk := await content.readany():
-        seen += len(chunk)
-        if seen > max_bytes:
-            resp.close()
-            return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -123,6 +65,10 @@ class HttpOperation:
     weight: float = 1.0
     spread: int = 1
     """When > 1, ``{i}`` in path and body takes the values 0..spread-1, round-robin."""
+    user: str | None = None
+    """Who the request is made as: its ``Authorization`` is the target's credentials' answer for
+    this user (``Bearer <user>`` by default, the embedded sim's convention); None: the
+    kubeconfig's own identity, or no header (then ``headers`` may carry one)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +79,9 @@ class _Rendered:
     headers: Mapping[str, str]
 
 
-def _render(base_url: str, op: HttpOperation, bearer_token: str | None) -> _Rendered:
+def _render(
+    base_url: str, op: HttpOperation, bearer_token: str | None, credentials: Credentials
+) -> _Rendered:
     if op.spread < 1:
         raise ValueError(f"operation {op.name}: spread must be at least 1, got {op.spread}")
     base = base_url.rstrip("/")
@@ -152,45 +100,17 @@ def _render(base_url: str, op: HttpOperation, bearer_token: str | None) -> _Rend
     if bearer_token:
         headers["Authorization"] = f"Bearer {bearer_token}"
     headers.update(op.headers)
+    authorization = credentials.authorization(op.user)
+    if authorization is not None:
+        headers["Authorization"] = authorization
     return _Rendered(op.method.upper(), tuple(urls), tuple(bodies), headers)
 
 
-def outcome_of_status(status: int) -> Outcome:
-    """2xx OK, 429 THROTTLED, other 4xx CLIENT_ERROR, 5xx SERVER_ERROR.
-
-    1xx/3xx (redirects are not followed) count as CLIENT_ERROR: the mix asked for the wrong thing.
-    """
-    if 200 <= status < 300:
-        return Outcome.OK
-    if status == 429:
-        return Outcome.THROTTLED
-    if status >= 500:
-        return Outcome.SERVER_ERROR
-    return Outcome.CLIENT_ERROR
-
-
-def retry_after_s(value: str | None) -> float | None:
-    """Delta-seconds of a ``Retry-After`` header (the API server sends integers); else None."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None  # an HTTP-date: not sent by the API server, not worth parsing here
-    return seconds if seconds >= 0 else None
-
-
-def retry_hold_ns(retry_after: str | None, max_hold_ns: int) -> int:
-    """How long a connection waits after a 429 with this ``Retry-After``: its delta-seconds,
-    capped at ``max_hold_ns``; 0 when the header is absent, zero or unreadable."""
-    seconds = retry_after_s(retry_after)
-    if not seconds:
-        return 0
-    return min(int(seconds * NS_PER_S), max_hold_ns)
-
-
 class HttpTarget:
-    """Sends ``operations`` to ``base_url`` through ``connections`` keep-alive workers."""
+    """Sends ``operations`` to ``base_url`` through ``connections`` keep-alive workers.
+
+    With ``access``, ``base_url`` must be its server; its TLS context replaces ``ssl_context``.
+    """
 
     def __init__(
         self,
@@ -206,6 +126,7 @@ class HttpTarget:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         clock: Clock | None = None,
         name: str = "api",
+        access: ClusterAccess | None = None,
     ) -> None:
         if not operations:
             raise ValueError("an HTTP target needs at least one operation")
@@ -216,14 +137,21 @@ class HttpTarget:
         self.name = name
         self.op_names: tuple[str, ...] = tuple(op.name for op in operations)
         self.weights: tuple[float, ...] = tuple(op.weight for op in operations)
+        if access is not None and base_url.rstrip("/") != access.server:
+            raise ValueError(f"base_url {base_url} is not {access.server}, from {access.source}")
         self.base_url = base_url
-        self._ops = tuple(_render(base_url, op, bearer_token) for op in operations)
+        self._operations = tuple(operations)
+        self._bearer_token = bearer_token
+        self._credentials: Credentials = access.credentials if access else SimIdentity()
+        self._generation = self._credentials.generation
+        self._ops = self._render_ops()
         self._next_variant = [0] * len(operations)
         self._connections = connections
         self._timeout_s = timeout_s
         self._honour_retry_after = honour_retry_after
         self._max_retry_after_ns = int(max_retry_after_s * NS_PER_S)
-        self._ssl_context = ssl_context
+        self._ssl_context = access.ssl if access and access.ssl is not None else ssl_context
+        self._server_hostname = access.tls_server_name if access else None
         self._max_body_bytes = max_body_bytes
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         self._queue: deque[tuple[int, int]] = deque()
@@ -307,7 +235,16 @@ class HttpTarget:
                 # Honour Retry-After: this connection waits before its next request.
                 await clock.sleep_until(done_ns + hold_ns)
 
+    def _render_ops(self) -> tuple[_Rendered, ...]:
+        return tuple(
+            _render(self.base_url, op, self._bearer_token, self._credentials)
+            for op in self._operations
+        )
+
     async def _send(self, session: aiohttp.ClientSession, op: int) -> tuple[Outcome, int]:
+        if self._credentials.generation != self._generation:  # a token was renewed
+            self._generation = self._credentials.generation
+            self._ops = self._render_ops()
         rendered = self._ops[op]
         variant = self._next_variant[op]
         self._next_variant[op] = variant + 1 if variant + 1 < len(rendered.urls) else 0
@@ -318,6 +255,7 @@ class HttpTarget:
                 data=rendered.bodies[variant],
                 headers=rendered.headers,
                 allow_redirects=False,
+                server_hostname=self._server_hostname,
             ) as resp:
                 if not await discard_body(resp, self._max_body_bytes):
                     return Outcome.TOO_LARGE, 0
@@ -376,90 +314,3 @@ class HttpTarget:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-async def probe_http(
-    base_url: str, timeout_s: float, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-) -> None:
-    """One GET of ``base_url``: any HTTP status passes; no answer or a non-HTTP answer raises.
-
-    The body is read up to ``max_body_bytes`` and dropped (a larger one still is an HTTP answer).
-    A wrong scheme gets its own message: https:// against plain HTTP (a failed or stalled TLS
-    handshake) and http:// against a Go TLS port (its 400 "HTTP request to an HTTPS server").
-    """
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    https = URL(base_url).scheme == "https"
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as s,
-            s.get(base_url, allow_redirects=False) as resp,
-        ):
-            head = b""
-            if resp.status == 400 and not https:
-                with contextlib.suppress(asyncio.IncompleteReadError):
-                    head = await resp.content.readexactly(len(GO_TLS_PORT_ANSWER))
-            if head == GO_TLS_PORT_ANSWER:
-                resp.close()  # the scheme is wrong: the rest of the answer does not matter
-            else:
-                await discard_body(resp, max_body_bytes)
-    except TimeoutError:
-        if https and await _speaks_plain_http(base_url):
-            raise TargetMisbehaving(
-                _not_tls(base_url, "no TLS handshake, but plain HTTP works")
-            ) from None
-        raise TargetUnreachable(
-            f"{base_url} did not answer within {timeout_s:g} s: check --api and the server's load"
-        ) from None
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise TargetMisbehaving(
-            f"{base_url} speaks TLS, but its certificate was not accepted "
-            f"({exc.certificate_error}): check the CA and the host name in --api"
-        ) from None
-    except aiohttp.ClientSSLError as exc:
-        reason = getattr(exc.os_error, "reason", None) or exc.os_error
-        raise TargetMisbehaving(_not_tls(base_url, f"TLS handshake failed: {reason}")) from None
-    except aiohttp.ClientConnectorError as exc:
-        raise TargetUnreachable(
-            f"nothing answers at {base_url} ({exc.os_error.strerror or exc}): "
-            "check --api and that the server is running"
-        ) from None
-    except (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError) as exc:
-        raise TargetMisbehaving(
-            f"{base_url} answered, but not with HTTP ({type(exc).__name__}): "
-            "check that --api names the API server's port and scheme (http or https)"
-        ) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise TargetUnreachable(
-            f"cannot reach {base_url} ({exc}): check --api and that the server is running"
-        ) from None
-    if head == GO_TLS_PORT_ANSWER:
-        raise TargetMisbehaving(
-            f"{base_url} is a TLS port (it answered 400 {GO_TLS_PORT_ANSWER.decode()!r}): "
-            "is the scheme right? http vs https"
-        )
-
-
-def _not_tls(base_url: str, what: str) -> str:
-    return f"{base_url} does not speak TLS ({what}): is the scheme right? http vs https"
-
-
-async def _speaks_plain_http(base_url: str) -> bool:
-    """Whether ``base_url``'s host and port answer a plain-HTTP request with plain HTTP: asked
-    only after a TLS handshake there stalled, to tell a wrong scheme from a slow server. A slow
-    Go TLS server answers it too, but with its 400 for plain HTTP on a TLS port: that is no."""
-    url = URL(base_url)
-    if url.host is None or url.port is None:
-        return False
-    request = f"HEAD / HTTP/1.0\r\nHost: {url.host}\r\n\r\n".encode()
-    writer: asyncio.StreamWriter | None = None
-    try:
-        async with asyncio.timeout(PLAIN_HTTP_CHECK_TIMEOUT_S):
-            reader, writer = await asyncio.open_connection(url.host, url.port)
-            writer.write(request)
-            answer = await reader.read(PLAIN_HTTP_CHECK_READ_BYTES)
-            return answer.startswith(b"HTTP/") and GO_TLS_PORT_ANSWER not in answer
-    except (TimeoutError, OSError):
-        return False
-    finally:
-        if writer is not None:
-            writer.close()

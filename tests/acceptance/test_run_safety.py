@@ -21,6 +21,7 @@ import pytest
 import loadlab.launch
 from loadlab.cli import main
 from loadlab.errors import (
+    EXIT_ABORTED,
     EXIT_CODES,
     EXIT_INCONCLUSIVE,
     EXIT_INTERNAL,
@@ -35,6 +36,7 @@ from loadlab.errors import (
 from loadlab.launch import RunOutcome
 from loadlab.testing.hostile import start_hostile_process
 from loadlab.testing.ports import closed_tcp_port
+from tests.cluster import test_cluster_runs as cluster_runs
 
 from .run_helpers import (
     Finished,
@@ -503,6 +505,9 @@ def test_exit_code_is_produced_by_its_scenario(
 
 
 EXIT_CODES_PROVEN_ELSEWHERE = {
+    EXIT_ABORTED: (
+        cluster_runs.test_a_cluster_that_slows_down_mid_ramp_stops_the_load_within_2_s_exit_5
+    ),
     EXIT_INCONCLUSIVE: test_a_million_per_second_ends_generator_limited_within_20_s,
     EXIT_INTERNAL: test_a_bug_in_loadlab_exits_70_with_one_line_naming_the_log_of_its_traceback,
     EXIT_RESULTS_WRITE: test_a_file_size_limit_stops_the_load_and_exits_74_in_one_line,

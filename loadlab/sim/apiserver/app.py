@@ -5,18 +5,32 @@ It routes every request (discovery, health, /metrics, resources), enforces the r
 it "crashes" — drops every connection including watch streams, refuses connections for
 ``overload.restart_s``, then listens again on the same port with a reset model and a rebuilt
 watch cache, so every client's old resourceVersion gets 410 and the relist storm follows.
+
+Optionally it serves HTTPS and asks for bearer tokens (``authn``), and it can be degraded on
+demand: every API request waits ``degrade.extra_latency_s`` more and /readyz fails, so a test
+can watch a client notice an API server that got slow mid-run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable
 
 from aiohttp import web
 
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.sim.apiserver import discovery
+from loadlab.sim.apiserver.authn import (
+    SELF_SUBJECT_REVIEW_PATH,
+    BearerTokens,
+    Identity,
+    identity_of,
+    is_open_path,
+    self_subject_review,
+    unauthorized,
+)
 from loadlab.sim.apiserver.routing import DiscoveryPath, RequestInfo, RouteError, resolve
 from loadlab.sim.apiserver.verbs import ResourceVerbs, json_response, status_response
 from loadlab.sim.config import SimConfig
@@ -26,6 +40,8 @@ from loadlab.sim.promtext import CONTENT_TYPE, PromRegistry
 from loadlab.sim.storage.store import Store
 from loadlab.sim.storage.watch import bookmark_event, encode_json
 
+DEGRADED_CHECK = "loadlab-degraded"
+"""The readiness check that fails while the server is degraded (``/readyz`` lists it)."""
 _METRIC_VERBS = {
     "get": "GET",
     "list": "LIST",
@@ -35,33 +51,17 @@ _METRIC_VERBS = {
     "patch": "PATCH",
     "delete": "DELETE",
 }
-_HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+_READY_PATHS = frozenset({"/readyz", f"/readyz/{DEGRADED_CHECK}"})
 # Not from a reference: stop() has already ended every watch, so requests still running get 1 s
 # to finish before aiohttp drops their connections (its own default waits 60 s).
 SHUTDOWN_GRACE_S = 1.0
 
 
-def attributes_of(request: web.BaseRequest, info: RequestInfo) -> RequestAttributes:
-    """Who is asking: the bearer token is the user name; impersonation headers override it."""
-    user = "system:anonymous"
-    groups: list[str] = []
-    auth = request.headers.get("Authorization", "")
-    token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
-    if token:
-        user = token
-        groups.append("system:authenticated")
-        if user.startswith("system:node:"):
-            groups.append("system:nodes")
-    else:
-        groups.append("system:unauthenticated")
-    impersonated = request.headers.get("Impersonate-User")
-    if impersonated:
-        user = impersonated
-        groups = ["system:authenticated"]
-    groups.extend(request.headers.getall("Impersonate-Group", []))
+def attributes_of(identity: Identity, info: RequestInfo) -> RequestAttributes:
+    """What APF, the cost model and the verbs know of a request: who, and what it asks."""
     return RequestAttributes(
-        user=user,
-        groups=tuple(groups),
+        user=identity.user,
+        groups=identity.groups,
         verb=info.verb,
         resource=info.rtype.plural,
         subresource=info.subresource,
@@ -80,6 +80,8 @@ class SimApiServer:
         store: Store,
         *,
         clock: Clock,
+        tokens: BearerTokens | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -98,6 +100,14 @@ class SimApiServer:
         self.restarts = 0
         """How many times this server crashed (out of memory) and came back."""
         self.listening = False
+        self.tokens = tokens
+        """The token table; None trusts the bearer token as the user name (``authn``)."""
+        self._ssl = ssl_context
+        self.degraded = False
+        """While set, API requests wait ``degrade.extra_latency_s`` more and /readyz fails."""
+        self._auth_attempts = self.registry.counter(
+            "authentication_attempts", "Counter of authenticated attempts.", ("result",)
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -107,7 +117,9 @@ class SimApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        scheme = "http" if self._ssl is None else "https"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{scheme}://{host}:{self._port}"
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         """Listen on ``host:port`` (port 0 picks a free one; ``port`` tells which)."""
@@ -122,7 +134,9 @@ class SimApiServer:
 
     async def _listen(self, port: int) -> None:
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self._host, port, reuse_address=True)
+        self._site = web.TCPSite(
+            self._runner, self._host, port, ssl_context=self._ssl, reuse_address=True
+        )
         await self._site.start()
         self.listening = True
 
@@ -199,6 +213,20 @@ class SimApiServer:
                 self._active.discard(task)
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        started_ns = self._clock.now_ns()
+        identity = identity_of(request, self.tokens)
+        if self.tokens is not None:
+            self._auth_attempts.inc("success" if identity is not None else "failure")
+        if identity is None:
+            self._observe_unauthorized(request, started_ns)
+            return unauthorized()
+        if self.degraded and not is_open_path(request.path) and request.path != "/metrics":
+            extra_ns = int(self.config.degrade.extra_latency_s * NS_PER_S)
+            await self._clock.sleep_until(started_ns + extra_ns)
+        if request.path == SELF_SUBJECT_REVIEW_PATH:
+            if request.method != "POST":
+                return status_response(405, "MethodNotAllowed", "only create is supported")
+            return self_subject_review(identity)
         try:
             target = resolve(request.method, request.path, request.query)
         except RouteError as exc:
@@ -207,11 +235,22 @@ class SimApiServer:
             return self._non_resource(request)
         if isinstance(target, DiscoveryPath):
             return self._discovery(target)
-        return await self._resource(request, target)
+        return await self._resource(target, attributes_of(identity, target), request, started_ns)
 
-    async def _resource(self, request: web.BaseRequest, info: RequestInfo) -> web.StreamResponse:
-        attrs = attributes_of(request, info)
-        started_ns = self._clock.now_ns()
+    def _observe_unauthorized(self, request: web.BaseRequest, started_ns: int) -> None:
+        """Count a 401 in apiserver_request_total, labelled as far as the path tells."""
+        verb, resource = request.method, ""
+        with contextlib.suppress(RouteError):
+            target = resolve(request.method, request.path, request.query)
+            if isinstance(target, RequestInfo):
+                verb = _METRIC_VERBS.get(target.verb, target.verb.upper())
+                resource = target.rtype.plural
+        seconds = (self._clock.now_ns() - started_ns) / NS_PER_S
+        self.model.observe_request(verb, resource, 401, seconds)
+
+    async def _resource(
+        self, info: RequestInfo, attrs: RequestAttributes, request: web.BaseRequest, started_ns: int
+    ) -> web.StreamResponse:
         code = 500
         try:
             if info.verb == "watch":
@@ -265,10 +304,14 @@ class SimApiServer:
 
     def _non_resource(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
-        if path in _HEALTH_PATHS or path.startswith(("/healthz/", "/livez/", "/readyz/")):
-            return web.Response(text="ok", content_type="text/plain")
+        if self.degraded and path in _READY_PATHS:
+            # kube-apiserver lists the failing check, and withholds why to an unverbose caller.
+            body = f"[+]ping ok\n[-]{DEGRADED_CHECK} failed: reason withheld\nreadyz check failed\n"
+            return web.Response(status=500, text=body, content_type="text/plain")
         if path == "/version":
             return json_response(encode_json(discovery.version_info()))
+        if is_open_path(path):
+            return web.Response(text="ok", content_type="text/plain")
         if path == "/metrics":
             return web.Response(
                 body=self.registry.render().encode(),

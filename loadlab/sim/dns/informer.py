@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import random
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -84,9 +85,16 @@ class HttpApiSource:
     """``ApiSource`` over real Kubernetes HTTP (JSON lists, newline-delimited watch events)."""
 
     def __init__(
-        self, base_url: str, *, token: str | None = None, clock: Clock | None = None
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        clock: Clock | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._ssl = ssl_context
+        """Whom to trust for an https:// API (None: the system's CAs)."""
         self._headers = {"Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -96,7 +104,10 @@ class HttpApiSource:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout)
+            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=timeout, connector=connector
+            )
         return self._session
 
     async def close(self) -> None:

@@ -20,6 +20,7 @@ import contextlib
 import enum
 import ipaddress
 import random
+import ssl
 from collections.abc import Awaitable
 from typing import Any, cast
 
@@ -34,9 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.sim.dns.informer import ApiSource, HttpApiSource, Informer
 from loadlab.sim.dns.records import RecordTable
-from loadlab.sim.k8s.objects import JsonObj
+from loadlab.sim.k8s.objects import COREDNS_SERVICE_ACCOUNT, JsonObj
 
-DEFAULT_TOKEN = "system:serviceaccount:kube-system:coredns"
+DEFAULT_TOKEN = COREDNS_SERVICE_ACCOUNT  # a sim without tokens takes the token as the user name
 SERVICES_PATH = "/api/v1/services"
 ENDPOINT_SLICES_PATH = "/apis/discovery.k8s.io/v1/endpointslices"
 
@@ -150,6 +151,8 @@ class ClusterDns:
         api_url: str,
         clock: Clock,
         api_source: ApiSource | None = None,
+        api_token: str = DEFAULT_TOKEN,
+        api_ssl: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._config = config
@@ -157,7 +160,9 @@ class ClusterDns:
         self._rng = rng or random.Random()
         self._own_source: HttpApiSource | None = None
         if api_source is None:
-            api_source = self._own_source = HttpApiSource(api_url, token=DEFAULT_TOKEN, clock=clock)
+            api_source = self._own_source = HttpApiSource(
+                api_url, token=api_token, clock=clock, ssl_context=api_ssl
+            )
         self._source = api_source
         self._table = RecordTable(
             config.zone, ttl_s=config.ttl_s, negative_ttl_s=config.negative_ttl_s

@@ -26,6 +26,8 @@ KUBERNETES_SERVICE_IP = "192.0.2.1"
 KUBE_DNS_SERVICE_IP = "192.0.2.10"
 # The label tying an EndpointSlice to its Service (discovery.k8s.io/v1).
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+COREDNS_SERVICE_ACCOUNT = "system:serviceaccount:kube-system:coredns"
+"""Whom the cluster DNS watches the API as (also its token when the sim takes tokens as names)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,220 @@
+"""Runs against a cluster named by a kubeconfig context: the embedded control plane serving
+HTTPS with tokens (``loadlab sim --tls``), reached through the kubeconfig it wrote, as a kind or
+staging cluster would be. What the run creates is deleted however it ends; a context that is not
+allowlisted is never contacted; rejected credentials are one line; a slowing cluster stops the
+load (exit 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loadlab.errors import EXIT_ABORTED, EXIT_OK, EXIT_TERMINATED, EXIT_UNREACHABLE, EXIT_USAGE
+from loadlab.sim.process import SimProcess, start_sim_process
+from loadlab.testing.cli_output import assert_one_clear_line
+
+pytestmark = [pytest.mark.realtime, pytest.mark.slow]
+
+SHORT_SWEEP = [
+    "--sizes",
+    "20",
+    "--set",
+    "phases.duration_s=14",
+    "--set",
+    "phases.warmup_s=2",
+    "--set",
+    "sweep.window_s=2",
+    "--set",
+    "agents.kubelet.start_spread_s=1",
+]
+KUBECTL_GET = ("kubectl", "get", "all,leases,configmaps,nodes,namespaces")
+READS = """\
+name: cluster-reads
+api:
+  connections: 8
+  mix:
+    - {name: get-ns, path: /api/v1/namespaces/default}
+    - {name: get-node, path: "/api/v1/nodes/node-{i}", spread: 20}
+load:
+  ramp: {start_per_s: 50, factor: 2, max_per_s: 400, step_s: 4, warmup_s: 1}
+"""
+
+
+RUN = (sys.executable, "-m", "loadlab", "run", "--quiet")
+
+
+def through(sim: SimProcess) -> list[str]:
+    """The flags that aim a run at ``sim`` through its kubeconfig."""
+    assert sim.kubeconfig is not None
+    return ["--kubeconfig", sim.kubeconfig, "--allow-context", "loadlab-sim"]
+
+
+def secured_sim(tmp: Path, *extra: str) -> SimProcess:
+    return start_sim_process(
+        ["--tls", "--kubeconfig-out", str(tmp / "kubeconfig"), "--nodes", "20", *extra]
+    )
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
+    with secured_sim(tmp_path_factory.mktemp("sim")) as process:
+        yield process
+
+
+def loadlab(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loadlab", *args, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def kubectl_finds_nothing_labelled(kubeconfig: str) -> None:
+    found = subprocess.run(
+        [*KUBECTL_GET, "--kubeconfig", kubeconfig, "-A", "-l", "loadlab.io/run", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert found.stdout.strip() == "", found.stdout
+
+
+def requests_seen(sim: SimProcess) -> int:
+    """Every API request the sim counted, refused ones included (not /metrics itself)."""
+    import urllib.request
+
+    assert sim.kubeconfig is not None
+    token = re.search(r"token: (\S+)", Path(sim.kubeconfig).read_text())
+    assert token is not None
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the test reads its own sim's counters on loopback
+    req = urllib.request.Request(
+        sim.api_url + "/metrics", headers={"Authorization": f"Bearer {token.group(1)}"}
+    )
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("apiserver_request_total{")
+    )
+
+
+@pytest.mark.needs_kubectl
+def test_a_sweep_through_an_allowlisted_context_runs_and_leaves_nothing(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    assert sim.kubeconfig is not None
+    done = loadlab(
+        "run", "kubelet-baseline", "--kubeconfig", sim.kubeconfig,
+        "--allow-context", "loadlab-sim", "--out", str(tmp_path / "run"), *SHORT_SWEEP,
+    )  # fmt: skip
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (size,) = summary["sizes"]
+    assert size["agents"]["kubelet"]["ops"]["lease-create"]["outcomes"]["ok"] == 20
+    assert "node-create" not in size["agents"]["kubelet"]["ops"]  # no Node unless asked
+    assert re.search(r"cleanup of run \w+: deleted 20 leases, 1 namespaces", done.stdout)
+    kubectl_finds_nothing_labelled(sim.kubeconfig)
+
+
+@pytest.mark.needs_kubectl
+def test_a_sweep_stopped_by_sigterm_halfway_still_deletes_what_it_created(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    assert sim.kubeconfig is not None
+    proc = subprocess.Popen(
+        [*RUN, "kubelet-baseline", *through(sim), "--out", str(tmp_path / "run"), *SHORT_SWEEP],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(7)  # registered, renewing: objects exist now
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_TERMINATED, out + err
+    assert "cleanup of run" in out
+    kubectl_finds_nothing_labelled(sim.kubeconfig)
+
+
+def test_a_context_not_allowlisted_is_refused_before_any_request(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    assert sim.kubeconfig is not None
+    before = requests_seen(sim)
+    done = loadlab(
+        "run", "kubelet-baseline", "--kubeconfig", sim.kubeconfig,
+        "--out", str(tmp_path / "run"), *SHORT_SWEEP,
+    )  # fmt: skip
+    assert done.returncode == EXIT_USAGE
+    line = assert_one_clear_line(done.stderr)
+    assert "context loadlab-sim: not allowlisted; pass --allow-context loadlab-sim" in line
+    assert requests_seen(sim) == before
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_token_the_cluster_rejects_is_one_line_naming_the_context_and_the_401(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    assert sim.kubeconfig is not None
+    bad = tmp_path / "kubeconfig"
+    bad.write_text(re.sub(r"token: \S+", "token: not-a-token", Path(sim.kubeconfig).read_text()))
+    profile = tmp_path / "reads.yaml"
+    profile.write_text(READS)
+    done = loadlab(
+        "run", str(profile), "--kubeconfig", str(bad), "--allow-context", "loadlab-sim",
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert done.returncode == EXIT_UNREACHABLE, done.stdout + done.stderr
+    line = assert_one_clear_line(done.stderr)
+    assert "context loadlab-sim" in line
+    assert "401 Unauthorized" in line
+
+
+def test_a_cluster_that_slows_down_mid_ramp_stops_the_load_within_2_s_exit_5(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "reads.yaml"
+    profile.write_text(READS)
+    out = tmp_path / "run"
+    with secured_sim(tmp_path) as sim:
+        assert sim.kubeconfig is not None
+        proc = subprocess.Popen(
+            [*RUN, str(profile), *through(sim), "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(6)
+        os.kill(sim.pid, signal.SIGUSR1)  # the sim's documented slow-down
+        stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == EXIT_ABORTED, stdout + stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == EXIT_ABORTED
+    abort = summary["abort"]
+    assert "readyz" in abort["why"] or "canary" in abort["why"]
+    assert summary["stopped_by"].startswith("Aborted: aborted at")
+    assert assert_one_clear_line(stderr).startswith("loadlab: aborted at")
+    # Nothing was sent more than 2 s after the breach: the load was unwound.
+    rows = (out / "timeline.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    t, sent = header.index("t_s"), header.index("api_sent_per_s")
+    late = [r for r in rows[1:] if float(r.split(",")[t]) > abort["at_s"] + 2.0]
+    assert all(float(r.split(",")[sent]) == 0 for r in late), late
+    assert "verdict: ABORTED" in stdout
