@@ -107,6 +107,8 @@ def run_command(
     # Every address and allowlist is checked, and the kubeconfig read, before anything connects.
     targets = runloop.run(resolve_targets(profile, api=api, dns=dns, cluster=cluster))
     if profile.agents is not None:
+        run_id = uuid.uuid4().hex[:12]
+        profile = check_request_mix(profile, targets, run_namespace_name(run_id))
         return _sweep_command(
             profile,
             targets=targets,
@@ -116,6 +118,7 @@ def run_command(
             quick=quick,
             gate=gate,
             report=report,
+            run_id=run_id,
         )
     run_id = uuid.uuid4().hex[:12]
     profile = apply_targets(profile, targets, cluster)
@@ -164,10 +167,10 @@ def _sweep_command(
     quick: bool,
     gate: bool,
     report: bool,
+    run_id: str,
 ) -> int:
     """An agent scenario over cluster sizes (``loadlab.launch_sweep``)."""
     size_list = parse_sizes(sizes) if sizes else None
-    run_id = uuid.uuid4().hex[:12]
     out_dir = claim_out_dir(
         out if out is not None else create_unique_dir(default_out_dir(profile.name)), run_id
     )

@@ -20,6 +20,7 @@ from loadlab.cluster.objects import RUN_LABEL, AdminClient, cleanup, create_run_
 from loadlab.cluster.settings import CLUSTER_MAX_CONNECTIONS, CLUSTER_MAX_RATE_PER_S
 from loadlab.errors import ProfileError
 from loadlab.profile import Profile
+from loadlab.profile_fields import HttpOp
 from loadlab.targets.address import is_loopback, loopback_targets, parse_server_url
 from loadlab.targets.cluster import ClusterAccess, api_access, load_kubeconfig, with_token_file
 
@@ -105,30 +106,44 @@ def max_connections(profile: Profile, targets: Targets) -> int | None:
 
 
 def check_request_mix(profile: Profile, targets: Targets, run_namespace: str) -> Profile:
-    """A request mix against a real cluster: its rate and connections within the caps, and every
-    write inside the run's namespace (``{run_namespace}`` in the path): a mix that PUTs
+    """A request mix (``api.mix``, or an agent scenario's ``agents.mix``) against a real cluster:
+    every write inside the run's namespace (``{run_namespace}`` in the path): a mix that PUTs
     ``kube-node-lease/leases/node-1`` would overwrite a real node's lease. Returns the profile
-    with the placeholder filled in (against any target, so one profile runs everywhere)."""
+    with the placeholder filled in (against any target, so one profile runs everywhere), and
+    checks the caps of a request mix's rate and connections."""
     if profile.api is not None:
-        mix = []
-        for op in profile.api.mix:
-            path = op.path.replace(RUN_NAMESPACE_PLACEHOLDER, run_namespace)
-            writes = op.method != "GET"
-            inside = f"/namespaces/{run_namespace}/" in path or path.endswith(
-                f"/namespaces/{run_namespace}"
-            )
-            if targets.real and writes and not inside:
-                raise ProfileError(
-                    f"profile {profile.name}: api.mix {op.name} ({op.method} {op.path}) writes "
-                    f"outside the run's namespace on a real cluster; put "
-                    f"{RUN_NAMESPACE_PLACEHOLDER} in its path (/namespaces/{{run_namespace}}/...)"
-                )
-            mix.append(op.model_copy(update={"path": path}))
-        profile = profile.model_copy(
-            update={"api": profile.api.model_copy(update={"mix": tuple(mix)})}
-        )
+        mix = _fill_mix(profile, profile.api.mix, "api.mix", targets, run_namespace)
+        profile = profile.model_copy(update={"api": profile.api.model_copy(update={"mix": mix})})
+    agents = profile.agents
+    if agents is not None and agents.mix is not None:
+        mix = _fill_mix(profile, agents.mix.mix, "agents.mix.mix", targets, run_namespace)
+        section = agents.mix.model_copy(update={"mix": mix})
+        profile = profile.model_copy(update={"agents": agents.model_copy(update={"mix": section})})
     _check_caps(profile, targets)
     return profile
+
+
+def _fill_mix(
+    profile: Profile,
+    ops: Sequence[HttpOp],
+    field: str,
+    targets: Targets,
+    run_namespace: str,
+) -> tuple[HttpOp, ...]:
+    filled = []
+    for op in ops:
+        path = op.path.replace(RUN_NAMESPACE_PLACEHOLDER, run_namespace)
+        inside = f"/namespaces/{run_namespace}/" in path or path.endswith(
+            f"/namespaces/{run_namespace}"
+        )
+        if targets.real and op.method != "GET" and not inside:
+            raise ProfileError(
+                f"profile {profile.name}: {field} {op.name} ({op.method} {op.path}) writes "
+                f"outside the run's namespace on a real cluster; put "
+                f"{RUN_NAMESPACE_PLACEHOLDER} in its path (/namespaces/{{run_namespace}}/...)"
+            )
+        filled.append(op.model_copy(update={"path": path}))
+    return tuple(filled)
 
 
 def _check_caps(profile: Profile, targets: Targets) -> None:

@@ -308,6 +308,11 @@ def sweep_summary(
         "sizes_planned": list(planned),
         "sizes": [v.as_dict() for v in verdicts],
         "saturating_size": saturating_size(verdicts),
+        "abort": (
+            {"nodes": verdicts[-1].nodes if verdicts else None, "why": stopped_by}
+            if stopped_by is not None and stopped_by.startswith(ABORTED)
+            else None
+        ),
         "verdict": {
             "passed": code == EXIT_OK,
             "exit_code": code,

@@ -216,6 +216,10 @@ def verdict_lines(run: RunFolder) -> list[tuple[str, bool | None]]:
                 word if word != "passed" else ("passed" if finding.get("passed") else "failed")
             )
         lines.append((str(finding["line"]), _COLOUR.get(size_word)))
+    abort = run.summary.get("abort")
+    if isinstance(abort, dict) and abort.get("why"):  # a safety rail stopped the load
+        at = f" at {float(abort['at_s']):,.0f} s" if abort.get("at_s") is not None else ""
+        lines.insert(0, (f"aborted by a safety rail{at}: {abort['why']}", False))
     gate = run.summary.get("gate")
     if isinstance(gate, dict) and gate.get("line"):  # ``--gate``: its line decides the exit code
         lines.append((str(gate["line"]), _COLOUR.get(word)))

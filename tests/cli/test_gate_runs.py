@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from loadlab.errors import EXIT_OK, EXIT_SLO_FAILED
+from tests.shared_runs import RunResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
@@ -47,13 +48,15 @@ def gate(tmp_path: Path, text: str) -> tuple[subprocess.CompletedProcess[str], d
     return result, json.loads((out / "summary.json").read_text())
 
 
-def test_the_gate_passes_a_cluster_that_fits_its_required_size(tmp_path: Path) -> None:
-    result, summary = gate(tmp_path, PROFILE.format(name="fits"))
+def test_the_gate_passes_a_cluster_that_fits_its_required_size(sweep_result: RunResult) -> None:
+    # The session's shared sweep (tests/shared_runs.py) runs with --gate, require.min_nodes=40.
+    result = sweep_result
+    summary = json.loads((result.out / "summary.json").read_text())
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("gate: passed - fits 20 nodes (required 20): held at 20 nodes")
-    assert summary["gate"] == {"exit_code": 0, "line": last, "min_nodes": 20}
-    (size,) = summary["sizes"]
+    assert last.startswith("gate: passed - fits 40 nodes (required 40): held at 40 nodes")
+    assert summary["gate"] == {"exit_code": 0, "line": last, "min_nodes": 40}
+    size = summary["sizes"][-1]
     checks = {c["name"]: c for c in size["slo"]["checks"]}
     assert checks["kubelet/lease-renew p99_ms"]["passed"] is True
     assert checks["dns lookup p99_ms"]["threshold"] == 100.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from loadlab.launch_sweep import parse_sizes, saturating_size, sweep_exit_code
 from loadlab.sweep_verdict import SizeVerdict
 from loadlab.testing.hostile import start_hostile_process
 from loadlab.testing.ports import closed_tcp_port
+from tests.shared_runs import RunResult
 
 SIZE_KEYS = {
     "nodes",
@@ -131,38 +131,10 @@ def test_sizes_parse_with_separators() -> None:
 @pytest.mark.slow
 @pytest.mark.realtime
 def test_a_small_sweep_against_the_embedded_control_plane_reports_each_size(
-    tmp_path: Path,
+    sweep_result: RunResult,
 ) -> None:
-    out = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadlab",
-            "run",
-            "kubelet-baseline",
-            "--sizes",
-            "20,40",
-            "--set",
-            "phases.duration_s=14",
-            "--set",
-            "phases.warmup_s=2",
-            "--set",
-            "sweep.window_s=2",
-            "--set",
-            "agents.kubelet.start_spread_s=1",
-            "--set",
-            "agents.pod_dns.nodes=5",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    # The session's shared sweep (tests/shared_runs.py): kubelet-baseline at 20 and 40 nodes.
+    result, out = sweep_result, sweep_result.out
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is True
@@ -179,7 +151,7 @@ def test_a_small_sweep_against_the_embedded_control_plane_reports_each_size(
         assert size["generator"]["rss_mb"] > 0
         assert (out / f"size-{size['nodes']}" / "timeline.csv").exists()
         assert (out / f"size-{size['nodes']}" / "kubelet.hlog").exists()
-    assert result.stdout.splitlines()[-1].startswith("verdict: passed")
+    assert result.stdout.splitlines()[-1].startswith("gate: passed")
 
 
 def test_sizes_on_a_request_mix_profile_are_refused() -> None:

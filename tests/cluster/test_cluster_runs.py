@@ -218,3 +218,41 @@ def test_a_cluster_that_slows_down_mid_ramp_stops_the_load_within_2_s_exit_5(
     late = [r for r in rows[1:] if float(r.split(",")[t]) > abort["at_s"] + 2.0]
     assert all(float(r.split(",")[sent]) == 0 for r in late), late
     assert "verdict: ABORTED" in stdout
+
+
+@pytest.mark.needs_kubectl
+def test_loadlab_cleanup_finds_what_a_sigkilled_run_left_by_its_label(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    assert sim.kubeconfig is not None
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*RUN, "kubelet-baseline", *through(sim), "--out", str(out), *SHORT_SWEEP],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(7)
+    proc.kill()  # no chance to clean up
+    proc.wait(timeout=30)
+    run_id = (out / "run.id").read_text().split()[0]
+    label = f"loadlab.io/run={run_id}"
+    left = subprocess.run(
+        [*KUBECTL_GET, "--kubeconfig", sim.kubeconfig, "-A", "-l", label, "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "lease" in left.stdout  # the killed run did leave its leases behind
+    cleanup = [sys.executable, "-m", "loadlab", "cleanup", *through(sim)]
+    done = subprocess.run(
+        [*cleanup, "--run", run_id], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.match(rf"cleanup of run {run_id}: deleted 20 leases, 1 namespaces", done.stdout)
+    kubectl_finds_nothing_labelled(sim.kubeconfig)
+    again = subprocess.run(
+        [*cleanup, "--all"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert again.returncode == 0
+    assert again.stdout.startswith("cleanup of every loadlab run: nothing left to delete")

@@ -17,8 +17,9 @@ from loadlab.errors import EXIT_OK, EXIT_SLO_FAILED, UsageError
 from loadlab.report.compare import Verdict
 from loadlab.report.compare_page import HTML_FILE, MD_FILE, compare_command, default_out
 from loadlab.report.compare_read import read_comparison
+from tests.shared_runs import RAMP_ARGS
 
-from .conftest import RAMP_ARGS, fresh_copy
+from .conftest import fresh_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
