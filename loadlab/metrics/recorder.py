@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from hdrh.histogram import HdrHistogram
 
 from loadlab.clock import NS_PER_S, NS_PER_US
+from loadlab.metrics.batch import record_many
 from loadlab.targets.base import Outcome
 
 LOWEST_US = 1
@@ -121,10 +122,11 @@ class IntervalSnapshot:
 class Recorder:
     """Records one target's completions and dispatches; it is the engine's ``CompletionSink``.
 
-    Hot path: an index into a flat per-(op, outcome) table, one ``record_value`` per histogram.
-    Histograms are allocated lazily for keys that occur; at ``rotate`` they are encoded into the
-    snapshot and dropped, and fresh ones are allocated on next use (allocating, ~0.1 ms, is
-    cheaper here than ``HdrHistogram.reset``, a Python loop of ~0.7 ms).
+    Hot path: an index into a flat per-(op, outcome) table and two list appends of raw
+    nanosecond differences; no histogram is touched until ``rotate``, which records each list in
+    one vectorised pass (``loadlab.metrics.batch.record_many``, exactly hdrh's buckets) and
+    encodes the interval's histograms into the snapshot. A completion costs tens of
+    nanoseconds here instead of two ``record_value`` calls (~0.6 us each).
     """
 
     def __init__(
@@ -151,9 +153,12 @@ class Recorder:
         self._is_error = [
             Outcome(i % N_OUTCOMES) not in self.ok_outcomes[i // N_OUTCOMES] for i in range(n_slots)
         ]
-        self._corrected: list[HdrHistogram | None] = [None] * n_slots
-        self._uncorrected: list[HdrHistogram | None] = [None] * n_slots
-        self._lag = new_histogram()
+        self._corrected: list[list[int] | None] = [None] * n_slots
+        """Per slot, this interval's ``done - intended`` in ns (None: no completion yet)."""
+        self._uncorrected: list[list[int] | None] = [None] * n_slots
+        """Per slot, this interval's ``done - sent`` in ns."""
+        self._lag: list[int] = []
+        """This interval's ``dispatched - intended`` in ns."""
         self._interval_start_ns = start_ns
         self._sent = 0
         self._skipped = 0
@@ -167,15 +172,15 @@ class Recorder:
         corrected = self._corrected[slot]
         uncorrected = self._uncorrected[slot]
         if corrected is None or uncorrected is None:
-            corrected = self._corrected[slot] = new_histogram()
-            uncorrected = self._uncorrected[slot] = new_histogram()
-        corrected.record_value(_clamp_us((done_ns - intended_ns) // NS_PER_US))
-        uncorrected.record_value(_clamp_us((done_ns - sent_ns) // NS_PER_US))
+            corrected = self._corrected[slot] = []
+            uncorrected = self._uncorrected[slot] = []
+        corrected.append(done_ns - intended_ns)
+        uncorrected.append(done_ns - sent_ns)
 
     def on_dispatch(self, intended_ns: int, dispatched_ns: int) -> None:
         """One request left for the wire; its schedule lag is ``dispatched - intended``."""
         self._sent += 1
-        self._lag.record_value(_clamp_us((dispatched_ns - intended_ns) // NS_PER_US))
+        self._lag.append(dispatched_ns - intended_ns)
 
     def on_skipped(self, count: int) -> None:
         """``count`` requests were planned but will never be sent."""
@@ -190,19 +195,19 @@ class Recorder:
         uncorrected: dict[HistKey, bytes] = {}
         completed = 0
         errors = 0
-        for slot, hist in enumerate(self._corrected):
-            if hist is None:
+        for slot, values in enumerate(self._corrected):
+            if values is None:
                 continue
-            n = hist.get_total_count()
             other = self._uncorrected[slot]
             self._corrected[slot] = None
             self._uncorrected[slot] = None
+            n = len(values)
             if n == 0 or other is None:
                 continue
             key = (slot // N_OUTCOMES, Outcome(slot % N_OUTCOMES))
             counts[key] = n
-            corrected[key] = hist.encode()
-            uncorrected[key] = other.encode()
+            corrected[key] = _encoded(values)
+            uncorrected[key] = _encoded(other)
             completed += n
             if self._is_error[slot]:
                 errors += n
@@ -220,20 +225,20 @@ class Recorder:
             counts=counts,
             corrected=corrected,
             uncorrected=uncorrected,
-            lag=self._lag.encode(),
+            lag=_encoded(self._lag),
         )
-        self._lag = new_histogram()
+        self._lag = []
         self._interval_start_ns = now_ns
         self._sent = 0
         self._skipped = 0
         return snapshot
 
 
-def _clamp_us(value_us: int) -> int:
-    # A negative value (a clock step, or a completion stamped before its send) would be dropped
-    # by hdrh; above one hour it would be dropped too. Clamp both ends so every sample counts.
-    if value_us < 0:
-        return 0
-    if value_us > HIGHEST_US:
-        return HIGHEST_US
-    return value_us
+def _encoded(values_ns: Sequence[int]) -> bytes:
+    """A fresh histogram of ``values_ns`` in microseconds, encoded. A negative value (a clock
+    step, or a completion stamped before its send) counts as 0 and one over an hour as an hour:
+    hdrh would drop both, and every sample must count."""
+    hist = new_histogram()
+    record_many(hist, values_ns, scale=NS_PER_US)
+    blob: bytes = hist.encode()
+    return blob
