@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loadlab import runloop
+from loadlab.analysis.slo import windows
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.cluster.objects import run_namespace as run_namespace_name
 from loadlab.cluster.rails import Rails
@@ -48,8 +49,8 @@ from loadlab.launch_cluster import (
 )
 from loadlab.launch_sweep import parse_sizes, refuse_sweep_flags, run_sweep
 from loadlab.machine import MACHINE_FILE, machine_info
-from loadlab.metrics.recorder import merge_blobs
-from loadlab.metrics.stats import summarize_histogram, window_stats
+from loadlab.metrics.recorder import IntervalSnapshot, merge_blobs
+from loadlab.metrics.stats import WindowStats, summarize_histogram, window_stats
 from loadlab.metrics.timeline import TimelineWriter
 from loadlab.present import gate_line, print_result
 from loadlab.profile import Profile, load_profile
@@ -455,9 +456,17 @@ def _outcomes(session: Session) -> list[TargetOutcome]:
                 stop_reason=rig.stop_reason,
                 stalled_at_s=rig.stalled_at_s,
                 stray_answers=rig.target.stray,
+                windows=slo_windows(snaps, session.profile.slo.window_s),
+                slo_p50_ms=rig.slo_p50_ms,
             )
         )
     return outcomes
+
+
+def slo_windows(snaps: list[IntervalSnapshot], window_s: float) -> tuple[WindowStats, ...]:
+    """A run longer than one SLO window, cut into windows (empty: one window, the whole run)."""
+    cut = windows(snaps, window_s)
+    return tuple(window_stats(w) for w in cut) if len(cut) > 1 else ()
 
 
 def judge(session: Session, *, complete: bool) -> RunVerdict:

@@ -74,6 +74,8 @@ class Rig:
     slo_p99_ms: dict[str, float]
     hlogs: TargetHlogs
     max_backlog: int
+    slo_p50_ms: float | None = None
+    """The target's median bound (DNS), or None."""
     snapshots: list[IntervalSnapshot] = field(default_factory=list)
     steps: list[StepVerdict] = field(default_factory=list)
     stop_reason: StopReason | None = None
@@ -259,6 +261,7 @@ class Session:
             max_lag_p99_ms=c.max_lag_p99_ms,
             max_error_rate=c.max_error_rate,
             slo_p99_ms=dict(rig.slo_p99_ms),
+            slo_p50_ms=rig.slo_p50_ms,
             min_achieved_ratio=c.min_achieved_ratio,
         )
 

@@ -91,6 +91,8 @@ async def open_rigs(
                 slo_p99_ms={name: slo for name, _, slo in ops if slo is not None},
                 hlogs=TargetHlogs(out_dir, target.name, start_time_epoch_s=epoch_s),
                 max_backlog=MAX_BACKLOG,
+                # clusterloader2's DNS median bound; the API has no median SLO.
+                slo_p50_ms=profile.slo.dns.p50_ms if target.name == "dns" else None,
             )
         )
 

@@ -6,7 +6,7 @@ corrected for coordinated omission, and the error rate per target.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from loadlab.metrics.ledger import LookupSecond
@@ -54,6 +54,7 @@ def evaluate_slos(
     *,
     max_error_rate: Mapping[str, float] | None = None,
     p99_ms: Mapping[str, float] | None = None,
+    p50_ms: Mapping[str, float] | None = None,
 ) -> SloReport:
     """Check each target's window against its thresholds.
 
@@ -81,7 +82,34 @@ def evaluate_slos(
         checks.append(
             SloCheck(f"{key} p99_ms", bound_ms, latency.p99_ms, latency.p99_ms <= bound_ms)
         )
+    for target, bound_ms in (p50_ms or {}).items():
+        window = by_target.get(target)
+        if window is None or window.completed == 0:
+            checks.append(SloCheck(f"{target} p50_ms", bound_ms, None, False))
+            continue
+        median = window.latency.p50_ms
+        checks.append(SloCheck(f"{target} p50_ms", bound_ms, median, median <= bound_ms))
     return SloReport(tuple(checks))
+
+
+def worst_of(reports: Iterable[SloReport]) -> SloReport:
+    """Checks judged window by window, each kept at its worst window: the first failing one, or
+    the one with the highest measured value when all passed."""
+    worst: dict[str, SloCheck] = {}
+    for report in reports:
+        for check in report.checks:
+            kept = worst.get(check.name)
+            if kept is None or _worse(check, kept):
+                worst[check.name] = check
+    return SloReport(tuple(worst.values()))
+
+
+def _worse(new: SloCheck, kept: SloCheck) -> bool:
+    if new.passed != kept.passed:
+        return not new.passed
+    if new.observed is None or kept.observed is None:
+        return new.observed is None and kept.observed is not None
+    return new.observed > kept.observed
 
 
 @dataclass(frozen=True)

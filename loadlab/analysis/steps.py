@@ -20,6 +20,7 @@ CHECK_SENT = "generator_sent"
 CHECK_LAG = "generator_lag"
 CHECK_ERRORS = "error_rate"
 CHECK_P99 = "p99"  # the check code is "p99:<op>"
+CHECK_P50 = "p50"
 CHECK_ACHIEVED = "achieved_ratio"
 NO_ANSWER = "no_answer"
 """How a step's requests left unanswered past their SLO are named in a verdict."""
@@ -38,6 +39,8 @@ class StepCriteria:
     k6 ``http_req_failed`` threshold ``rate<0.01``."""
     slo_p99_ms: Mapping[str, float] = field(default_factory=dict)
     """p99 bound per operation name; operations absent here have no latency check."""
+    slo_p50_ms: float | None = None
+    """A bound on the median over all operations (DNS: clusterloader2's p50 <= 20 ms)."""
     min_achieved_ratio: float = 0.95
     """docs/knee-method.md: achieved / offered >= 0.95."""
 
@@ -186,6 +189,8 @@ def _first_failure(
             return f"{CHECK_P99}:{op}", (
                 f"p99 of {op} {latency.p99_ms:.1f} ms > SLO {slo_ms:g} ms{waiting}"
             )
+    if criteria.slo_p50_ms is not None and stats.latency.p50_ms > criteria.slo_p50_ms:
+        return CHECK_P50, f"p50 {stats.latency.p50_ms:.1f} ms > SLO {criteria.slo_p50_ms:g} ms"
     # Compare with what the schedule really planned in this window, not the nominal rate:
     # Poisson arrivals at 250/s over 3 s vary by ~4%, which alone would fail a 95% check.
     basis_per_s = stats.planned_per_s if stats.planned_per_s > 0 else offered_per_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,44 @@ def test_a_ramp_that_failed_at_its_lowest_load_lists_the_missed_slo_there() -> N
     assert (first.observed, first.passed) == (4000.0, False)
     assert not verdict.slo.passed
     assert verdict.exit_code != EXIT_OK
+
+
+def test_a_long_fixed_run_is_judged_on_its_worst_slo_window() -> None:
+    good = make_stats(offered=100, p99_by_op={"get-lease": 50.0})
+    bad = make_stats(offered=100, p99_by_op={"get-lease": 3000.0})
+    whole = make_stats(offered=100, p99_by_op={"get-lease": 900.0})  # the mix hides it
+    target = TargetOutcome(
+        name="api",
+        address="http://127.0.0.1:1",
+        whole_run=whole,
+        steps=(judge_step(whole, 100, StepCriteria(slo_p99_ms={"get-lease": 1000.0})),),
+        ramped=False,
+        slo_p99_ms={"get-lease": 1000.0},
+        max_error_rate=0.01,
+        windows=(good, bad, good),
+    )
+    checks = {c.name: c for c in judge_run([target]).slo.checks}
+    worst = checks["api/get-lease p99_ms"]
+    assert (worst.observed, worst.passed) == (3000.0, False)
+    one_window = dataclasses.replace(target, windows=())
+    assert {c.name: c for c in judge_run([one_window]).slo.checks}["api/get-lease p99_ms"].passed
+
+
+def test_dns_is_held_to_its_median_in_a_step_and_in_a_fixed_run() -> None:
+    slow = make_stats(offered=100, p99_ms=80.0, target="dns")  # p50 = p99 / 4 = 20 ms
+    criteria = StepCriteria(slo_p50_ms=15.0)
+    step = judge_step(slow, 100, criteria)
+    assert step.check == "p50"
+    assert step.why == "p50 20.0 ms > SLO 15 ms"
+    target = TargetOutcome(
+        name="dns",
+        address="127.0.0.1:53",
+        whole_run=slow,
+        steps=(step,),
+        ramped=False,
+        slo_p99_ms={},
+        max_error_rate=0.001,
+        slo_p50_ms=15.0,
+    )
+    checks = {c.name: c for c in judge_run([target]).slo.checks}
+    assert (checks["dns p50_ms"].observed, checks["dns p50_ms"].passed) == (20.0, False)
