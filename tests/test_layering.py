@@ -129,7 +129,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "loadlab.sim.dns",
         ("loadlab",),
-        ("loadlab.sim.dns", "loadlab.sim.k8s", "loadlab.clock"),
+        ("loadlab.sim.dns", "loadlab.sim.k8s", "loadlab.sim.promtext", "loadlab.clock"),
         "the cluster DNS learns objects by watching the API over HTTP, as CoreDNS does",
     ),
     Rule(

@@ -28,6 +28,12 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--api-port", type=int, help="API server port, 0 = any (default 6443)")
     parser.add_argument("--dns-port", type=int, help="DNS port, UDP+TCP, 0 = any (default 1053)")
+    parser.add_argument(
+        "--dns-metrics-port",
+        type=int,
+        help="serve the DNS's coredns_* Prometheus metrics on this port, 0 = any (default: off; "
+        "CoreDNS uses 9153)",
+    )
     parser.add_argument("--config", metavar="FILE", help="YAML file of sim settings")
     parser.add_argument(
         "--allow-non-loopback",
@@ -80,6 +86,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     overrides: dict[str, Any] = {
         name: getattr(args, name) for name in _FLAGS if getattr(args, name, None) is not None
     }
+    metrics_port = getattr(args, "dns_metrics_port", None)
+    if metrics_port is not None:
+        overrides["dns"] = {**base.dns.model_dump(), "metrics_port": metrics_port}
     if not overrides:
         return base
     return sim_config_from_dict({**base.model_dump(), **overrides}, source="command line")

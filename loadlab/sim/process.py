@@ -50,6 +50,7 @@ class SimProcess:
         *,
         kubeconfig: str | None = None,
         tokens_file: str | None = None,
+        dns_metrics_url: str | None = None,
     ) -> None:
         self._proc = proc
         self.api_url = api_url
@@ -60,6 +61,8 @@ class SimProcess:
         """Absolute path of the kubeconfig the sim wrote (``--kubeconfig-out``), else None."""
         self.tokens_file = tokens_file
         """Absolute path of the static token file it wrote (``--tokens-out``), else None."""
+        self.dns_metrics_url = dns_metrics_url
+        """The DNS's coredns_* metrics (``--dns-metrics-port``), else None."""
         self._log = log
         self._lifeline = lifeline
 
@@ -182,6 +185,7 @@ def start_sim_process(
             lifeline,
             kubeconfig=_optional_str(ready.get("kubeconfig")),
             tokens_file=_optional_str(ready.get("tokens_file")),
+            dns_metrics_url=_optional_str(ready.get("dns_metrics_url")),
         )
     except (TimeoutError, EOFError, ValueError, KeyError) as exc:
         _kill_and_reap(proc, lifeline)

@@ -24,6 +24,7 @@ from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.apiserver.authn import ADMIN_USER, BearerTokens, sim_identities
 from loadlab.sim.config import SimConfig
 from loadlab.sim.credentials import ApiAccess, write_kubeconfig, write_private
+from loadlab.sim.dns.metrics import METRICS_PATH, MetricsEndpoint
 from loadlab.sim.dns.nameserver import DEFAULT_TOKEN, ClusterDns
 from loadlab.sim.k8s.objects import COREDNS_SERVICE_ACCOUNT, seed_objects
 from loadlab.sim.storage.store import Store
@@ -41,6 +42,8 @@ class SimEndpoints:
     """The absolute path of the kubeconfig written (``--kubeconfig-out``), else None."""
     tokens_file: str | None = None
     """The absolute path of the static token file written (``--tokens-out``), else None."""
+    dns_metrics_url: str | None = None
+    """``http://127.0.0.1:PORT/metrics`` (coredns_* metrics) with ``--dns-metrics-port``."""
 
     def to_json(self) -> str:
         """The ready line: ``{"api", "dns"}``, plus ``kubeconfig`` / ``tokens_file`` if written
@@ -50,6 +53,8 @@ class SimEndpoints:
             ready["kubeconfig"] = self.kubeconfig
         if self.tokens_file is not None:
             ready["tokens_file"] = self.tokens_file
+        if self.dns_metrics_url is not None:
+            ready["dns_metrics_url"] = self.dns_metrics_url
         return json.dumps(ready)
 
 
@@ -110,16 +115,26 @@ async def serve(
             api_ssl=tls.client_context(certificate) if certificate is not None else None,
         )
         await dns.start(config.host, config.dns_port)
+        dns_metrics = MetricsEndpoint(dns.metrics)
         try:
+            metrics_url = None
+            if config.dns.metrics_port is not None:
+                await dns_metrics.start(config.host, config.dns.metrics_port)
+                metrics_url = f"http://{_url_host(config.host)}:{dns_metrics.port}{METRICS_PATH}"
             with _degrade_triggers(api, config, clock, on_sigusr1=degrade_on_sigusr1):
                 if ready is not None:
                     dns_addr = f"{config.host}:{dns.port}"
-                    ready(SimEndpoints(api.url, dns_addr, kubeconfig, tokens_file))
+                    ready(SimEndpoints(api.url, dns_addr, kubeconfig, tokens_file, metrics_url))
                 await asyncio.Event().wait()
         finally:
+            await dns_metrics.stop()
             await dns.stop()
     finally:
         await api.stop()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _write_client_files(

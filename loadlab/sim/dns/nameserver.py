@@ -8,6 +8,10 @@ liveness probe that fails once the API has been unreachable for ``restart_after_
 server drops its records, answers nothing for ``restart_s``, and comes back unsynced — the
 coupling from API saturation to DNS failure that the incident showed.
 
+What CoreDNS's server layer does around the plugin (screening, FORMERR / NOTIMP / BADVERS,
+truncation to whole records) is in ``wire.py``; its metrics in ``metrics.py``. TCP connections
+close after CoreDNS's read timeout (first query) and idle timeout (between queries).
+
 Encoded answers are cached per query bytes (minus the ID) and per table version, so a repeated
 question costs a dict lookup and one ``sendto``: the server's own CPU should not be the knee.
 """
@@ -33,7 +37,9 @@ import dns.rcode
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loadlab.clock import NS_PER_S, Clock
+from loadlab.sim.dns import wire
 from loadlab.sim.dns.informer import ApiSource, HttpApiSource, Informer
+from loadlab.sim.dns.metrics import DnsMetrics
 from loadlab.sim.dns.records import RecordTable
 from loadlab.sim.k8s.objects import COREDNS_SERVICE_ACCOUNT, JsonObj
 
@@ -41,10 +47,9 @@ DEFAULT_TOKEN = COREDNS_SERVICE_ACCOUNT  # a sim without tokens takes the token 
 SERVICES_PATH = "/api/v1/services"
 ENDPOINT_SLICES_PATH = "/apis/discovery.k8s.io/v1/endpointslices"
 
-UDP_DEFAULT_SIZE = 512  # RFC 1035: a UDP answer without EDNS fits 512 bytes, else TC
-TCP_MAX_SIZE = 65535  # RFC 1035 4.2.2: 2-byte length prefix
 ANSWER_CACHE_ENTRIES = 10_000  # bound on cached encodings; a load test asks few distinct names
 TC_BIT = 0x02  # in the third header byte (RFC 1035 4.1.1)
+RCODE_MASK = 0x0F  # in the fourth header byte
 # Not from a reference: with port 0 the kernel picks a free UDP port that may be taken on TCP;
 # this many tries makes a clash on every one practically impossible.
 PORT_ATTEMPTS = 20
@@ -66,6 +71,12 @@ class ClusterDnsConfig(BaseModel):
     """Liveness fails after this long without the API -> simulated restart. None: never."""
     # Not in the reference: kubelet's first crash-loop back-off (10 s) as the default downtime.
     restart_s: float = Field(default=10.0, ge=0)
+    # CoreDNS 1.11 core/dnsserver/server.go: readTimeout 3 s for a connection's first query,
+    # idleTimeout 10 s between the next ones (miekg/dns serveTCPConn); then it closes.
+    tcp_read_timeout_s: float = Field(default=3.0, gt=0)
+    tcp_idle_timeout_s: float = Field(default=10.0, gt=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the coredns_* metrics endpoint (CoreDNS: 9153), 0 = any; None: not served."""
 
     @field_validator("upstream")
     @classmethod
@@ -182,8 +193,9 @@ class ClusterDns:
         self._tcp_writers: set[asyncio.StreamWriter] = set()
         self._forwards: set[asyncio.Task[None]] = set()
         self._port = 0
-        # Encoded answers: (tcp?, query minus ID) -> (answer minus ID, rcode, truncated?).
-        self._answers: dict[tuple[bool, bytes], tuple[bytes, int, bool]] = {}
+        # Encoded answers: (tcp?, query minus ID) -> (answer minus ID, rcode, truncated?, qtype).
+        self._answers: dict[tuple[bool, bytes], tuple[bytes, int, bool, int]] = {}
+        self.metrics = DnsMetrics()
         self._answers_state: tuple[int, bool] = (-1, False)
         # Answers by rcode: 4 bits in the header (RFC 1035 4.1.1), 12 with EDNS (RFC 6891 6.1.3),
         # so a Counter rather than a list: an upstream may answer BADVERS (16) or more.
@@ -213,6 +225,7 @@ class ClusterDns:
                     raise
                 continue
             self._udp, self._port = protocol, bound
+            self.metrics.server = f"dns://:{bound}"
             break
         else:
             raise OSError(f"no port free for both UDP and TCP on {host}")
@@ -326,15 +339,15 @@ class ClusterDns:
 
     # -- answering -----------------------------------------------------------------------------
 
-    async def resolve(self, query: bytes, *, tcp: bool = False) -> bytes | None:
+    async def resolve(self, query: bytes, *, tcp: bool = False, family: str = "1") -> bytes | None:
         """The wire answer to one wire query, or None when the server would stay silent."""
-        result = self._respond(query, tcp)
+        result = self._respond(query, tcp, family=family)
         if isinstance(result, dns.message.Message):
             return await self._forward(result, tcp)
         return result
 
     def _on_datagram(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        result = self._respond(data, False)
+        result = self._respond(data, False, family="2" if ":" in str(addr[0]) else "1")
         if isinstance(result, dns.message.Message):
             task = asyncio.create_task(self._forward_udp(result, addr))
             self._forwards.add(task)
@@ -347,11 +360,14 @@ class ClusterDns:
         if reply is not None and self._udp is not None and self._udp.transport is not None:
             self._udp.transport.sendto(reply, addr)
 
-    def _respond(self, data: bytes, tcp: bool) -> bytes | dns.message.Message | None:
+    def _respond(
+        self, data: bytes, tcp: bool, *, family: str = "1"
+    ) -> bytes | dns.message.Message | None:
         """Answer from the table (bytes), ask to forward (the parsed query), or drop (None)."""
         if self._phase is not ServingPhase.SERVING:
             self.dropped_unavailable += 1
             return None
+        start_ns = self._clock.now_ns()
         state = (self._table.version, self.synced)
         if state != self._answers_state or len(self._answers) >= ANSWER_CACHE_ENTRIES:
             self._answers.clear()
@@ -359,36 +375,70 @@ class ClusterDns:
         key = (tcp, data[2:])
         hit = self._answers.get(key)
         if hit is not None:
-            tail, rcode, truncated = hit
+            tail, rcode, truncated, qtype = hit
             self._rcodes[rcode] += 1
             self.truncated += truncated
+            self.metrics.cache_lookup(hit=True, denial=rcode == dns.rcode.NXDOMAIN)
+            self._report(start_ns, data, tail, tcp, family, qtype, rcode, "cache")
             return data[:2] + tail
+        verdict = wire.screen(data)
+        if verdict is wire.Screening.IGNORE:
+            self.dropped_malformed += 1
+            return None
+        if verdict is not wire.Screening.ACCEPT:
+            return self._reject(data, verdict)
         try:
             query = dns.message.from_wire(data)
-        except Exception:  # any undecodable packet is dropped, whatever dnspython objects to
-            self.dropped_malformed += 1
-            return None
-        if query.flags & dns.flags.QR:
-            self.dropped_malformed += 1
-            return None
+        except Exception:  # any body dnspython cannot parse: miekg answers FORMERR
+            return self._reject(data, wire.Screening.FORMERR)
+        if query.edns > 0:  # not reported: CoreDNS answers BADVERS before its plugins
+            reply = wire.bad_version_reply(query).to_wire()
+            self._rcodes[dns.rcode.BADVERS] += 1
+            return reply
         response = self._build(query)
         if response is None:
             return query
-        wire = response.to_wire(max_size=self._max_size(query, tcp), prefer_truncation=True)
-        rcode, truncated = int(response.rcode()), bool(wire[2] & TC_BIT)
-        self._answers[key] = (wire[2:], rcode, truncated)
+        wire_bytes = wire.to_wire_fitting(response, wire.buffer_size(query, tcp=tcp))
+        rcode, truncated = int(response.rcode()), bool(wire_bytes[2] & TC_BIT)
+        qtype = int(query.question[0].rdtype) if query.question else 0
+        self._answers[key] = (wire_bytes[2:], rcode, truncated, qtype)
         self._rcodes[rcode] += 1
         self.truncated += truncated
-        return wire
+        self.metrics.cache_lookup(hit=False, denial=False)
+        self._report(start_ns, data, wire_bytes[2:], tcp, family, qtype, rcode, "kubernetes")
+        return wire_bytes
+
+    def _reject(self, data: bytes, verdict: wire.Screening) -> bytes:
+        """Header-only FORMERR / NOTIMP, as miekg/dns writes them (not in coredns_* metrics)."""
+        self.dropped_malformed += verdict is wire.Screening.FORMERR
+        rcode = dns.rcode.NOTIMP if verdict is wire.Screening.NOTIMP else dns.rcode.FORMERR
+        self._rcodes[rcode] += 1
+        return wire.header_only_reply(data, rcode)
+
+    def _report(
+        self,
+        start_ns: int,
+        query: bytes,
+        reply_tail: bytes,
+        tcp: bool,
+        family: str,
+        qtype: int,
+        rcode: int,
+        plugin: str,
+    ) -> None:
+        self.metrics.report(
+            proto="tcp" if tcp else "udp",
+            family=family,
+            qtype=qtype,
+            rcode=dns.rcode.to_text(dns.rcode.Rcode(rcode)),
+            plugin=plugin,
+            duration_s=(self._clock.now_ns() - start_ns) / NS_PER_S,
+            request_size=len(query),
+            response_size=len(reply_tail) + 2,
+        )
 
     def _build(self, query: dns.message.Message) -> dns.message.Message | None:
         response = dns.message.make_response(query)
-        if query.opcode() != dns.opcode.QUERY:
-            response.set_rcode(dns.rcode.NOTIMP)
-            return response
-        if len(query.question) != 1:
-            response.set_rcode(dns.rcode.FORMERR)
-            return response
         question = query.question[0]
         if not self._table.in_zone(question.name):
             if self._upstream is not None:
@@ -406,18 +456,11 @@ class ClusterDns:
         response.additional.extend(answer.additional)
         return response
 
-    @staticmethod
-    def _max_size(query: dns.message.Message, tcp: bool) -> int:
-        if tcp:
-            return TCP_MAX_SIZE
-        if query.edns >= 0:
-            return max(UDP_DEFAULT_SIZE, min(query.payload, TCP_MAX_SIZE))
-        return UDP_DEFAULT_SIZE
-
     async def _forward(self, query: dns.message.Message, tcp: bool) -> bytes | None:
         assert self._upstream is not None
         host, port = self._upstream
         timeout_s = self._config.forward_timeout_s
+        start_ns = self._clock.now_ns()
         self.forwarded += 1
         try:
             if tcp:
@@ -429,20 +472,37 @@ class ClusterDns:
             reply = dns.message.make_response(query)
             reply.set_rcode(dns.rcode.SERVFAIL)
         self._rcodes[int(reply.rcode())] += 1
-        return reply.to_wire(max_size=self._max_size(query, tcp), prefer_truncation=True)
+        answer = wire.to_wire_fitting(reply, wire.buffer_size(query, tcp=tcp))
+        self.metrics.report(
+            proto="tcp" if tcp else "udp",
+            family="1",
+            qtype=int(query.question[0].rdtype),
+            rcode=dns.rcode.to_text(reply.rcode()),
+            plugin="forward",
+            duration_s=(self._clock.now_ns() - start_ns) / NS_PER_S,
+            request_size=len(query.to_wire()),
+            response_size=len(answer),
+        )
+        return answer
 
     async def _on_tcp_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self._tcp_writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        family = "2" if peer and ":" in str(peer[0]) else "1"
+        timeout_s = self._config.tcp_read_timeout_s
         try:
-            while True:  # several queries per connection, until the client or stop() closes it
-                length = int.from_bytes(await reader.readexactly(2), "big")
-                reply = await self.resolve(await reader.readexactly(length), tcp=True)
+            while True:  # several queries per connection, until a timeout, the client or stop()
+                async with asyncio.timeout(timeout_s):
+                    length = int.from_bytes(await reader.readexactly(2), "big")
+                    query = await reader.readexactly(length)
+                timeout_s = self._config.tcp_idle_timeout_s  # miekg: later reads wait this long
+                reply = await self.resolve(query, tcp=True, family=family)
                 if reply is not None:
                     writer.write(len(reply).to_bytes(2, "big") + reply)
                     await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         finally:
             self._tcp_writers.discard(writer)

@@ -8,6 +8,8 @@ the API serves them) and, per Service, the records CoreDNS's kubernetes plugin w
 - ``_<port>._<proto>.<svc>.<ns>.svc.<zone>``: SRV per named port.
 - ``<hostname>.<svc>.<ns>.svc.<zone>`` per endpoint of a headless Service (the endpoint's hostname,
   or its address with dashes, as CoreDNS names endpoints without one).
+- PTR for ClusterIPs and ready endpoint addresses (``reverse.py``).
+- ``<a-b-c-d>.<ns>.pod.<zone>``: the address in the name (``pods insecure``).
 
 Only addresses in TEST-NET-1/2 or loopback are ever answered; a Service or endpoint carrying any
 other address has that address skipped and counted, so the sim can never point traffic elsewhere.
@@ -31,6 +33,7 @@ import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 import dns.rrset
 
+from loadlab.sim.dns.reverse import ReverseIndex, ReversePair, pod_address
 from loadlab.sim.k8s.objects import SERVICE_NAME_LABEL, JsonObj
 
 # dnspython's rdata constructors carry no annotations, hence the no-untyped-call ignores below.
@@ -85,6 +88,8 @@ class _ServiceRecords:
 
     names: dict[dns.name.Name, dict[int, list[dns.rdata.Rdata]]] = field(default_factory=dict)
     skipped_addresses: int = 0
+    service_ptrs: list[ReversePair] = field(default_factory=list)
+    endpoint_ptrs: list[ReversePair] = field(default_factory=list)
 
     def add(self, name: dns.name.Name, rdata: dns.rdata.Rdata) -> None:
         rdatas = self.names.setdefault(name, {}).setdefault(rdata.rdtype, [])
@@ -132,6 +137,8 @@ class RecordTable:
         self.version = 0
         """Bumped on every change, so encoded answers can be cached per version."""
         self._svc_origin = dns.name.from_text("svc", self.zone)
+        self._pod_origin = dns.name.from_text("pod", self.zone)
+        self._reverse = ReverseIndex()
         self._services: dict[ServiceKey, JsonObj] = {}
         self._slices: dict[tuple[str, str], JsonObj] = {}
         self._slices_of: dict[ServiceKey, set[tuple[str, str]]] = {}
@@ -241,9 +248,11 @@ class RecordTable:
         if "None" in cluster_ips:
             self._build_headless(records, svc_name, key, ports)
             return records
+        self._endpoint_ptrs(records, svc_name, key)
         for ip in cluster_ips:
             if allowed_address(ip):
                 records.add(svc_name, _address_rdata(ip))
+                records.service_ptrs.append((ip, svc_name))
             else:
                 records.skipped_addresses += 1
         if records.names:
@@ -285,6 +294,7 @@ class RecordTable:
                     records.add(svc_name, rdata)
                     if host is not None:
                         records.add(host, rdata)
+                        records.endpoint_ptrs.append((str(address), host))
                         targets.append((host, slice_ports))
         for port in ports:
             srv_name = self._srv_name(port, svc_name)
@@ -294,6 +304,25 @@ class RecordTable:
             for host, slice_ports in targets:
                 number = slice_ports.get(port_name, int(port.get("targetPort") or 0))
                 records.add(srv_name, self._srv(number, host, len(targets)))
+
+    def _endpoint_ptrs(
+        self, records: _ServiceRecords, svc_name: dns.name.Name, key: ServiceKey
+    ) -> None:
+        """PTRs of a ClusterIP Service's ready endpoints (headless ones get theirs as they are
+        built): CoreDNS answers them for every Service."""
+        for slice_key in sorted(self._slices_of.get(key, ())):
+            for endpoint in self._slices[slice_key].get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready") is False:
+                    continue
+                for address in endpoint.get("addresses") or []:
+                    if not allowed_address(str(address)):
+                        continue  # counted once, as the Service's own records skip it
+                    label = endpoint.get("hostname") or str(address).replace(".", "-").replace(
+                        ":", "-"
+                    )
+                    host = _label_name(str(label), svc_name)
+                    if host is not None:
+                        records.endpoint_ptrs.append((str(address), host))
 
     def _srv_name(self, port: JsonObj, svc_name: dns.name.Name) -> dns.name.Name | None:
         proto = str(port.get("protocol") or "TCP").lower()
@@ -310,6 +339,7 @@ class RecordTable:
 
     def _publish(self, records: _ServiceRecords) -> None:
         self._skipped += records.skipped_addresses
+        self._reverse.add(records.service_ptrs, records.endpoint_ptrs)
         for name, by_type in records.names.items():
             rrsets: dict[int, dns.rrset.RRset] = {}
             for rdtype, rdatas in by_type.items():
@@ -320,6 +350,7 @@ class RecordTable:
 
     def _unpublish(self, records: _ServiceRecords) -> None:
         self._skipped -= records.skipped_addresses
+        self._reverse.remove(records.service_ptrs, records.endpoint_ptrs)
         for name in records.names:
             self._owners.pop(name, None)
             for parent in self._parents(name):
@@ -348,7 +379,9 @@ class RecordTable:
         return self._skipped
 
     def in_zone(self, qname: dns.name.Name) -> bool:
-        return qname.is_subdomain(self.zone)
+        """The cluster zone, and the reverse names the table has a PTR for (others fall
+        through, as the kubeadm Corefile's ``fallthrough in-addr.arpa ip6.arpa``)."""
+        return qname.is_subdomain(self.zone) or qname in self._reverse
 
     def soa(self) -> dns.rrset.RRset:
         """The zone's SOA (serial = table version), built once per version."""
@@ -371,6 +404,10 @@ class RecordTable:
 
     def lookup(self, qname: dns.name.Name, rdtype: int) -> Answer:
         """Answer one question about a name in the zone (callers check ``in_zone`` first)."""
+        if qname in self._reverse:
+            return self._lookup_reverse(qname, rdtype)
+        if qname.is_subdomain(self._pod_origin):
+            return self._lookup_pod(qname, rdtype)
         owner = self._owners.get(qname)
         if owner is not None:
             if rdtype == dns.rdatatype.ANY:
@@ -391,6 +428,27 @@ class RecordTable:
         if qname in self._interior:
             return Answer(Rcode.NOERROR, authority=(self.soa(),))
         return Answer(Rcode.NXDOMAIN, authority=(self.soa(),))
+
+    def _lookup_reverse(self, qname: dns.name.Name, rdtype: int) -> Answer:
+        ptr = self._reverse.ptr(qname, self.ttl_s)
+        if ptr is not None and rdtype in (dns.rdatatype.PTR, dns.rdatatype.ANY):
+            return Answer(Rcode.NOERROR, (ptr,))
+        return Answer(Rcode.NOERROR, authority=(self.soa(),))
+
+    def _lookup_pod(self, qname: dns.name.Name, rdtype: int) -> Answer:
+        """``pods insecure``: any address-shaped name answers that address; the namespace and
+        ``pod.<zone>`` themselves exist but hold nothing (NODATA)."""
+        depth = len(qname.relativize(self._pod_origin).labels)
+        if depth <= 1:
+            return Answer(Rcode.NOERROR, authority=(self.soa(),))
+        address = pod_address(qname, self._pod_origin)
+        if address is None or not allowed_address(address):
+            # Not an address, or one beyond TEST-NET / loopback: the sim never answers those.
+            return Answer(Rcode.NXDOMAIN, authority=(self.soa(),))
+        rdata = _address_rdata(address)
+        if rdtype not in (rdata.rdtype, dns.rdatatype.ANY):
+            return Answer(Rcode.NOERROR, authority=(self.soa(),))
+        return Answer(Rcode.NOERROR, (dns.rrset.from_rdata_list(qname, self.ttl_s, [rdata]),))
 
     def _additional(self, rrset: dns.rrset.RRset) -> tuple[dns.rrset.RRset, ...]:
         if rrset.rdtype != dns.rdatatype.SRV:
