@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import ssl
 from collections.abc import Awaitable
 
 from aiohttp import web
 
 from loadlab.clock import NS_PER_S, Clock
-from loadlab.sim.apiserver import discovery
+from loadlab.sim.apiserver import discovery, openapi
 from loadlab.sim.apiserver.authn import (
     SELF_SUBJECT_REVIEW_PATH,
     BearerTokens,
@@ -105,6 +106,8 @@ class SimApiServer:
         self._ssl = ssl_context
         self.degraded = False
         """While set, API requests wait ``degrade.extra_latency_s`` more and /readyz fails."""
+        self._openapi_since = datetime.datetime.now(datetime.UTC)
+        """When the OpenAPI documents were made: their Last-Modified."""
         self._auth_attempts = self.registry.counter(
             "authentication_attempts", "Counter of authenticated attempts.", ("result",)
         )
@@ -227,6 +230,8 @@ class SimApiServer:
             if request.method != "POST":
                 return status_response(405, "MethodNotAllowed", "only create is supported")
             return self_subject_review(identity)
+        if openapi.is_openapi_path(request.path):
+            return openapi.respond(request, self._openapi_since)
         try:
             target = resolve(request.method, request.path, request.query)
         except RouteError as exc:
@@ -325,6 +330,8 @@ class SimApiServer:
                 "/healthz",
                 "/livez",
                 "/metrics",
+                openapi.V2_PATH,
+                openapi.V3_PATH,
                 "/readyz",
                 "/version",
             ]
