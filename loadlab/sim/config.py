@@ -37,6 +37,10 @@ class ApiServerConfig(BaseModel):
     """Period of the task that ends timed-out watches, sends bookmarks and measures loop lag."""
     seed: int | None = None
     """Seed of the watch-timeout jitter; None draws a fresh one."""
+    namespace_finalize_s: float = Field(default=1.0, ge=0, le=3600)
+    """How long a deleted namespace stays Terminating before its content and then itself are
+    deleted. Not from a reference: the namespace controller usually takes about a second for a
+    small namespace; kept short so a test sees the whole lifecycle."""
 
 
 class DegradeConfig(BaseModel):

@@ -235,10 +235,6 @@ def test_kubectl_create_apply_explain_edit_with_default_flags(
 @pytest.mark.needs_kubectl
 @pytest.mark.realtime
 @needs_kubectl
-@pytest.mark.xfail(
-    strict=True,
-    reason="verbs.py does not call schemas.field_validation yet (the lead wires it in)",
-)
 def test_kubectl_create_refuses_an_unknown_field_naming_it(
     sim_thread: SimEndpoints, tmp_path: Path
 ) -> None:

@@ -150,6 +150,7 @@ class SimApiServer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._verbs.reaper.close()
         for watcher in list(self.store.watchers()):
             watcher.close()
         self.listening = False

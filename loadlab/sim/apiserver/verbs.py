@@ -15,30 +15,43 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from loadlab.clock import NS_PER_S, Clock
+from loadlab.sim.apiserver.reaper import NamespaceReaper
 from loadlab.sim.apiserver.routing import RequestInfo, check_resource_version, list_options
 from loadlab.sim.apiserver.tables import table, wants_table
 from loadlab.sim.config import ApiServerConfig
-from loadlab.sim.k8s.objects import JsonObj
+from loadlab.sim.k8s.objects import NAMESPACES, JsonObj
+from loadlab.sim.k8s.patches import json_patch, merge_patch
+from loadlab.sim.k8s.schemas import field_validation
+from loadlab.sim.k8s.strategic import strategic_merge
 from loadlab.sim.k8s.validation import (
     ApiError,
+    FieldError,
     bad_request,
     check_decodes,
     check_patch_result,
     decode_body,
+    invalid,
     validate_object,
 )
 from loadlab.sim.overload.cost import RequestAttributes, count_list_objects
 from loadlab.sim.overload.model import OverloadModel
 from loadlab.sim.storage.selection import FieldSelector, LabelSelector, SelectorError
-from loadlab.sim.storage.store import Expired, Invalid, Store, StoreError, merge_patch
+from loadlab.sim.storage.store import Expired, Invalid, Store, StoreError
 from loadlab.sim.storage.watch import Watcher, WatchEvent, encode_json
 
-_MERGE_TYPES = frozenset(
-    {
-        "application/merge-patch+json",
-        "application/strategic-merge-patch+json",
-    }
-)
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+# handlers/patch.go: the patch types, in the order its 415 message lists them.
+_PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, APPLY_PATCH, STRATEGIC_PATCH)
+_OPTIONS_KIND = {
+    "create": "CreateOptions",
+    "update": "UpdateOptions",
+    "patch": "PatchOptions",
+    "delete": "DeleteOptions",
+}
+DRY_RUN_ALL = "All"
 _WATCH_BATCH = 256  # events written per chunk at most, so one busy watch cannot hog the loop
 _NOT_TABLES = frozenset({"ERROR", "BOOKMARK"})  # events sent as they are, even to a Table watch
 
@@ -96,6 +109,8 @@ class ResourceVerbs:
         self._config = config
         self._clock = clock
         self._rng = random.Random(config.seed)
+        self.reaper = NamespaceReaper(store, clock, config.namespace_finalize_s)
+        """Purges deleted namespaces; ``close()`` it when the server stops."""
 
     async def unary(
         self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
@@ -110,7 +125,7 @@ class ResourceVerbs:
         except ApiError as exc:
             return error_response(exc)
         except StoreError as exc:
-            return status_response(exc.code, exc.reason, str(exc))
+            return error_response(ApiError(exc.code, exc.reason, str(exc), exc.details))
         except SelectorError as exc:
             return status_response(400, "BadRequest", str(exc))
 
@@ -205,20 +220,34 @@ class ResourceVerbs:
         self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
     ) -> web.StreamResponse:
         body: JsonObj = {}
-        if info.verb == "patch" and request.content_type not in _MERGE_TYPES:
-            ctype = request.content_type
+        ctype = request.content_type
+        if info.verb == "patch" and ctype not in _PATCH_TYPES:
+            accepted = ", ".join(_PATCH_TYPES)
             return status_response(
-                415, "UnsupportedMediaType", f"the sim serves merge patches, not {ctype}"
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types "
+                f"include: {accepted}",
             )
-        if info.verb != "delete":
-            raw = await _read_body(request)
-            if isinstance(raw, web.Response):
-                return raw
+        if info.verb == "patch" and ctype == APPLY_PATCH:
+            return status_response(
+                415, "UnsupportedMediaType", "server-side apply is not supported by the sim"
+            )
+        raw = await _read_body(request)
+        if isinstance(raw, web.Response):
+            return raw
+        dry_run = _dry_run(request, info, raw)
+        directive = request.query.get("fieldValidation")
+        warnings: list[str] = []
+        if info.verb == "patch":
+            old = self._store.get(info.rtype, info.namespace or "", info.name or "")
+            # Refused before admission, as a bad body is.
+            patched = self._patched(info, ctype, raw, old)
+            warnings = field_validation(info.rtype, patched, directive, patch=True)
+        elif info.verb != "delete":
             body = decode_body(raw)
-            if info.verb == "patch":
-                self._check_patch(info, body)
-            else:
-                _check_body(info, body)
+            _check_body(info, body)
+            warnings = field_validation(info.rtype, body, directive)
         est = self._model.estimate(
             attrs,
             objects_scanned=1,
@@ -230,24 +259,39 @@ class ResourceVerbs:
             await self._model.serve(est)
             store, rt, ns, name = self._store, info.rtype, info.namespace or "", info.name or ""
             if info.verb == "create":
-                return json_response(encode_json(store.create(rt, body)), status=201)
+                created = store.create(rt, body, dry_run=dry_run)
+                return _warned(json_response(encode_json(created), status=201), warnings)
             if info.verb == "update":
-                obj = store.update(rt, body, subresource=info.subresource)
+                obj = store.update(rt, body, subresource=info.subresource, dry_run=dry_run)
             elif info.verb == "patch":
-                obj = store.patch(rt, ns, name, body, subresource=info.subresource)
+                obj = store.patch(
+                    rt,
+                    ns,
+                    name,
+                    lambda current: self._patched(info, ctype, raw, current),
+                    subresource=info.subresource,
+                    dry_run=dry_run,
+                )
             else:
-                obj = store.delete(rt, ns, name)
-            return json_response(encode_json(obj))
+                obj = store.delete(rt, ns, name, dry_run=dry_run)
+                if rt is NAMESPACES and not dry_run:
+                    self.reaper.schedule(name)
+            return _warned(json_response(encode_json(obj)), warnings)
 
-    def _check_patch(self, info: RequestInfo, patch: JsonObj) -> None:
-        """Refuse a patch whose result would not decode or validate, before it is admitted."""
-        assert info.name is not None
-        old = self._store.get(info.rtype, info.namespace or "", info.name)
-        patched = merge_patch(old, patch)
+    def _patched(self, info: RequestInfo, ctype: str, raw: bytes, old: JsonObj) -> JsonObj:
+        """``old`` with the patch applied, refused (400/422/500) as handlers/patch.go refuses
+        it when the patch does not apply or its result would not decode or validate."""
+        if ctype == JSON_PATCH:
+            patched = json_patch(old, raw)
+        elif ctype == STRATEGIC_PATCH:
+            patched = strategic_merge(old, decode_body(raw), info.rtype)
+        else:
+            patched = merge_patch(old, decode_body(raw))
         check_patch_result(info.rtype, patched)
         _check_identity(info, patched.get("metadata") or {})
         if info.subresource != "status":  # a status write keeps the stored metadata
             validate_object(info.rtype, patched, creating=False)
+        return patched
 
     # -- watch -------------------------------------------------------------------------------
 
@@ -365,6 +409,13 @@ class ResourceVerbs:
         return encode_json({"type": event.type, "object": tbl}) + b"\n"
 
 
+def _warned(response: web.Response, warnings: list[str]) -> web.Response:
+    """``Warning`` headers, as kube-apiserver sends field-validation warnings (RFC 7234 form)."""
+    for warning in warnings:
+        response.headers.add("Warning", warning)
+    return response
+
+
 def _check_identity(info: RequestInfo, meta: Mapping[str, object]) -> None:
     """handlers/rest.go checkName and EnsureObjectNamespaceMatchesRequestNamespace: 400s."""
     namespace = meta.get("namespace")
@@ -393,6 +444,30 @@ def _check_body(info: RequestInfo, body: JsonObj) -> None:
         meta.pop("creationTimestamp", None)
     if info.subresource != "status":  # a status write keeps the stored metadata
         validate_object(info.rtype, body, creating=creating)
+
+
+def _dry_run(request: web.BaseRequest, info: RequestInfo, raw: bytes) -> bool:
+    """Whether the write is a dry run (``dryRun=All``). A DELETE takes its options from the
+    body when it has one, else from the query (handlers/delete.go); any value but All is 422,
+    as metainternalversion validation ValidateDryRun words it."""
+    values: list[str] = list(request.query.getall("dryRun", []))
+    if info.verb == "delete" and raw.strip():
+        options = decode_body(raw)
+        given = options.get("dryRun") or []
+        if not isinstance(given, list) or not all(isinstance(v, str) for v in given):
+            raise bad_request(
+                "json: cannot unmarshal into Go struct field DeleteOptions.dryRun of type []string"
+            )
+        values = given
+    if all(v == DRY_RUN_ALL for v in values):
+        return bool(values)
+    shown = "[]string{" + ", ".join(f'"{v}"' for v in values) + "}"
+    cause = FieldError(
+        "FieldValueNotSupported",
+        "dryRun",
+        f'Unsupported value: {shown}: supported values: "{DRY_RUN_ALL}"',
+    )
+    raise invalid("meta.k8s.io", _OPTIONS_KIND[info.verb], "", [cause])
 
 
 async def _read_body(request: web.BaseRequest) -> bytes | web.Response:

@@ -19,11 +19,12 @@ import itertools
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from loadlab.sim.k8s.objects import NAMESPACES, RESOURCE_TYPES, JsonObj, ResourceType, now_timestamp
+from loadlab.sim.k8s.patches import merge_patch
+from loadlab.sim.storage import namespaces
 from loadlab.sim.storage.collection import Collection, Key
 from loadlab.sim.storage.selection import (
     EVERYTHING_FIELDS,
@@ -33,6 +34,7 @@ from loadlab.sim.storage.selection import (
 )
 from loadlab.sim.storage.watch import Change, Watcher, WatchEvent, encode_json
 
+__all__ = ["merge_patch"]  # re-exported: callers patched through the store before patches.py
 _KEY_MAX = "\U0010ffff"
 # Not from a reference: encoding every written object just to size it would double a write's cost,
 # so one write in 64 is sampled, into a moving average where the new sample weighs 1/4.
@@ -48,6 +50,11 @@ class StoreError(Exception):
 
     reason = "InternalError"
     code = 500
+
+    def __init__(self, message: str, details: JsonObj | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+        """The Status ``details`` (name, kind, causes), as the real error carries them."""
 
 
 class NotFound(StoreError):
@@ -77,6 +84,11 @@ class Invalid(StoreError):
     code = 400
 
 
+class Forbidden(StoreError):
+    reason = "Forbidden"
+    code = 403
+
+
 @dataclass(frozen=True)
 class ListResult:
     items: list[JsonObj]
@@ -92,25 +104,6 @@ def _key_of(rtype: ResourceType, obj: JsonObj) -> Key:
     if not name:
         raise Invalid(f"{rtype.kind}: metadata.name is required")
     return ((meta.get("namespace") or "") if rtype.namespaced else "", name)
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch, returning new dicts along patched paths only.
-
-    Strategic-merge directives (``$setElementOrder/...``, ``$patch``...) are dropped, so a
-    strategic merge patch applies as a plain merge patch (lists are replaced, not merged).
-    """
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if k.startswith("$"):
-            continue
-        if v is None:
-            result.pop(k, None)
-        else:
-            result[k] = merge_patch(result.get(k), v)
-    return result
 
 
 class Store:
@@ -290,7 +283,10 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def create(self, rtype: ResourceType, obj: JsonObj) -> JsonObj:
+    def create(self, rtype: ResourceType, obj: JsonObj, *, dry_run: bool = False) -> JsonObj:
+        """POST. A dry run answers the object as it would be stored (uid and creationTimestamp
+        set, no resourceVersion: registry/dryrun.go copies it without writing) and keeps
+        nothing."""
         table = self._tables[rtype]
         meta = dict(obj.get("metadata") or {})
         if not meta.get("name") and meta.get("generateName"):
@@ -301,21 +297,33 @@ class Store:
         new = dict(obj)
         new["metadata"] = meta
         key = _key_of(rtype, new)
+        if rtype.namespaced:  # NamespaceLifecycle admission runs before storage
+            space = self._tables[NAMESPACES].objects.get(("", key[0]))
+            problem = namespaces.refuse_create(rtype, key[0], key[1], space)
+            if problem is not None:
+                code, message, details = problem
+                raise (NotFound if code == 404 else Forbidden)(message, details)
         if key in table.objects:
             raise AlreadyExists(f'{rtype.plural} "{key[1]}" already exists')
-        if rtype.namespaced and ("", key[0]) not in self._tables[NAMESPACES].objects:
-            raise NotFound(f'namespaces "{key[0]}" not found')
-        self._rv += 1
         meta["uid"] = self._next_uid()
-        meta["resourceVersion"] = str(self._rv)
         meta.setdefault("creationTimestamp", now_timestamp())
         new.setdefault("apiVersion", rtype.api_version)
         new.setdefault("kind", rtype.kind)
+        if dry_run:
+            meta.pop("resourceVersion", None)
+            return new
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
         self._commit(table, key, "ADDED", new, None)
         return new
 
     def update(
-        self, rtype: ResourceType, obj: JsonObj, *, subresource: str | None = None
+        self,
+        rtype: ResourceType,
+        obj: JsonObj,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
     ) -> JsonObj:
         """PUT: replace; a stale metadata.resourceVersion is a Conflict, an empty one is not."""
         table = self._tables[rtype]
@@ -325,34 +333,41 @@ class Store:
             raise NotFound(f'{rtype.plural} "{key[1]}" not found')
         want = (obj.get("metadata") or {}).get("resourceVersion")
         if want and want != old["metadata"]["resourceVersion"]:
-            raise Conflict(
-                f'Operation cannot be fulfilled on {rtype.plural} "{key[1]}": the object has '
-                "been modified; please apply your changes to the latest version and try again"
-            )
-        return self._replace(table, key, old, obj, subresource)
+            raise _conflict(rtype, key[1])
+        return self._replace(table, key, old, obj, subresource, dry_run)
 
     def patch(
         self,
         rtype: ResourceType,
         namespace: str,
         name: str,
-        patch: JsonObj,
+        apply: Callable[[JsonObj], JsonObj] | JsonObj,
         *,
         subresource: str | None = None,
+        dry_run: bool = False,
     ) -> JsonObj:
-        """Merge patch (strategic merge as merge); a resourceVersion in it is a precondition."""
+        """PATCH: ``apply`` turns the current object into the patched one (any patch type), as
+        handlers/patch.go applies it inside the update (a dict is a JSON merge patch); a
+        resourceVersion the patch changed is a precondition that fails with Conflict."""
         table = self._tables[rtype]
         key = (namespace if rtype.namespaced else "", name)
         old = table.objects.get(key)
         if old is None:
             raise NotFound(f'{rtype.plural} "{name}" not found')
-        want = (patch.get("metadata") or {}).get("resourceVersion")
+        patched = apply(old) if callable(apply) else merge_patch(old, apply)
+        want = (patched.get("metadata") or {}).get("resourceVersion")
         if want and want != old["metadata"]["resourceVersion"]:
-            raise Conflict(f'Operation cannot be fulfilled on {rtype.plural} "{name}"')
-        return self._replace(table, key, old, merge_patch(old, patch), subresource)
+            raise _conflict(rtype, name)
+        return self._replace(table, key, old, patched, subresource, dry_run)
 
     def _replace(
-        self, table: Collection, key: Key, old: JsonObj, obj: JsonObj, subresource: str | None
+        self,
+        table: Collection,
+        key: Key,
+        old: JsonObj,
+        obj: JsonObj,
+        subresource: str | None,
+        dry_run: bool = False,
     ) -> JsonObj:
         rtype = table.rtype
         new = dict(obj)
@@ -367,28 +382,81 @@ class Store:
                 new.pop("status", None)
         meta = dict(new.get("metadata") or {})
         old_meta = old["metadata"]
-        for fixed in ("name", "namespace", "uid", "creationTimestamp"):
+        for fixed in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp"):
             if fixed in old_meta:
                 meta[fixed] = old_meta[fixed]
-        self._rv += 1
-        meta["resourceVersion"] = str(self._rv)
         new["metadata"] = meta
         new["apiVersion"] = rtype.api_version
         new["kind"] = rtype.kind
+        if dry_run:
+            # registry/dryrun.go GuaranteedUpdate: the updated object, not written, keeps the
+            # version it was computed from.
+            meta["resourceVersion"] = old_meta["resourceVersion"]
+            return new
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
         self._commit(table, key, "MODIFIED", new, old)
         return new
 
-    def delete(self, rtype: ResourceType, namespace: str, name: str) -> JsonObj:
+    def delete(
+        self, rtype: ResourceType, namespace: str, name: str, *, dry_run: bool = False
+    ) -> JsonObj:
+        """DELETE. A namespace is not removed but marked Terminating (``namespaces``); the
+        caller finalizes it later. A dry run answers the object as it is and keeps it."""
         table = self._tables[rtype]
         key = (namespace if rtype.namespaced else "", name)
         old = table.objects.get(key)
         if old is None:
             raise NotFound(f'{rtype.plural} "{name}" not found')
+        if rtype is NAMESPACES:
+            return self._terminate_namespace(table, key, old, dry_run)
+        if dry_run:
+            return old
         self._rv += 1
         gone = dict(old)
         gone["metadata"] = {**old["metadata"], "resourceVersion": str(self._rv)}
         self._commit(table, key, "DELETED", gone, old)
         return gone
+
+    def _terminate_namespace(
+        self, table: Collection, key: Key, old: JsonObj, dry_run: bool
+    ) -> JsonObj:
+        refusal = namespaces.refuse_delete(key[1])
+        if refusal is not None:
+            raise Forbidden(*refusal)
+        if namespaces.is_terminating(old):
+            return old  # registry/core/namespace/storage: a second delete changes nothing
+        new = namespaces.terminating(old)
+        if dry_run:
+            return new
+        self._rv += 1
+        new["metadata"]["resourceVersion"] = str(self._rv)
+        self._commit(table, key, "MODIFIED", new, old)
+        return new
+
+    def purge_namespace(self, name: str, batch: int) -> int:
+        """Delete up to ``batch`` objects inside namespace ``name`` (each a DELETED event);
+        once it is empty, delete the namespace itself. Returns how many objects went, so the
+        caller yields between batches and a big namespace cannot stall the event loop."""
+        removed = 0
+        for rtype, table in self._tables.items():
+            if not rtype.namespaced or not table.ns_counts.get(name):
+                continue
+            keys = self._candidates(table, name, EVERYTHING_FIELDS)
+            for key in keys[: batch - removed]:
+                self.delete(rtype, key[0], key[1])
+                removed += 1
+            if removed >= batch:
+                return removed
+        ns_key = ("", name)
+        space = self._tables[NAMESPACES].objects.get(ns_key)
+        if space is not None and namespaces.is_terminating(space):
+            self._rv += 1
+            gone = dict(space)
+            gone["metadata"] = {**space["metadata"], "resourceVersion": str(self._rv)}
+            self._commit(self._tables[NAMESPACES], ns_key, "DELETED", gone, space)
+            removed += 1
+        return removed
 
     def load(self, objects: Iterable[tuple[ResourceType, JsonObj]]) -> int:
         """Create many objects (seeding); returns how many."""
@@ -455,3 +523,12 @@ class Store:
             table.watcher_count = 0
             table.log.clear()
             table.floor_rv = self._rv
+
+
+def _conflict(rtype: ResourceType, name: str) -> Conflict:
+    """apimachinery pkg/api/errors NewConflict with the storage layer's optimistic-lock message."""
+    return Conflict(
+        f'Operation cannot be fulfilled on {rtype.plural} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        {k: v for k, v in (("name", name), ("group", rtype.group), ("kind", rtype.plural)) if v},
+    )

@@ -1,0 +1,93 @@
+"""kubectl's writes against the sim: server dry runs, the three patch types, namespace deletion."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from loadlab.sim.config import SimConfig
+from loadlab.sim.server import SimEndpoints
+from tests.sim.conftest import small_sim_config
+
+KUBECTL = shutil.which("kubectl")
+pytestmark = [
+    pytest.mark.needs_kubectl,
+    pytest.mark.realtime,
+    pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed"),
+]
+RUN_TIMEOUT_S = 30.0
+GONE_TIMEOUT_S = 10.0
+SimFactory = Callable[[SimConfig], AbstractContextManager[SimEndpoints]]
+
+
+def kubectl(sim: SimEndpoints, cache: Path, *args: str, ok: bool | None = True) -> str:
+    """Run kubectl; ``ok`` says whether it must succeed (None: either way)."""
+    assert KUBECTL is not None
+    out = subprocess.run(
+        [KUBECTL, "--server", sim.api_url, "--cache-dir", str(cache), *args],
+        env={**os.environ, "KUBECONFIG": "/dev/null"},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    if ok is not None:
+        assert (out.returncode == 0) == ok, out.stderr
+    return out.stdout + out.stderr
+
+
+def test_kubectl_writes_behave_as_against_a_real_server(
+    sim_thread_factory: SimFactory, tmp_path: Path
+) -> None:
+    config = small_sim_config(api={"namespace_finalize_s": 0.5})
+    cm = tmp_path / "cm.json"
+    cm.write_text(json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}))
+    ns = (
+        tmp_path / "ns.json"
+    )  # kubectl create namespace sends protobuf, which the sim does not read
+    ns.write_text(
+        json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}})
+    )
+    with sim_thread_factory(config) as sim:
+
+        def k(*args: str, ok: bool | None = True) -> str:
+            return kubectl(sim, tmp_path, *args, ok=ok)
+
+        assert "created (server dry run)" in k(
+            "create", "-f", str(cm), "--dry-run=server", "--validate=false"
+        )
+        k("get", "configmap", "x", ok=False)
+        k("delete", "configmap", "kube-root-ca.crt", "--dry-run=server")
+        k("get", "configmap", "kube-root-ca.crt")
+        pod = ("pod", "node-0-pod-0")
+        side = '{"spec":{"containers":[{"name":"side","image":"registry.example/s:1"}]}}'
+        k("patch", *pod, "--type", "strategic", "-p", side)
+        names = k("get", *pod, "-o", "jsonpath={.spec.containers[*].name}")
+        assert names.split() == ["app", "side"]
+        ops = '[{"op":"replace","path":"/spec/containers/1/image","value":"registry.example/s:2"}]'
+        k("patch", *pod, "--type", "json", "-p", ops)
+        k("patch", *pod, "--type", "merge", "-p", '{"metadata":{"labels":{"t":"1"}}}')
+        got = json.loads(k("get", *pod, "-o", "json"))
+        assert got["spec"]["containers"][1]["image"] == "registry.example/s:2"
+        assert got["metadata"]["labels"]["t"] == "1"
+
+        k("create", "-f", str(ns), "--validate=false")
+        k("create", "-f", str(cm), "-n", "doomed", "--validate=false")
+        k("delete", "namespace", "doomed", "--wait=false")
+        phase = k("get", "namespace", "doomed", "-o", "jsonpath={.status.phase}")
+        assert phase == "Terminating"
+        refused = k("create", "-f", str(cm), "-n", "doomed", ok=False)
+        assert "because it is being terminated" in refused
+        deadline = time.monotonic() + GONE_TIMEOUT_S
+        while "NotFound" not in k("get", "namespace", "doomed", ok=None):
+            assert time.monotonic() < deadline, "the namespace was never deleted"
+            time.sleep(0.2)
+        assert k("get", "configmaps", "-n", "doomed", "-o", "name").strip() == ""
