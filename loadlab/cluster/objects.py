@@ -31,6 +31,10 @@ LABELLED_KINDS = (
 )
 """What a run may create, by the cluster-wide path that lists it; namespaces come last."""
 NAMESPACES = "/api/v1/namespaces"
+NAMESPACE_GONE_S = 60.0
+"""How long cleanup waits for its namespaces to finish terminating (a real cluster deletes what
+is in them first; the embedded one takes about a second)."""
+NAMESPACE_POLL_S = 0.5
 DELETE_BATCH = 16
 """Deletes in flight at once: a 2,000-node run's leases go in seconds, not a minute, without a
 burst a struggling API server would feel (the client holds at most 4 connections)."""
@@ -162,7 +166,25 @@ async def cleanup(client: AdminClient, run_id: str | None) -> Cleanup:
                     ns = meta.get("namespace")
                     name = meta.get("name", "")
                     done.failed.append(f"{kind} {ns + '/' if ns else ''}{name} ({code})")
+    await _wait_namespaces_gone(client, selector, done)
     return done
+
+
+async def _wait_namespaces_gone(client: AdminClient, selector: str, done: Cleanup) -> None:
+    """A deleted namespace lingers as Terminating while the cluster deletes what is in it;
+    cleanup is done when it is gone, so wait for that, a bounded while."""
+    deadline = asyncio.get_running_loop().time() + NAMESPACE_GONE_S
+    while True:
+        status, answer = await client.request("GET", NAMESPACES, params={"labelSelector": selector})
+        items = answer.get("items") if status == 200 and isinstance(answer, dict) else None
+        if items == []:
+            return
+        if asyncio.get_running_loop().time() >= deadline:
+            names = [str((i.get("metadata") or {}).get("name")) for i in items or []]
+            left = ", ".join(names) or f"listing answered {status}"
+            done.failed.append(f"namespaces still terminating after {NAMESPACE_GONE_S:g} s: {left}")
+            return
+        await asyncio.sleep(NAMESPACE_POLL_S)
 
 
 async def _delete(client: AdminClient, list_path: str, item: dict[str, Any]) -> int:
