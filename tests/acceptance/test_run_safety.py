@@ -33,7 +33,7 @@ from loadlab.errors import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
 )
-from loadlab.launch import RunOutcome
+from loadlab.launch_mix import RunOutcome
 from loadlab.testing.hostile import start_hostile_process
 from loadlab.testing.ports import closed_tcp_port
 from tests.cluster import test_cluster_runs as cluster_runs

@@ -14,7 +14,7 @@ import pytest
 
 from loadlab.analysis.findings import FindingKind
 from loadlab.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_SLO_FAILED
-from loadlab.launch import judge
+from loadlab.launch_mix import judge
 from loadlab.metrics.stats import WindowStats
 from loadlab.profile import validate_profile
 from loadlab.summary import RunVerdict
