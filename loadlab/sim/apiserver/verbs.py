@@ -15,12 +15,22 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from loadlab.clock import NS_PER_S, Clock
+from loadlab.sim.apiserver.media import (
+    JSON,
+    MEDIA_KEY,
+    PROTOBUF,
+    negotiate,
+    not_acceptable,
+    read_object,
+    rendered,
+)
 from loadlab.sim.apiserver.reaper import NamespaceReaper
 from loadlab.sim.apiserver.routing import RequestInfo, check_resource_version, list_options
 from loadlab.sim.apiserver.tables import table, wants_table
 from loadlab.sim.config import ApiServerConfig
 from loadlab.sim.k8s.objects import NAMESPACES, JsonObj
 from loadlab.sim.k8s.patches import json_patch, merge_patch
+from loadlab.sim.k8s.protobuf import encode_object
 from loadlab.sim.k8s.schemas import field_validation
 from loadlab.sim.k8s.strategic import strategic_merge
 from loadlab.sim.k8s.validation import (
@@ -115,7 +125,17 @@ class ResourceVerbs:
     async def unary(
         self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
     ) -> web.StreamResponse:
-        """Every verb but watch. Store errors become Status objects."""
+        """Every verb but watch. Store errors become Status objects; answers (Status included)
+        take the media type the client's Accept prefers (``media.negotiate``)."""
+        media = negotiate(request.headers.get("Accept"))
+        if media is None:
+            return error_response(not_acceptable())
+        request[MEDIA_KEY] = media
+        return rendered(await self._unary(request, info, attrs), media)
+
+    async def _unary(
+        self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
+    ) -> web.StreamResponse:
         try:
             if info.verb == "list":
                 return await self._list(request, info, attrs)
@@ -211,6 +231,9 @@ class ResourceVerbs:
                 "apiVersion": info.rtype.api_version,
                 "metadata": meta,
             }
+            if request.get(MEDIA_KEY) == PROTOBUF:  # from the objects: no JSON to re-parse
+                listed = encode_object({**head, "items": result.items})
+                return web.Response(body=listed, content_type=PROTOBUF)
             prefix = encode_json(head)[:-1] + b',"items":['
             encoded = self._store.encoded
             body = prefix + b",".join(encoded(info.rtype, o) for o in result.items) + b"]}"
@@ -245,7 +268,7 @@ class ResourceVerbs:
             patched = self._patched(info, ctype, raw, old)
             warnings = field_validation(info.rtype, patched, directive, patch=True)
         elif info.verb != "delete":
-            body = decode_body(raw)
+            body = read_object(raw, request.headers.get("Content-Type"))
             _check_body(info, body)
             warnings = field_validation(info.rtype, body, directive)
         est = self._model.estimate(
@@ -300,6 +323,8 @@ class ResourceVerbs:
     ) -> web.StreamResponse:
         """Admit (a watch holds its seat only while initialising), subscribe, then stream."""
         q = request.query
+        if negotiate(request.headers.get("Accept"), (JSON,)) is None:
+            return error_response(not_acceptable())
         try:
             opts = list_options(q, watch=True)
             labels = LabelSelector.parse(q.get("labelSelector"))
@@ -452,7 +477,7 @@ def _dry_run(request: web.BaseRequest, info: RequestInfo, raw: bytes) -> bool:
     as metainternalversion validation ValidateDryRun words it."""
     values: list[str] = list(request.query.getall("dryRun", []))
     if info.verb == "delete" and raw.strip():
-        options = decode_body(raw)
+        options = read_object(raw, request.headers.get("Content-Type"))
         given = options.get("dryRun") or []
         if not isinstance(given, list) or not all(isinstance(v, str) for v in given):
             raise bad_request(

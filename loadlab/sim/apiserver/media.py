@@ -1,0 +1,119 @@
+"""Content negotiation of the sim API server: JSON, YAML and Kubernetes protobuf bodies.
+
+Requests are read by their Content-Type (415 for one the sim cannot read); answers are written in
+the first media type of the client's Accept the sim can write, by q then order (406 when none), as
+apimachinery's negotiation picks them. Handlers build JSON; ``rendered`` re-encodes it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from loadlab.sim.k8s import protobuf
+from loadlab.sim.k8s.objects import JsonObj
+from loadlab.sim.k8s.validation import ApiError, bad_request, decode_body
+
+JSON = "application/json"
+YAML = "application/yaml"
+PROTOBUF = protobuf.MEDIA_TYPE
+SERVED = (JSON, YAML, PROTOBUF)
+MEDIA_KEY = "loadlab.media"
+"""Where a request keeps the media type its answer takes (aiohttp request state)."""
+_WILDCARDS = {"*/*": JSON, "application/*": JSON}
+# A protobuf body that is no valid message (bad base64 or UTF-8 included) is 400.
+_PROTOBUF_ERRORS = (protobuf.ProtobufError, UnicodeDecodeError, ValueError)
+
+
+class _StringTimes(yaml.SafeLoader):
+    """YAML without the timestamp type: sigs.k8s.io/yaml hands times on as strings."""
+
+
+_StringTimes.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def negotiate(accept: str | None, served: tuple[str, ...] = SERVED) -> str | None:
+    """The media type to answer in, or None (406). No Accept means JSON. Watches pass
+    ``served=(JSON,)``: their streams are JSON, which kubectl and client-go both read."""
+    if not accept or not accept.strip():
+        return JSON
+    ranked: list[tuple[float, int, str]] = []
+    for index, entry in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in entry.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        answer = _WILDCARDS.get(media, media)
+        if quality > 0 and answer in served:
+            ranked.append((-quality, index, answer))
+    return min(ranked)[2] if ranked else None
+
+
+def not_acceptable() -> ApiError:
+    return ApiError(
+        406,
+        "NotAcceptable",
+        "only the following media types are accepted: " + ", ".join(SERVED),
+    )
+
+
+def read_object(raw: bytes, content_type: str | None) -> JsonObj:
+    """A request body as a JSON dict, read by its Content-Type (none means JSON)."""
+    media = (content_type or JSON).split(";")[0].strip().lower()
+    if media in (JSON, "*/*", ""):
+        return decode_body(raw)
+    if media == PROTOBUF:
+        try:
+            return protobuf.decode_object(raw)
+        except _PROTOBUF_ERRORS as exc:
+            raise bad_request(f"the body of the request could not be decoded: {exc}") from exc
+    if media in (YAML, "application/x-yaml", "text/yaml"):
+        try:
+            loaded: Any = yaml.load(raw, Loader=_StringTimes)
+        except yaml.YAMLError as exc:
+            raise bad_request(f"error converting YAML to JSON: {exc}") from exc
+        return decode_body(json.dumps(loaded).encode())
+    raise ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: "
+        + ", ".join(SERVED),
+    )
+
+
+def render(obj: JsonObj, media: str) -> bytes:
+    if media == PROTOBUF:
+        return protobuf.encode_object(obj)
+    if media == YAML:
+        return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True).encode()
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def rendered(response: web.StreamResponse, media: str) -> web.StreamResponse:
+    """A JSON answer re-encoded as ``media`` (other answers, such as Tables, as they are)."""
+    if media == JSON or not isinstance(response, web.Response):
+        return response
+    if response.content_type != JSON or not isinstance(response.body, bytes):
+        return response
+    obj = json.loads(response.body)
+    if obj.get("kind") == "Table" and media != YAML:
+        return response  # apimachinery serves Tables as JSON or YAML only
+    try:
+        body = render(obj, media)
+    except protobuf.ProtobufError:
+        return response  # a kind with no message: JSON, which every client also takes
+    response.body = body
+    response.content_type = media
+    return response
