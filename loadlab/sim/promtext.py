@@ -15,14 +15,29 @@ from typing import TypeVar
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # kube-apiserver's apiserver_request_duration_seconds buckets (k8s.io/apiserver
-# pkg/endpoints/metrics/metrics.go, Kubernetes 1.32).
+# pkg/endpoints/metrics/metrics.go, Kubernetes 1.32); etcd_request_duration_seconds uses the same
+# (pkg/storage/etcd3/metrics/metrics.go).
 REQUEST_DURATION_BUCKETS_S = (
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
     10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
 )  # fmt: skip
+# apiserver_request_sli_duration_seconds buckets (same file): no sub-50 ms resolution.
+REQUEST_SLI_BUCKETS_S = (
+    0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0,
+    30.0, 45.0, 60.0,
+)  # fmt: skip
 
 REQUEST_TOTAL = "apiserver_request_total"
 REQUEST_DURATION = "apiserver_request_duration_seconds"
+REQUEST_SLI_DURATION = "apiserver_request_sli_duration_seconds"
+APISERVER_COMPONENT = "apiserver"
+"""The ``component`` label of every request kube-apiserver itself serves."""
+# Label names in the order k8s.io/apiserver declares them (metrics.go, 1.32); request_total adds
+# "code" last, the SLI histogram has no "dry_run".
+REQUEST_LABELS = (
+    "verb", "dry_run", "group", "version", "resource", "subresource", "scope", "component",
+)  # fmt: skip
+SLI_LABELS = tuple(n for n in REQUEST_LABELS if n != "dry_run")
 
 
 def format_value(value: float) -> str:
@@ -195,18 +210,49 @@ class PromRegistry:
         found = self._find(Histogram, name, tuple(labels))
         return found or self._add(Histogram(name, help_text, tuple(labels), buckets))
 
-    def observe_request(self, verb: str, resource: str, code: int | str, seconds: float) -> None:
-        """Count one finished API request and its duration (what kube-apiserver records)."""
+    def observe_request(
+        self,
+        verb: str,
+        resource: str,
+        code: int | str,
+        seconds: float,
+        *,
+        group: str = "",
+        version: str = "",
+        subresource: str = "",
+        scope: str = "",
+        dry_run: str = "",
+        queue_wait_s: float = 0.0,
+    ) -> None:
+        """Count one finished API request and its duration (what kube-apiserver records).
+
+        The SLI histogram leaves out the time spent queued by APF (``queue_wait_s``), as the
+        real one does: SLOs judge the server's work, not how long it made a request wait.
+        """
+        values = (verb, dry_run, group, version, resource, subresource, scope, APISERVER_COMPONENT)
         self.counter(
             REQUEST_TOTAL,
-            "Counter of apiserver requests broken out by verb, resource and HTTP response code.",
-            ("verb", "resource", "code"),
-        ).inc(verb, resource, str(code))
+            "Counter of apiserver requests broken out for each verb, dry run value, group, "
+            "version, resource, scope, component, and HTTP response code.",
+            (*REQUEST_LABELS, "code"),
+        ).inc(*values, str(code))
         self.histogram(
             REQUEST_DURATION,
-            "Response latency distribution in seconds for each verb and resource.",
-            ("verb", "resource"),
-        ).observe(seconds, verb, resource)
+            "Response latency distribution in seconds for each verb, dry run value, group, "
+            "version, resource, subresource, scope and component.",
+            REQUEST_LABELS,
+        ).observe(seconds, *values)
+        self.histogram(
+            REQUEST_SLI_DURATION,
+            "Response latency distribution (not counting webhook duration and priority & "
+            "fairness queue wait times) in seconds for each verb, group, version, resource, "
+            "subresource, scope and component.",
+            SLI_LABELS,
+            REQUEST_SLI_BUCKETS_S,
+        ).observe(
+            max(0.0, seconds - queue_wait_s),
+            *(verb, group, version, resource, subresource, scope, APISERVER_COMPONENT),
+        )
 
     def render(self) -> str:
         """The whole registry in text format 0.0.4 (ends with a newline)."""

@@ -88,5 +88,6 @@ def request_totals(metrics_text: str) -> dict[tuple[str, str, str], float]:
     totals: dict[tuple[str, str, str], float] = {}
     for labels, value in parse(metrics_text).get("apiserver_request_total", {}).items():
         by_name = dict(labels)
-        totals[(by_name["verb"], by_name["resource"], by_name["code"])] = value
+        key = (by_name["verb"], by_name["resource"], by_name["code"])
+        totals[key] = totals.get(key, 0.0) + value  # summed over scope, subresource...
     return totals

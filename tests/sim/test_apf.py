@@ -348,7 +348,7 @@ def test_reset_rejects_waiters_and_frees_seats_but_keeps_counters() -> None:
     rendered = model.metrics.render()
     assert (
         'apiserver_flowcontrol_rejected_requests_total{priority_level="global-default",'
-        'reason="queue-full"} 5' in rendered
+        'flow_schema="global-default",reason="queue-full"} 5' in rendered
     )
 
 

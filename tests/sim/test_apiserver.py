@@ -192,7 +192,10 @@ def test_discovery_health_version_and_metrics_are_served(run_with_api: RunWithAp
             await call(s, "GET", f"{api.url}/api/v1/nodes")
             async with s.get(f"{api.url}/metrics") as resp:
                 text = await resp.text()
-        assert 'apiserver_request_total{verb="LIST",resource="nodes",code="200"} 1' in text
+        assert (
+            'apiserver_request_total{verb="LIST",dry_run="",group="",version="v1",'
+            'resource="nodes",subresource="",scope="cluster",component="apiserver",code="200"} 1'
+        ) in text
         assert "loadlab_sim_event_loop_lag_seconds" in text
 
     run_with_api(body)

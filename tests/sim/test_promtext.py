@@ -122,13 +122,18 @@ def test_sim_registry_parses_and_carries_the_apiserver_metrics() -> None:
         "loadlab_sim_event_loop_lag_seconds",
     ):
         assert name in samples, name
+    # kube-apiserver's label names, in its order; unknown parts left empty.
+    labels = (
+        ("verb", "list"), ("dry_run", ""), ("group", ""), ("version", ""), ("resource", "pods"),
+        ("subresource", ""), ("scope", ""), ("component", "apiserver"),
+    )  # fmt: skip
     total = samples["apiserver_request_total"]
-    assert total[(("verb", "list"), ("resource", "pods"), ("code", "429"))] == 1
+    assert total[(*labels, ("code", "429"))] == 1
     count = samples["apiserver_request_duration_seconds_count"]
-    assert count[(("verb", "list"), ("resource", "pods"))] == 2
+    assert count[labels] == 2
     buckets = samples["apiserver_request_duration_seconds_bucket"]
     values = [v for labels, v in buckets.items()]
     assert values == sorted(values)  # cumulative
-    assert buckets[(("verb", "list"), ("resource", "pods"), ("le", "0.005"))] == 1
+    assert buckets[(*labels, ("le", "0.005"))] == 1
     levels = samples["apiserver_flowcontrol_current_executing_seats"]
     assert len(levels) == 8  # one series per default priority level

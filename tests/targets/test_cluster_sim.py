@@ -27,7 +27,10 @@ pytestmark = pytest.mark.realtime
 CONTEXT = "loadlab-sim"
 TIMEOUT_S = 5.0
 REVIEW_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
-LIST_NODES = 'apiserver_request_total{verb="LIST",resource="nodes",code="200"}'
+LIST_NODES = (
+    'apiserver_request_total{verb="LIST",dry_run="",group="",version="v1",resource="nodes",'
+    'subresource="",scope="cluster",component="apiserver",code="200"}'
+)
 METRIC = re.compile(r"^(\w+\{[^}]*\}|\w+) (\S+)$")
 
 

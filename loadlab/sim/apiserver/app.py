@@ -32,6 +32,7 @@ from loadlab.sim.apiserver.authn import (
     self_subject_review,
     unauthorized,
 )
+from loadlab.sim.apiserver.instrument import RequestLabels, ServerGauges, request_labels
 from loadlab.sim.apiserver.routing import DiscoveryPath, RequestInfo, RouteError, resolve
 from loadlab.sim.apiserver.verbs import ResourceVerbs, json_response, status_response
 from loadlab.sim.config import SimConfig
@@ -43,15 +44,6 @@ from loadlab.sim.storage.watch import bookmark_event, encode_json
 
 DEGRADED_CHECK = "loadlab-degraded"
 """The readiness check that fails while the server is degraded (``/readyz`` lists it)."""
-_METRIC_VERBS = {
-    "get": "GET",
-    "list": "LIST",
-    "watch": "WATCH",
-    "create": "POST",
-    "update": "PUT",
-    "patch": "PATCH",
-    "delete": "DELETE",
-}
 _READY_PATHS = frozenset({"/readyz", f"/readyz/{DEGRADED_CHECK}"})
 # Not from a reference: stop() has already ended every watch, so requests still running get 1 s
 # to finish before aiohttp drops their connections (its own default waits 60 s).
@@ -108,6 +100,7 @@ class SimApiServer:
         """While set, API requests wait ``degrade.extra_latency_s`` more and /readyz fails."""
         self._openapi_since = datetime.datetime.now(datetime.UTC)
         """When the OpenAPI documents were made: their Last-Modified."""
+        self._gauges = ServerGauges(self.registry)
         self._auth_attempts = self.registry.counter(
             "authentication_attempts", "Counter of authenticated attempts.", ("result",)
         )
@@ -245,21 +238,28 @@ class SimApiServer:
 
     def _observe_unauthorized(self, request: web.BaseRequest, started_ns: int) -> None:
         """Count a 401 in apiserver_request_total, labelled as far as the path tells."""
-        verb, resource = request.method, ""
+        labels = RequestLabels(verb=request.method, resource="")
         with contextlib.suppress(RouteError):
             target = resolve(request.method, request.path, request.query)
             if isinstance(target, RequestInfo):
-                verb = _METRIC_VERBS.get(target.verb, target.verb.upper())
-                resource = target.rtype.plural
+                labels = self._labels(target, request)
         seconds = (self._clock.now_ns() - started_ns) / NS_PER_S
-        self.model.observe_request(verb, resource, 401, seconds)
+        self.model.observe_request(labels.verb, labels.resource, 401, seconds, **labels.extra())
+
+    @staticmethod
+    def _labels(info: RequestInfo, request: web.BaseRequest) -> RequestLabels:
+        return request_labels(info, request.headers, request.query.getall("dryRun", []))
 
     async def _resource(
         self, info: RequestInfo, attrs: RequestAttributes, request: web.BaseRequest, started_ns: int
     ) -> web.StreamResponse:
         code = 500
+        labels = self._labels(info, request)
+        watch = info.verb == "watch"
+        if watch:
+            self._gauges.long_running(labels, +1)
         try:
-            if info.verb == "watch":
+            if watch:
                 resp = await self._verbs.watch(request, info, attrs)
             else:
                 resp = await self._with_timeout(self._verbs.unary(request, info, attrs))
@@ -277,11 +277,20 @@ class SimApiServer:
             code = 0
             self.crash()
             raise asyncio.CancelledError from None  # the process "died": no answer at all
+        except asyncio.CancelledError:
+            if watch and self.listening:
+                # The client closed its watch: a stream that began answered 200 (the code
+                # kube-apiserver records), one still waiting to begin is not counted.
+                code = 200 if request.writer.output_size > 0 else 0
+            raise
         finally:
+            if watch:
+                self._gauges.long_running(labels, -1)
             if code:
                 seconds = (self._clock.now_ns() - started_ns) / NS_PER_S
-                verb = _METRIC_VERBS.get(info.verb, info.verb.upper())
-                self.model.observe_request(verb, info.rtype.plural, code, seconds)
+                self.model.observe_request(
+                    labels.verb, labels.resource, code, seconds, **labels.extra()
+                )
 
     async def _with_timeout(self, work: Awaitable[web.StreamResponse]) -> web.StreamResponse:
         """--request-timeout 60 s -> 504 (docs/control-plane-model.md), on the injected clock."""
@@ -319,6 +328,7 @@ class SimApiServer:
         if is_open_path(path):
             return web.Response(text="ok", content_type="text/plain")
         if path == "/metrics":
+            self._gauges.refresh(self.store)
             return web.Response(
                 body=self.registry.render().encode(),
                 headers={"Content-Type": CONTENT_TYPE},

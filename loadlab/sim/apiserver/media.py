@@ -21,7 +21,7 @@ JSON = "application/json"
 YAML = "application/yaml"
 PROTOBUF = protobuf.MEDIA_TYPE
 SERVED = (JSON, YAML, PROTOBUF)
-MEDIA_KEY = "loadlab.media"
+MEDIA_KEY = web.RequestKey("loadlab.media", str)
 """Where a request keeps the media type its answer takes (aiohttp request state)."""
 _WILDCARDS = {"*/*": JSON, "application/*": JSON}
 # A protobuf body that is no valid message (bad base64 or UTF-8 included) is 400.

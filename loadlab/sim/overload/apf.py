@@ -38,6 +38,9 @@ DOUBLE_WHEN_DROPS_REACH_X_RETRY_AFTER = 3
 NODE_HIGH_RESOURCES = frozenset({"nodes"})
 LEADER_ELECTION_USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
 LEADER_ELECTION_RESOURCES = frozenset({"leases", "endpoints", "configmaps"})
+# apiserver_flowcontrol_request_wait_duration_seconds buckets (k8s.io/apiserver
+# pkg/util/flowcontrol/metrics/metrics.go, Kubernetes 1.32).
+QUEUE_WAIT_BUCKETS_S = (0.0, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0)
 
 
 class Rejected(Exception):
@@ -200,8 +203,26 @@ class FairQueueing:
         self._rejected = metrics.counter(
             "apiserver_flowcontrol_rejected_requests_total",
             "Number of requests rejected by API Priority and Fairness subsystem",
-            ("priority_level", "reason"),
+            ("priority_level", "flow_schema", "reason"),
         )
+        self._dispatched = metrics.counter(
+            "apiserver_flowcontrol_dispatched_requests_total",
+            "Number of requests executed by API Priority and Fairness subsystem",
+            ("priority_level", "flow_schema"),
+        )
+        self._wait = metrics.histogram(
+            "apiserver_flowcontrol_request_wait_duration_seconds",
+            "Length of time a request spent waiting in its queue",
+            ("priority_level", "flow_schema", "execute"),
+            QUEUE_WAIT_BUCKETS_S,
+        )
+        nominal_seats = metrics.gauge(
+            "apiserver_flowcontrol_nominal_limit_seats",
+            "Nominal number of execution seats configured for each priority level",
+            ("priority_level",),
+        )
+        for level in self.levels.values():
+            nominal_seats.set(level.nominal_seats, level.name)
         self._inqueue = metrics.gauge(
             "apiserver_flowcontrol_current_inqueue_requests",
             "Number of requests currently pending in queues of the API Priority and Fairness "
@@ -220,36 +241,46 @@ class FairQueueing:
     def classify(self, attrs: RequestAttributes) -> tuple[str, str]:
         return classify(attrs, self.levels.keys())
 
-    async def acquire(self, level_name: str, flow_id: str, seats: int) -> Ticket:
-        """Wait for ``seats`` on the level (queueing at most the queue wait), or raise Rejected."""
+    async def acquire(
+        self, level_name: str, flow_id: str, seats: int, flow_schema: str = ""
+    ) -> Ticket:
+        """Wait for ``seats`` on the level (queueing at most the queue wait), or raise Rejected.
+
+        ``flow_schema`` only labels the metrics (dispatched, rejected, wait duration).
+        """
         level = self.levels[level_name]
+        schema = flow_schema or level_name
         if not level.config.exempt and level.nominal_seats > 0:
             seats = max(1, min(seats, level.nominal_seats))
         if level.config.exempt or (level.queued == 0 and self._fits(level, seats)):
-            return self._start(level, -1, seats)
+            return self._dispatched_now(level, schema, self._start(level, -1, seats), None)
         if level.config.reject or not level.queues:
-            raise self._reject(level, "concurrency-limit")
+            raise self._reject(level, schema, "concurrency-limit", None)
         queue_index = self._choose_queue(level, flow_id)
         if len(level.queues[queue_index]) >= level.config.queue_length_limit:
-            raise self._reject(level, "queue-full")
+            raise self._reject(level, schema, "queue-full", None)
         waiter = _Waiter(seats, queue_index, asyncio.get_running_loop().create_future())
         level.queues[queue_index].append(waiter)
         level.queued += 1
         self._publish(level)
-        deadline_ns = self._clock.now_ns() + int(self._config.queue_wait_s * NS_PER_S)
+        queued_ns = self._clock.now_ns()
+        deadline_ns = queued_ns + int(self._config.queue_wait_s * NS_PER_S)
         timer = asyncio.ensure_future(self._clock.sleep_until(deadline_ns))
         try:
             await asyncio.wait((waiter.future, timer), return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # the caller went away (client disconnect, shutdown)
             timer.cancel()
+            if not waiter.future.done():  # APF counts a request that left its queue
+                self._note_rejected(level, schema, "cancelled", queued_ns)
             self._abandon(level, waiter)
             raise
         timer.cancel()
         if waiter.future.done():
-            return waiter.future.result()  # a Rejected set by reset() is raised here
+            # A Rejected set by reset() is raised here.
+            return self._dispatched_now(level, schema, waiter.future.result(), queued_ns)
         self._dequeue(level, waiter)
         waiter.future.cancel()
-        raise self._reject(level, "time-out")
+        raise self._reject(level, schema, "time-out", queued_ns)
 
     def release(self, ticket: Ticket) -> None:
         """Give the seats back and dispatch whoever now fits (a stale ticket is ignored)."""
@@ -355,10 +386,28 @@ class FairQueueing:
         elif not waiter.future.cancelled() and waiter.future.exception() is None:
             self.release(waiter.future.result())  # granted just before the caller left
 
-    def _reject(self, level: PriorityLevel, reason: str) -> Rejected:
+    def _dispatched_now(
+        self, level: PriorityLevel, schema: str, ticket: Ticket, queued_ns: int | None
+    ) -> Ticket:
+        """Count a dispatch and its queue wait (0 when it never queued)."""
+        self._dispatched.inc(level.name, schema)
+        waited_ns = 0 if queued_ns is None else self._clock.now_ns() - queued_ns
+        self._wait.observe(waited_ns / NS_PER_S, level.name, schema, "true")
+        return ticket
+
+    def _note_rejected(
+        self, level: PriorityLevel, schema: str, reason: str, queued_ns: int | None
+    ) -> None:
+        self._rejected.inc(level.name, schema, reason)
+        waited_ns = 0 if queued_ns is None else self._clock.now_ns() - queued_ns
+        self._wait.observe(waited_ns / NS_PER_S, level.name, schema, "false")
+
+    def _reject(
+        self, level: PriorityLevel, schema: str, reason: str, queued_ns: int | None
+    ) -> Rejected:
         interval_ns = int(self._config.retry_after_interval_s * NS_PER_S)
         level.retry_after.record_drop(self._clock.now_ns() // interval_ns)
-        self._rejected.inc(level.name, reason)
+        self._note_rejected(level, schema, reason, queued_ns)
         return Rejected(level.retry_after.retry_after_s, reason, level.name)
 
     def _publish(self, level: PriorityLevel) -> None:

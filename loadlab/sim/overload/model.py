@@ -19,16 +19,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from loadlab.clock import NS_PER_S, Clock
+from loadlab.sim.k8s.objects import RESOURCE_TYPES
 from loadlab.sim.overload.apf import FairQueueing, Rejected, Ticket
 from loadlab.sim.overload.cost import RequestAttributes, WorkEstimate, estimate_work
+from loadlab.sim.overload.flowschema import flow_schema_of
 from loadlab.sim.overload.memory import MemoryAccount, OutOfMemory, Reservation
 from loadlab.sim.overload.parameters import OverloadConfig
-from loadlab.sim.promtext import PromRegistry
+from loadlab.sim.promtext import REQUEST_DURATION_BUCKETS_S, PromRegistry
+
+# etcd3 store operations (k8s.io/apiserver pkg/storage/etcd3/store.go): a patch or an update is
+# a GuaranteedUpdate, recorded as "update".
+_ETCD_OPERATIONS = {
+    "get": "get",
+    "list": "list",
+    "create": "create",
+    "update": "update",
+    "patch": "update",
+    "delete": "delete",
+}
+
+_GROUP_OF = {rt.plural: rt.group for rt in RESOURCE_TYPES}
+
+
+def group_resource(resource: str) -> str:
+    """``pods``, ``leases.coordination.k8s.io``: how kube-apiserver names a resource in its
+    storage metrics (schema.GroupResource.String())."""
+    group = _GROUP_OF.get(resource, "")
+    return f"{resource}.{group}" if group else resource
+
+
+def _request_task() -> asyncio.Task[Any] | None:
+    """The task serving the current request; None outside an event loop (unit tests)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
 
 __all__ = [
     "OutOfMemory",
@@ -103,7 +135,22 @@ class OverloadModel:
             "loadlab_sim_event_loop_lag_seconds",
             "How late the sim's event loop runs a timer (set by the server).",
         )
+        self._etcd = metrics.histogram(
+            "etcd_request_duration_seconds",
+            "Etcd request latency in seconds for each operation and object type.",
+            ("operation", "type"),
+            REQUEST_DURATION_BUCKETS_S,
+        )
         self._in_flight_requests = {"readOnly": 0, "mutating": 0}
+        # Per request task: its APF queue wait (for the SLI histogram) and, when it reads or
+        # writes etcd rather than the watch cache, the (operation, type) of that etcd request.
+        # Weak keys: a request that ends without being observed (a crash) leaves nothing behind.
+        self._queue_wait_ns: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._etcd_request: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._publish()
 
     # -- the contract --------------------------------------------------------------------------
@@ -139,6 +186,10 @@ class OverloadModel:
             cfg=self.config.cost,
             response_memory_factor=self.config.response_memory_factor,
         )
+        task = _request_task()
+        operation = _ETCD_OPERATIONS.get(attrs.verb)
+        if task is not None and operation is not None and not from_cache:
+            self._etcd_request[task] = (operation, group_resource(attrs.resource))
         return dataclasses.replace(est, priority=priority)
 
     def admit(
@@ -152,14 +203,32 @@ class OverloadModel:
         """Spend the service time by awaiting the clock; a watch then frees its seat."""
         await self._clock.sleep_until(self._clock.now_ns() + int(estimate.hold_s * NS_PER_S))
         task = asyncio.current_task()
+        etcd = self._etcd_request.pop(task, None) if task is not None else None
+        if etcd is not None:  # the model's service time is the sim's etcd round trip
+            self._etcd.observe(estimate.hold_s, *etcd)
         admission = self._by_task.get(task) if task is not None else None
         if admission is not None and admission.ticket is not None and admission.kind == "watch":
             self._apf.release(admission.ticket)  # real APF: a watch's seat ends at init
             admission.ticket = None
 
-    def observe_request(self, verb: str, resource: str, code: int | str, seconds: float) -> None:
-        """apiserver_request_total and apiserver_request_duration_seconds (server calls this)."""
-        self.metrics.observe_request(verb, resource, code, seconds)
+    def observe_request(
+        self,
+        verb: str,
+        resource: str,
+        code: int | str,
+        seconds: float,
+        **labels: str,
+    ) -> None:
+        """apiserver_request_total, _duration_seconds and _sli_duration_seconds (the server
+        calls this from the request's task, so the APF queue wait it had is left out of the
+        SLI). ``labels``: group, version, subresource, scope, dry_run."""
+        task = _request_task()
+        waited_ns = self._queue_wait_ns.pop(task, 0) if task is not None else 0
+        if task is not None:
+            self._etcd_request.pop(task, None)
+        self.metrics.observe_request(
+            verb, resource, code, seconds, queue_wait_s=waited_ns / NS_PER_S, **labels
+        )
 
     def set_baseline_memory(self, nbytes: int) -> None:
         """Memory for the stored objects (the server's estimate); counted against the limit."""
@@ -174,6 +243,8 @@ class OverloadModel:
         self._max_inflight.reset()
         self.memory.reset()
         self._by_task.clear()
+        self._queue_wait_ns.clear()
+        self._etcd_request.clear()
         self._in_flight_requests = {"readOnly": 0, "mutating": 0}
         self._publish()
 
@@ -225,7 +296,14 @@ class OverloadModel:
         watch = attrs.long_running or attrs.verb == "watch"
         if self.config.apf_enabled:
             level, flow = estimate.priority or self.classify(attrs)
-            ticket = await self._apf.acquire(level, flow, estimate.seats)
+            queued_ns = self._clock.now_ns()
+            task = asyncio.current_task()
+            try:
+                schema = flow_schema_of(attrs, level)
+                ticket = await self._apf.acquire(level, flow, estimate.seats, schema)
+            finally:
+                if task is not None:
+                    self._queue_wait_ns[task] = self._clock.now_ns() - queued_ns
             admission = _Admission("watch" if watch else kind, ticket, False, self._generation)
         else:
             if not watch:  # kube-apiserver: long-running requests bypass max-inflight
