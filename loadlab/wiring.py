@@ -21,7 +21,8 @@ from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
 from loadlab.targets.base import Target
 from loadlab.targets.cluster import ClusterAccess
 from loadlab.targets.dns import DnsQuery, DnsTarget
-from loadlab.targets.http import HttpOperation, HttpTarget
+from loadlab.targets.fast_http import FastHttpTarget
+from loadlab.targets.http import HttpOperation
 
 MAX_BACKLOG = 100_000
 """Requests queued or in flight per target before new sends complete as OVERFLOW (an error of the
@@ -97,7 +98,7 @@ async def open_rigs(
         )
 
     if profile.api is not None and targets.api_url is not None:
-        http = HttpTarget(
+        http = FastHttpTarget(
             targets.api_url,
             http_operations(profile),
             connections=profile.api.connections,

@@ -1,0 +1,452 @@
+"""The lean HTTP target: the same mix as ``HttpTarget``, on bare ``asyncio.Protocol`` connections.
+
+Why not aiohttp on the load's hot path: its per-request machinery (a task, futures, a response
+object, header multidicts, the retry loop) costs ~83 us of client CPU per request, so the generator
+saturated at ~0.08x the req/s of ``wrk -t1 -c64`` and measured itself instead of the server.
+
+Shape: ``connections`` slots, each owning at most one keep-alive connection and one request at a
+time, pull ``(op, intended_ns)`` pairs from one deque (the client-side backlog; ``in_flight`` is
+queued plus active). Requests are whole byte strings rendered once per operation and ``spread``
+variant. Responses are parsed by ``httptools`` (llhttp, the parser uvicorn uses); the next request
+is written from the parser's message-complete callback, so a request costs no task, future or
+coroutine, and one clock read serves as one request's done time and the next one's send time.
+Connecting (rare: at first use and after a close) is the only step that runs as a task.
+
+Honest counts, as ``HttpTarget``: a request is written once and never again (no resend on a
+reused connection that turns out closed: it ends as CONN_ERROR); bodies are counted and dropped,
+and a body over ``max_body_bytes`` ends as TOO_LARGE on a connection that is closed. A request
+without an answer after ``timeout_s`` (a sweep every timeout/10, as ``DnsTarget``) ends as TIMEOUT
+and its connection is closed; the slot reconnects for its next request.
+
+Simplifications, on purpose: a body delimited by the server closing the connection (neither
+Content-Length nor chunked) counts as complete when the close comes, so a truncated
+``Connection: close`` answer counts as its status; a 1xx interim answer ends the request
+(as CLIENT_ERROR, ``outcome_of_status``): loadlab sends no ``Expect``, so servers send none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from loadlab.clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
+from loadlab.targets.base import FD_ERRNOS, CompletionSink, Outcome, wait_until_idle
+from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.credentials import Credentials, SimIdentity
+from loadlab.targets.http import DEFAULT_MAX_RETRY_AFTER_S, DEFAULT_TIMEOUT_S, HttpOperation
+from loadlab.targets.http_wire import DEFAULT_MAX_BODY_BYTES, outcome_of_status, retry_hold_ns
+
+MIN_SWEEP_NS = 10 * NS_PER_MS
+"""The timeout sweep runs every timeout/10, no more often than this: timeouts exact to ~10%."""
+USER_AGENT = "loadlab"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+"""Sent with ``Content-Length: 0`` when the operation has no body, as aiohttp does."""
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing a connection that was just dropped."""
+
+
+def render_requests(
+    base_url: str, op: HttpOperation, bearer_token: str | None, credentials: Credentials
+) -> tuple[bytes, ...]:
+    """Every ``spread`` variant of ``op`` as the bytes written to the socket, headers as
+    ``HttpTarget`` sends them (Accept, Content-Type with a body, the token, the op's headers,
+    then the credentials' ``Authorization`` for the op's user)."""
+    if op.spread < 1:
+        raise ValueError(f"operation {op.name}: spread must be at least 1, got {op.spread}")
+    parts = urlsplit(base_url.rstrip("/"))
+    headers = {"Host": parts.netloc, "User-Agent": USER_AGENT, "Accept": "application/json"}
+    # aiohttp asks for these by default; asking alike keeps the server's work comparable.
+    headers["Accept-Encoding"] = "gzip, deflate"
+    if op.body is not None:
+        headers["Content-Type"] = "application/json"
+    if bearer_token:
+        headers["Authorization"] = f"Bearer {bearer_token}"
+    headers.update(op.headers)
+    authorization = credentials.authorization(op.user)
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    method = op.method.upper()
+    fields = [*headers, *headers.values(), method]
+    if any(ch in text for text in fields for ch in "\r\n\x00") or not method.isalpha():
+        raise ValueError(f"operation {op.name}: a header or the method has a control character")
+    head_lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    requests: list[bytes] = []
+    for i in range(op.spread):
+        path = parts.path + (op.path.replace("{i}", str(i)) if op.spread > 1 else op.path)
+        if any(ch <= " " or ch == "\x7f" for ch in path):
+            raise ValueError(f"operation {op.name}: path {path!r} has a space or control char")
+        body = op.body
+        if body is not None and op.spread > 1:
+            body = body.replace(b"{i}", str(i).encode())
+        length = ""
+        if body is not None or method in BODY_METHODS:
+            length = f"Content-Length: {len(body or b'')}\r\n"
+        head = f"{method} {path or '/'} HTTP/1.1\r\n{head_lines}{length}\r\n"
+        requests.append(head.encode("latin-1") + (body or b""))
+    return tuple(requests)
+
+
+class _Wire(asyncio.Protocol):
+    """One TCP connection of a slot. ``live`` turns False when the slot drops it: whatever the
+    dropped connection still reports (a late ``connection_lost``) is ignored."""
+
+    __slots__ = ("live", "parser", "slot", "transport")
+
+    def __init__(self, slot: _Slot) -> None:
+        self.slot = slot
+        self.live = True
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(slot)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport is not a subclass of asyncio.Transport: cast, do not isinstance.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.live:
+            return
+        if self.slot.op < 0:  # an answer to no request: the server is not speaking HTTP to us
+            self.slot.drop()
+            return
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, _Stop):
+            if self.live:
+                self.slot.fail(Outcome.MALFORMED)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.live:
+            self.slot.lost(exc)
+
+
+class _Slot:
+    """One keep-alive connection's worth of work: the request on it, and the parser's callbacks.
+
+    ``op`` is -1 when no request is active (then the slot is idle, holding, or closed).
+    """
+
+    def __init__(self, target: FastHttpTarget, index: int) -> None:
+        self.target = target
+        self.index = index
+        self.wire: _Wire | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.holding: asyncio.Task[None] | None = None
+        self.op = -1
+        self.intended_ns = 0
+        self.sent_ns = 0
+        self.request = b""
+        self.status = 0
+        self.body_bytes = 0
+        self.eof_body = False
+        self.retry_after: str | None = None
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def start(self, op: int, intended_ns: int, sent_ns: int) -> None:
+        target = self.target
+        self.op, self.intended_ns, self.sent_ns = op, intended_ns, sent_ns
+        self.status = self.body_bytes = 0
+        target.active += 1
+        self.request = target.next_request(op)
+        wire = self.wire
+        if wire is not None and wire.transport is not None and not wire.transport.is_closing():
+            wire.transport.write(self.request)
+        else:
+            self.drop()  # a connection the server is closing: nothing was sent on it yet
+            self.connecting = asyncio.ensure_future(self._connect())
+
+    async def _connect(self) -> None:
+        target = self.target
+        wire = _Wire(self)
+        try:
+            await asyncio.get_running_loop().create_connection(
+                lambda: wire,
+                target.host,
+                target.port,
+                ssl=target.ssl_context,
+                server_hostname=target.server_hostname,
+            )
+        except OSError as exc:  # refused, unreachable, EMFILE, TLS failures (ssl.SSLError)
+            self.connecting = None
+            target.note_os_error(exc)
+            self.finish(Outcome.CONN_ERROR)
+            return
+        self.connecting = None
+        if self.op < 0 or not wire.live:  # timed out or closed meanwhile
+            if wire.transport is not None:
+                wire.transport.abort()
+            return
+        self.wire = wire
+        assert wire.transport is not None
+        wire.transport.write(self.request)
+
+    def next(self, sent_ns: int) -> None:
+        """Take the next queued request, or wait among the idle slots."""
+        target = self.target
+        if target.queue and not target.closed:
+            op, intended_ns = target.queue.popleft()
+            self.start(op, intended_ns, sent_ns)
+        elif not target.closed:
+            target.idle.append(self)
+
+    # -- ending ----------------------------------------------------------------------------------
+
+    def finish(self, outcome: Outcome, hold_ns: int = 0) -> None:
+        """Record the active request's completion, then go on with the next request."""
+        op = self.op
+        if op < 0:
+            return
+        self.op = -1
+        target = self.target
+        target.active -= 1
+        done_ns = target.clock.now_ns()
+        target.sink_complete(op, outcome, self.intended_ns, self.sent_ns, done_ns)
+        if hold_ns:
+            self.holding = asyncio.ensure_future(self._hold(done_ns + hold_ns))
+        else:
+            self.next(done_ns)
+
+    async def _hold(self, until_ns: int) -> None:
+        """Honour Retry-After: this connection waits before its next request (as HttpTarget)."""
+        clock = self.target.clock
+        await clock.sleep_until(until_ns)
+        self.holding = None
+        self.next(clock.now_ns())
+
+    def drop(self) -> None:
+        """Close this slot's connection (if any) without waiting; it reconnects when next used."""
+        wire = self.wire
+        if wire is not None:
+            wire.live = False
+            self.wire = None
+            if wire.transport is not None:
+                wire.transport.abort()
+
+    def fail(self, outcome: Outcome) -> None:
+        self.drop()
+        self.finish(outcome)
+
+    def lost(self, exc: Exception | None) -> None:
+        """The server closed the connection, or reset it."""
+        self.drop()
+        if self.op < 0:
+            return  # an idle keep-alive connection timed out at the server: reconnect when used
+        if self.status and self.eof_body:
+            self.finish(outcome_of_status(self.status))  # a body delimited by the close
+            return
+        if isinstance(exc, OSError):
+            self.target.note_os_error(exc)
+        self.finish(Outcome.CONN_ERROR)
+
+    def timeout(self) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        self.fail(Outcome.TIMEOUT)
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        wire = self.wire
+        assert wire is not None
+        self.status = wire.parser.get_status_code()
+        self.eof_body = not wire.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > self.target.max_body_bytes:
+            self.fail(Outcome.TOO_LARGE)
+            raise _Stop
+
+    def on_message_complete(self) -> None:
+        wire = self.wire
+        assert wire is not None
+        status = self.status
+        hold_ns = 0
+        if status == 429 and self.target.honour_retry_after:
+            hold_ns = retry_hold_ns(self.retry_after, self.target.max_retry_after_ns)
+        self.retry_after = None
+        if not wire.parser.should_keep_alive():
+            self.drop()  # Connection: close: the next request opens a new connection
+        self.finish(outcome_of_status(status), hold_ns)
+        if self.wire is not wire:
+            raise _Stop  # nothing more is read from a dropped connection
+
+
+class _RetryAfterSlot(_Slot):
+    """A slot that also reads headers: only when Retry-After is honoured, since a Python call per
+    header is a large share of a request's client CPU."""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 11 and name.lower() == b"retry-after":
+            self.retry_after = value.decode("latin-1")
+
+
+class FastHttpTarget:
+    """Sends ``operations`` to ``base_url`` over ``connections`` keep-alive connections.
+
+    Constructed as ``HttpTarget`` (same arguments, same meaning); with ``access``, ``base_url``
+    must be its server, and its TLS context and ``tls_server_name`` are used.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        operations: Sequence[HttpOperation],
+        *,
+        connections: int = 64,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        honour_retry_after: bool = False,
+        max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
+        bearer_token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        clock: Clock | None = None,
+        name: str = "api",
+        access: ClusterAccess | None = None,
+    ) -> None:
+        if not operations:
+            raise ValueError("an HTTP target needs at least one operation")
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, got {connections}")
+        if max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if access is not None and base_url.rstrip("/") != access.server:
+            raise ValueError(f"base_url {base_url} is not {access.server}, from {access.source}")
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url {base_url}: expected http://HOST[:PORT] or https://")
+        self.name = name
+        self.op_names: tuple[str, ...] = tuple(op.name for op in operations)
+        self.weights: tuple[float, ...] = tuple(op.weight for op in operations)
+        self.base_url = base_url
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._operations = tuple(operations)
+        self._bearer_token = bearer_token
+        self._credentials: Credentials = access.credentials if access else SimIdentity()
+        self._generation = self._credentials.generation
+        self._requests = self._render_all()
+        self._next_variant = [0] * len(operations)
+        self.ssl_context: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            given = access.ssl if access and access.ssl is not None else ssl_context
+            self.ssl_context = given if given is not None else ssl.create_default_context()
+        self.server_hostname = access.tls_server_name if access and self.ssl_context else None
+        self.max_body_bytes = max_body_bytes
+        self.honour_retry_after = honour_retry_after
+        self.max_retry_after_ns = int(max_retry_after_s * NS_PER_S)
+        self._timeout_ns = int(timeout_s * NS_PER_S)
+        self._sweep_ns = max(self._timeout_ns // 10, MIN_SWEEP_NS)
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.queue: deque[tuple[int, int]] = deque()
+        self.idle: list[_Slot] = []
+        self.active = 0
+        self.closed = False
+        slot_type = _RetryAfterSlot if honour_retry_after else _Slot
+        self._slots = [slot_type(self, i) for i in range(connections)]
+        self.fd_exhausted = False
+        """Set (and never cleared) when a connect failed with EMFILE/ENFILE."""
+        self.stray = 0
+        """Always 0: on HTTP/1.1 a response belongs to the request sent on its connection."""
+        self.last_os_error: OSError | None = None
+        """The last socket-level error behind a CONN_ERROR: why connections fail."""
+        self._sink: CompletionSink | None = None
+        self.sink_complete: Callable[[int, Outcome, int, int, int], None] = self._not_open
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _not_open(self, op: int, outcome: Outcome, intended: int, sent: int, done: int) -> None:
+        raise RuntimeError("FastHttpTarget: submit before open")
+
+    async def open(self, sink: CompletionSink) -> None:
+        self._sink = sink
+        self.sink_complete = sink.complete
+        self.idle = list(reversed(self._slots))  # slot 0 first: fewer connections at low rates
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    def submit(self, op: int, intended_ns: int) -> None:
+        self.queue.append((op, intended_ns))
+        if self.idle:
+            self.idle.pop().next(self.clock.now_ns())
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.queue) + self.active
+
+    def pending_intended_ns(self) -> list[tuple[int, int]]:
+        sending = [(s.op, s.intended_ns) for s in self._slots if s.op >= 0]
+        return [*sending, *self.queue]
+
+    def next_request(self, op: int) -> bytes:
+        if self._credentials.generation != self._generation:  # a token was renewed
+            self._generation = self._credentials.generation
+            self._requests = self._render_all()
+        variants = self._requests[op]
+        variant = self._next_variant[op]
+        self._next_variant[op] = variant + 1 if variant + 1 < len(variants) else 0
+        return variants[variant]
+
+    def _render_all(self) -> tuple[tuple[bytes, ...], ...]:
+        return tuple(
+            render_requests(self.base_url, op, self._bearer_token, self._credentials)
+            for op in self._operations
+        )
+
+    def note_os_error(self, exc: OSError) -> None:
+        self.last_os_error = exc
+        if exc.errno in FD_ERRNOS:
+            self.fd_exhausted = True
+
+    async def _sweep_forever(self) -> None:
+        clock = self.clock
+        while True:
+            await clock.sleep_until(clock.now_ns() + self._sweep_ns)
+            self._expire(clock.now_ns() - self._timeout_ns)
+
+    def _expire(self, sent_before_ns: int) -> None:
+        """Time out every active request sent before ``sent_before_ns``."""
+        for slot in self._slots:
+            if slot.op >= 0 and slot.sent_ns < sent_before_ns:
+                slot.timeout()
+
+    async def drain(self, deadline_ns: int) -> None:
+        await wait_until_idle(self.clock, self, deadline_ns)
+        self._expire_queue()
+
+    def _expire_queue(self) -> None:
+        if self._sink is None:
+            return
+        now_ns = self.clock.now_ns()
+        while self.queue:
+            op, intended_ns = self.queue.popleft()
+            self._sink.complete(op, Outcome.TIMEOUT, intended_ns, now_ns, now_ns)
+
+    async def close(self) -> None:
+        """Time out what is active or queued, and close every connection."""
+        self.closed = True
+        tasks = [self._sweeper] if self._sweeper is not None else []
+        for slot in self._slots:
+            tasks += [t for t in (slot.connecting, slot.holding) if t is not None]
+            slot.holding = None
+            if slot.op >= 0:
+                slot.timeout()
+            slot.drop()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._sweeper = None
+        self._expire_queue()
+        self.idle = []

@@ -1,0 +1,490 @@
+"""The lean HTTP target against real servers on loopback: every answer a server can give (and the
+lies of ``loadlab.testing.hostile``) ends as exactly one completion with its outcome, and what the
+server saw matches what was recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import resource
+import ssl
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from loadlab.clock import NS_PER_S, FakeClock, MonotonicClock
+from loadlab.engine.mix import OpMix
+from loadlab.engine.runner import ClosedLoopRunner
+from loadlab.targets.base import Outcome
+from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.credentials import SimIdentity
+from loadlab.targets.fast_http import FastHttpTarget, render_requests
+from loadlab.targets.http import HttpOperation
+from loadlab.testing.fakes import Completion, FakeRecorder
+from loadlab.testing.hostile import HostileHttpServer, HttpBehaviour
+from loadlab.testing.ports import closed_tcp_port
+from loadlab.testing.waiting import wait_for
+from tests.targets.pki import CertificateAuthority
+
+pytestmark = pytest.mark.realtime
+
+RESET = b"<reset>"
+"""No answer: the connection is aborted at once (the client sees it end before any byte)."""
+SILENT = b"<silent>"
+"""An answer that never comes (the connection stays open)."""
+MAX_REQUESTS_PER_CONNECTION = 100
+GET = HttpOperation("get", "GET", "/x")
+
+
+@dataclass
+class Wire:
+    """What a raw server saw."""
+
+    connections: int = 0
+    heads: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return len(self.heads)
+
+
+def ok(body: bytes = b"{}", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%b\r\n%b" % (len(body), extra, body)
+
+
+def chunked(body: bytes, chunk: int = 16 * 1024) -> bytes:
+    parts = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    for i in range(0, len(body), chunk):
+        piece = body[i : i + chunk]
+        parts.append(b"%x\r\n%b\r\n" % (len(piece), piece))
+    return b"".join([*parts, b"0\r\n\r\n"])
+
+
+Respond = Callable[[int, str], bytes]
+"""``(request number on its connection from 0, path) -> answer``, or RESET or SILENT. An answer
+that says ``Connection: close`` (or has no length) is followed by a close."""
+
+
+@asynccontextmanager
+async def raw_server(
+    respond: Respond, wire: Wire, context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        wire.connections += 1
+        try:
+            for n in range(MAX_REQUESTS_PER_CONNECTION):
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                lines = head.lower().split("\r\n")
+                length = next(
+                    (int(ln.split(":")[1]) for ln in lines if ln.startswith("content-length:")),
+                    0,
+                )
+                wire.heads.append(head)
+                wire.bodies.append(await reader.readexactly(length))
+                answer = respond(n, head.split(" ")[1])
+                if answer == RESET:
+                    writer.transport.abort()
+                    return
+                if answer == SILENT:
+                    await reader.read()
+                    return
+                writer.write(answer)
+                await writer.drain()
+                head_out = answer.split(b"\r\n\r\n")[0]
+                if b"Connection: close" in head_out or not (
+                    b"Length" in head_out or b"chunked" in head_out
+                ):
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            return
+        finally:
+            handlers.discard(task)
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"{'https' if context else 'http'}://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for task in list(handlers):
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def send_in_order(
+    url: str, ops: Sequence[HttpOperation], order: Sequence[int], **kwargs: object
+) -> list[Completion]:
+    """Submit ``order`` at once to a target (one connection unless told), drain, close."""
+    clock = MonotonicClock()
+    options: dict[str, object] = {"connections": 1, "timeout_s": 5.0, **kwargs}
+    target = FastHttpTarget(url, ops, clock=clock, **options)  # type: ignore[arg-type]
+    rec = FakeRecorder()
+    await target.open(rec)
+    try:
+        for op in order:
+            target.submit(op, clock.now_ns())
+        await target.drain(clock.now_ns() + 10 * NS_PER_S)
+        assert target.in_flight == 0
+    finally:
+        await target.close()
+    return rec.completions
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "body_bytes", "outcome"),
+    [
+        pytest.param(HttpBehaviour.OK, 1000, Outcome.OK, id="ok"),
+        pytest.param(HttpBehaviour.STATUS_500, 1000, Outcome.SERVER_ERROR, id="500"),
+        pytest.param(HttpBehaviour.STATUS_429, 1000, Outcome.THROTTLED, id="429"),
+        pytest.param(HttpBehaviour.GARBAGE, 1000, Outcome.MALFORMED, id="garbage"),
+        pytest.param(HttpBehaviour.RESET, 1000, Outcome.CONN_ERROR, id="reset"),
+        pytest.param(HttpBehaviour.HUGE_BODY, 1_000_000, Outcome.TOO_LARGE, id="huge-body"),
+    ],
+)
+def test_each_hostile_answer_is_one_completion_with_its_outcome_and_never_resent(
+    behaviour: HttpBehaviour, body_bytes: int, outcome: Outcome
+) -> None:
+    async def go() -> tuple[list[Completion], int]:
+        async with HostileHttpServer(behaviour, body_bytes=body_bytes) as server:
+            done = await send_in_order(
+                server.url, [GET], [0] * 6, connections=2, max_body_bytes=64 * 1024
+            )
+            return done, server.stats().requests
+
+    completions, seen = asyncio.run(go())
+    assert [c.outcome for c in completions] == [outcome] * 6
+    assert seen == 6  # one request at the server per completion: nothing resent
+    for c in completions:
+        assert c.intended_ns <= c.sent_ns <= c.done_ns
+
+
+def test_a_silent_server_times_out_and_the_connection_is_reopened() -> None:
+    wire = Wire()
+
+    async def go() -> list[Completion]:
+        async with raw_server(lambda n, path: SILENT if path == "/silent" else ok(), wire) as url:
+            ops = [HttpOperation("silent", "GET", "/silent"), GET]
+            return await send_in_order(url, ops, [0, 1, 1], timeout_s=0.2)
+
+    completions = asyncio.run(go())
+    assert [c.outcome for c in completions] == [Outcome.TIMEOUT, Outcome.OK, Outcome.OK]
+    waited_ns = completions[0].done_ns - completions[0].sent_ns
+    assert 0.2 * NS_PER_S <= waited_ns < 0.5 * NS_PER_S
+    assert (wire.connections, wire.requests) == (2, 3)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_a_reset_on_a_reused_connection_is_a_conn_error_not_a_resend(method: str) -> None:
+    wire = Wire()
+
+    async def go() -> list[Completion]:
+        async with raw_server(lambda n, path: ok() if n == 0 else RESET, wire) as url:
+            op = HttpOperation("op", method, "/x", body=b"{}" if method == "PUT" else None)
+            return await send_in_order(url, [op], [0, 0])
+
+    completions = asyncio.run(go())
+    assert [c.outcome for c in completions] == [Outcome.OK, Outcome.CONN_ERROR]
+    assert (wire.connections, wire.requests) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("answer", "connections"),
+    [
+        pytest.param(ok(), 1, id="content-length-keeps-alive"),
+        pytest.param(chunked(b"y" * 40_000, chunk=1000), 1, id="chunked-keeps-alive"),
+        pytest.param(ok(extra=b"Connection: close\r\n"), 4, id="connection-close-reopens"),
+        pytest.param(b"HTTP/1.1 200 OK\r\n\r\n{}", 4, id="body-until-close"),
+    ],
+)
+def test_bodies_are_read_to_their_end_and_connections_reused_unless_closed(
+    answer: bytes, connections: int
+) -> None:
+    wire = Wire()
+
+    async def go() -> list[Completion]:
+        async with raw_server(lambda n, path: answer, wire) as url:
+            return await send_in_order(url, [GET], [0] * 4)
+
+    completions = asyncio.run(go())
+    assert [c.outcome for c in completions] == [Outcome.OK] * 4
+    assert (wire.connections, wire.requests) == (connections, 4)
+
+
+LIMIT = 64 * 1024
+BIG = b"x" * (4 * LIMIT)
+SIZED = {"/small": ok(), "/at-limit": ok(b"y" * LIMIT), "/big": ok(BIG), "/chunked": chunked(BIG)}
+
+
+@pytest.mark.parametrize(
+    ("path", "outcome", "connections"),
+    [
+        pytest.param("/small", Outcome.OK, 1, id="small"),
+        pytest.param("/at-limit", Outcome.OK, 1, id="at-the-limit"),
+        pytest.param("/big", Outcome.TOO_LARGE, 2, id="content-length-over"),
+        pytest.param("/chunked", Outcome.TOO_LARGE, 2, id="chunked-over"),
+    ],
+)
+def test_a_body_over_the_limit_is_too_large_and_its_connection_dropped(
+    path: str, outcome: Outcome, connections: int
+) -> None:
+    wire = Wire()
+
+    async def go() -> list[Completion]:
+        async with raw_server(lambda n, p: SIZED[p], wire) as url:
+            ops = [HttpOperation("sized", "GET", path), HttpOperation("small", "GET", "/small")]
+            return await send_in_order(url, ops, [0, 1], max_body_bytes=LIMIT)
+
+    completions = asyncio.run(go())
+    assert [c.outcome for c in completions] == [outcome, Outcome.OK]
+    assert (wire.connections, wire.requests) == (connections, 2)
+
+
+def test_statuses_map_to_outcomes_and_unparseable_answers_are_malformed() -> None:
+    answers = {
+        "/404": b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        "/503": b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+        "/bad-length": b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
+    }
+    ops = [HttpOperation(p, "GET", p) for p in answers]
+
+    async def go() -> list[Completion]:
+        async with raw_server(lambda n, path: answers[path], Wire()) as url:
+            return await send_in_order(url, ops, [0, 1, 2, 0])
+
+    outcomes = [c.outcome for c in asyncio.run(go())]
+    assert outcomes == [
+        Outcome.CLIENT_ERROR,
+        Outcome.SERVER_ERROR,
+        Outcome.MALFORMED,
+        Outcome.CLIENT_ERROR,
+    ]
+
+
+def test_requests_carry_method_spread_path_body_and_each_users_authorization() -> None:
+    wire = Wire()
+    ops = [
+        HttpOperation("put", "PUT", "/ok/{i}", body=b'{"n":{i}}', spread=2, user="node-1"),
+        HttpOperation("post-empty", "post", "/empty"),
+        HttpOperation("get", "GET", "/get", headers={"X-Probe": "1"}),
+    ]
+
+    async def go() -> list[Completion]:
+        async with raw_server(lambda n, path: ok(), wire) as url:
+            return await send_in_order(url + "/base", ops, [0, 0, 1, 2])
+
+    assert [c.outcome for c in asyncio.run(go())] == [Outcome.OK] * 4
+    lines = [head.split("\r\n") for head in wire.heads]
+    assert [ln[0] for ln in lines] == [
+        "PUT /base/ok/0 HTTP/1.1",
+        "PUT /base/ok/1 HTTP/1.1",
+        "POST /base/empty HTTP/1.1",
+        "GET /base/get HTTP/1.1",
+    ]
+    assert wire.bodies == [b'{"n":0}', b'{"n":1}', b"", b""]
+    assert "Authorization: Bearer node-1" in lines[0]
+    assert "Content-Type: application/json" in lines[0]
+    assert "Content-Length: 0" in lines[2]
+    assert "X-Probe: 1" in lines[3]
+    assert not any(ln.startswith("Authorization") for ln in lines[3])
+    assert not any(ln.startswith("Content-Length") for ln in lines[3])
+
+
+def test_a_header_with_a_line_break_is_refused_up_front() -> None:
+    op = HttpOperation("evil", "GET", "/", headers={"X-A": "1\r\nX-Injected: 2"})
+    with pytest.raises(ValueError, match="control character"):
+        render_requests("http://127.0.0.1:1", op, None, SimIdentity())
+
+
+@pytest.mark.parametrize(
+    ("honour", "hold_ns"),
+    [pytest.param(True, NS_PER_S // 5, id="honoured"), pytest.param(False, 0, id="ignored")],
+)
+def test_a_429_holds_its_connection_for_retry_after_only_when_honouring_it(
+    honour: bool, hold_ns: int
+) -> None:
+    """Retry-After: 1, capped at 0.2 s; the fake clock moves only when the test says."""
+    throttle = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+    clock = FakeClock(1_000 * NS_PER_S)
+    rec = FakeRecorder()
+    ops = [HttpOperation("throttled", "GET", "/throttle"), GET]
+
+    async def go() -> None:
+        answer: Respond = lambda n, path: throttle if path == "/throttle" else ok()  # noqa: E731
+        async with raw_server(answer, Wire()) as url:
+            target = FastHttpTarget(
+                url,
+                ops,
+                connections=1,
+                honour_retry_after=honour,
+                max_retry_after_s=0.2,
+                clock=clock,
+            )
+            await target.open(rec)
+            try:
+                target.submit(0, clock.now_ns())
+                target.submit(1, clock.now_ns())
+                await wait_for(lambda: len(rec.completions) >= 1, "the 429")
+                if hold_ns:
+                    await asyncio.sleep(0.05)
+                    assert len(rec.completions) == 1  # the next request waits for the clock
+                    assert target.in_flight == 1
+                    clock.advance(hold_ns)
+                await wait_for(lambda: len(rec.completions) == 2, "the request after the 429")
+            finally:
+                await target.close()
+
+    asyncio.run(go())
+    first, second = rec.completions
+    assert (first.outcome, second.outcome) == (Outcome.THROTTLED, Outcome.OK)
+    assert second.sent_ns - first.done_ns == hold_ns
+
+
+def test_pending_lists_queued_and_active_requests_and_close_times_them_out() -> None:
+    wire = Wire()
+
+    async def go() -> tuple[int, list[tuple[int, int]], list[Completion]]:
+        async with raw_server(lambda n, path: SILENT, wire) as url:
+            ops = [HttpOperation("a", "GET", "/a"), HttpOperation("b", "GET", "/b")]
+            target = FastHttpTarget(url, ops, connections=2)
+            rec = FakeRecorder()
+            await target.open(rec)
+            for i in range(5):
+                target.submit(i % 2, 1_000 + i)
+            await wait_for(lambda: wire.requests == 2, "both connections' requests")
+            in_flight, pending = target.in_flight, target.pending_intended_ns()
+            await target.close()
+            return in_flight, pending, rec.completions
+
+    in_flight, pending, completions = asyncio.run(go())
+    assert in_flight == 5
+    assert sorted(pending) == sorted((i % 2, 1_000 + i) for i in range(5))
+    assert sorted(c.intended_ns for c in completions) == [1_000 + i for i in range(5)]
+    assert [c.outcome for c in completions] == [Outcome.TIMEOUT] * 5
+    assert wire.requests == 2  # the other three never left the queue
+
+
+def test_a_closed_port_is_a_conn_error_that_does_not_claim_fd_exhaustion() -> None:
+    async def go() -> tuple[list[Completion], FastHttpTarget]:
+        url = f"http://127.0.0.1:{closed_tcp_port()}"
+        target = FastHttpTarget(url, [GET], connections=2)
+        rec = FakeRecorder()
+        await target.open(rec)
+        for _ in range(3):
+            target.submit(0, 0)
+        await target.drain(MonotonicClock().now_ns() + 5 * NS_PER_S)
+        await target.close()
+        return rec.completions, target
+
+    completions, target = asyncio.run(go())
+    assert [c.outcome for c in completions] == [Outcome.CONN_ERROR] * 3
+    assert target.last_os_error is not None
+    assert target.last_os_error.errno == errno.ECONNREFUSED
+    assert target.fd_exhausted is False
+
+
+def test_the_closed_loop_runner_gets_one_completion_per_request_the_server_saw() -> None:
+    async def go() -> tuple[int, int, int]:
+        async with HostileHttpServer(HttpBehaviour.STATUS_500, good_for_requests=300) as server:
+            clock = MonotonicClock()
+            target = FastHttpTarget(server.url, [GET], connections=8, clock=clock)
+            rec = FakeRecorder()
+            end_ns = clock.now_ns() + NS_PER_S // 2
+            runner = ClosedLoopRunner(
+                clock, target, OpMix.single(), rec, concurrency=8, end_ns=end_ns
+            )
+            await target.open(runner.sink)
+            await runner.run()
+            await target.drain(clock.now_ns() + 5 * NS_PER_S)
+            await target.close()
+            oks = sum(c.outcome is Outcome.OK for c in rec.completions)
+            return len(rec.completions), server.stats().requests, oks
+
+    completions, seen, oks = asyncio.run(go())
+    assert completions == seen > 300
+    assert oks == 300
+
+
+def test_tls_verifies_against_the_access_context_and_its_server_name(tmp_path: Path) -> None:
+    ca = CertificateAuthority("fast-http-test")
+    client = ssl.create_default_context(cadata=ca.pem.decode())
+    wire = Wire()
+
+    async def go(server_name: str | None) -> list[Completion]:
+        async with raw_server(lambda n, p: ok(), wire, ca.server_context(tmp_path)) as url:
+            access = ClusterAccess(url, None, client, SimIdentity(), url, server_name)
+            return await send_in_order(url, [GET], [0, 0], access=access)
+
+    assert [c.outcome for c in asyncio.run(go("localhost"))] == [Outcome.OK] * 2
+    assert [c.outcome for c in asyncio.run(go("not-in-the-cert"))] == [Outcome.CONN_ERROR] * 2
+    assert wire.requests == 2  # a certificate that does not verify: nothing sent
+
+
+FD_CHILD = textwrap.dedent(
+    """
+    import asyncio, errno, json, os, resource, sys
+
+    from loadlab.targets.fast_http import FastHttpTarget
+    from loadlab.targets.http import HttpOperation
+
+    class Sink:
+        def __init__(self):
+            self.labels = []
+
+        def complete(self, op, outcome, intended_ns, sent_ns, done_ns):
+            self.labels.append(outcome.label)
+
+    async def main():
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        sink = Sink()
+        target = FastHttpTarget(sys.argv[1], [HttpOperation("get", "GET", "/")], connections=1)
+        await target.open(sink)
+        held = []
+        try:
+            for _ in range(64):
+                held.append(os.dup(0))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE, exc
+        target.submit(0, 0)
+        for _ in range(500):
+            if sink.labels:
+                break
+            await asyncio.sleep(0.01)
+        for fd in held:
+            os.close(fd)
+        await target.close()
+        error = target.last_os_error
+        print(json.dumps({"labels": sink.labels, "fd_exhausted": target.fd_exhausted,
+                          "errno": error.errno if error is not None else None}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_running_out_of_file_descriptors_sets_fd_exhausted() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 128:
+        pytest.skip(f"the hard open-file limit {hard} leaves no room for this test")
+    url = f"http://127.0.0.1:{closed_tcp_port()}"
+    done = subprocess.run(
+        [sys.executable, "-c", FD_CHILD, url], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result == {"labels": ["conn_error"], "fd_exhausted": True, "errno": errno.EMFILE}
