@@ -5,11 +5,14 @@ Run from the repository root: ``.venv/bin/python bench/sidebyside_http.py --dura
 One server subprocess (``--server raw``: a minimal keep-alive HTTP/1.1 responder on a bare uvloop
 protocol, fast enough that the generators are what is measured; ``capacity``: the aiohttp server
 ``loadlab.testing.capacity``, 2000 req/s by construction) is pinned to one core and the generators
-to the other. Then, for ``--duration`` seconds each: ``wrk -t1 -c64 --latency``,
-loadlab's ``ClosedLoopRunner`` with 64 in flight over ``HttpTarget`` on uvloop, and loadlab's
-``OpenLoopRunner`` at a constant rate: 80% of wrk's figure, then 80% of loadlab's own closed-loop
-figure (or once at ``--open-rate``). ``--profile FILE`` runs the closed loop under cProfile.
-Generator CPU% is CPU time over wall time of the generating process (100% = one core).
+to the other. Then, for ``--duration`` seconds each and ``--rounds`` times in turn (A B C A B C,
+so a drift of the machine lands on every tool alike): ``wrk -t1 -c64 --latency``, loadlab's
+``ClosedLoopRunner`` with 64 in flight over ``HttpTarget`` (aiohttp) and over ``FastHttpTarget``
+(``asyncio.Protocol`` + httptools), on uvloop. Each tool's figure is its median run. Then
+loadlab's ``OpenLoopRunner`` over ``--open-target`` at a constant rate: 80% of each closed-loop
+figure (or once at ``--open-rate``). ``--profile FILE`` runs the closed loops under cProfile.
+Generator CPU% is CPU time over wall time of the generating process (100% = one core). The JSON
+document goes to ``--out`` (default ``bench/results/<UTC date>-http.json``).
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ import pstats
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from loadlab import runloop
@@ -38,11 +44,19 @@ from loadlab.engine.schedule import ConstantRate
 from loadlab.metrics.recorder import Recorder, merge_blobs
 from loadlab.metrics.stats import summarize_histogram, window_stats
 from loadlab.targets.base import Outcome
+from loadlab.targets.fast_http import FastHttpTarget
 from loadlab.targets.http import HttpOperation, HttpTarget
 from loadlab.testing.cpu import pin_cores, process_cpu_s, run_tool, self_cpu_s
 from loadlab.wiring import MAX_BACKLOG
 
 T = TypeVar("T")
+
+TARGETS: dict[str, type[HttpTarget] | type[FastHttpTarget]] = {
+    "aiohttp": HttpTarget,
+    "fast": FastHttpTarget,
+}
+"""loadlab's HTTP targets by the name the table shows (``loadlab <name>``)."""
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 WRK = "/usr/bin/wrk"
 MAX_DURATION_S = 120.0
@@ -232,10 +246,10 @@ OPERATION = HttpOperation("get-root", "GET", "/")
 
 
 async def loadlab_closed(
-    url: str, duration_s: float, connections: int, server_pid: int
+    url: str, duration_s: float, connections: int, server_pid: int, kind: str
 ) -> ToolResult:
     clock = MonotonicClock()
-    target = HttpTarget(url, [OPERATION], connections=connections, clock=clock)
+    target = TARGETS[kind](url, [OPERATION], connections=connections, clock=clock)
     start_ns = clock.now_ns()
     end_ns = start_ns + int(duration_s * NS_PER_S)
     recorder = Recorder(target.name, target.op_names, start_ns=start_ns)
@@ -254,23 +268,23 @@ async def loadlab_closed(
     stats = window_stats([snap])
     wall_s = snap.duration_s
     return ToolResult(
-        tool="loadlab closed",
+        tool=f"loadlab {kind}",
         requests_per_s=stats.achieved_per_s,
         p50_ms=stats.latency.p50_ms,
         p99_ms=stats.latency.p99_ms,
         generator_cpu_percent=100 * (cpu1 - cpu0) / wall_s,
         server_cpu_percent=100 * (srv1 - srv0) / wall_s,
         errors=stats.errors,
-        command=f"ClosedLoopRunner(concurrency={connections}) + HttpTarget(connections="
-        f"{connections}) on uvloop",
+        command=f"ClosedLoopRunner(concurrency={connections}) + {TARGETS[kind].__name__}"
+        f"(connections={connections}) on uvloop",
     )
 
 
 async def loadlab_open(
-    url: str, duration_s: float, connections: int, rate_per_s: float, basis: str
+    url: str, duration_s: float, connections: int, rate_per_s: float, basis: str, kind: str
 ) -> OpenLoopResult:
     clock = MonotonicClock()
-    target = HttpTarget(url, [OPERATION], connections=connections, clock=clock)
+    target = TARGETS[kind](url, [OPERATION], connections=connections, clock=clock)
     start_ns = clock.now_ns()
     end_ns = start_ns + int(duration_s * NS_PER_S)
     recorder = Recorder(target.name, target.op_names, start_ns=start_ns)
@@ -300,7 +314,7 @@ async def loadlab_open(
         merge_blobs(b for key, b in snap.corrected.items() if key[1] is Outcome.OK)
     )
     return OpenLoopResult(
-        basis=basis,
+        basis=f"{kind}, {basis}",
         offered_per_s=rate_per_s,
         sent_per_s=stats.sent / stats.duration_s,
         achieved_per_s=stats.achieved_per_s,
@@ -332,14 +346,14 @@ def render_table(results: Sequence[ToolResult], open_loops: Sequence[OpenLoopRes
         )
     if open_loops:
         head = (
-            f"{'open loop':<18} {'offered/s':>10} {'sent/s':>10} {'OK/s':>10} {'skipped':>8}"
+            f"{'open loop':<26} {'offered/s':>10} {'sent/s':>10} {'OK/s':>10} {'skipped':>8}"
             f" {'overflow':>8}"
             f" {'lag p99 ms':>11} {'p50 ms':>8} {'p99 ms':>9} {'gen CPU%':>9}"
         )
         lines += ["", head, "-" * len(head)]
         for o in open_loops:
             lines.append(
-                f"{o.basis:<18} {o.offered_per_s:>10,.0f} {o.sent_per_s:>10,.0f}"
+                f"{o.basis:<26} {o.offered_per_s:>10,.0f} {o.sent_per_s:>10,.0f}"
                 f" {o.achieved_per_s:>10,.0f} {o.skipped:>8,} {o.overflowed:>8,}"
                 f" {o.lag_p99_ms:>11.2f}"
                 f" {o.p50_ms:>8.2f} {o.p99_ms:>9.2f} {o.generator_cpu_percent:>9.0f}"
@@ -371,10 +385,21 @@ def open_rates(args: argparse.Namespace, results: Sequence[ToolResult]) -> list[
         return [("--open-rate", float(args.open_rate))]
     pct = f"{100 * args.open_fraction:.0f}%"
     return [
-        (f"{pct} of {r.tool.split()[0]}", args.open_fraction * r.requests_per_s)
+        (f"{pct} of {r.tool.removeprefix('loadlab ')}", args.open_fraction * r.requests_per_s)
         for r in results
         if r.requests_per_s > 0
     ]
+
+
+def median_result(runs: Sequence[ToolResult]) -> ToolResult:
+    """The run with the median req/s (the lower middle one for an even count), with the median
+    req/s itself: a run's p99 and CPU belong to that run, not to a mix of runs."""
+    middle = sorted(runs, key=lambda r: r.requests_per_s)[(len(runs) - 1) // 2]
+    return replace(middle, requests_per_s=statistics.median(r.requests_per_s for r in runs))
+
+
+def default_out() -> Path:
+    return RESULTS_DIR / f"{datetime.now(UTC):%Y-%m-%d}-http.json"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -390,6 +415,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="one open-loop run at this rate/s (default: two, at 80%% of wrk and of loadlab)",
     )
     parser.add_argument("--open-fraction", type=float, default=0.8)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of each closed-loop tool, in turn (3)"
+    )
+    parser.add_argument("--open-target", choices=sorted(TARGETS), default="fast")
+    parser.add_argument("--out", type=Path, help="where the JSON document goes")
+    parser.add_argument("--no-save", action="store_true", help="write no JSON file")
     parser.add_argument("--no-open", action="store_true", help="skip the open-loop runs")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and generators")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -401,6 +432,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.duration = float(round(args.duration))  # the reference tools take whole seconds
     if not 1.0 <= args.duration <= MAX_DURATION_S:
         parser.error(f"--duration must be within 1..{MAX_DURATION_S:g} s")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be within 1..20")
     if not 1 <= args.connections <= 10_000:
         parser.error("--connections must be within 1..10000")
     return args
@@ -417,48 +450,86 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM unwinds through the finally blocks below, so the server never outlives us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     server, url = start_server(args.server)
-    results: list[ToolResult] = []
+    runs: dict[str, list[ToolResult]] = {"wrk": [], **{kind: [] for kind in TARGETS}}
     open_loops: list[OpenLoopResult] = []
     try:
         pinning = pin_cores(server.pid, not args.no_pin, server="server", generators="loadlab, wrk")
         if not args.json:
             print(f"server: {args.server} at {url}; {pinning}", flush=True)
-        results.append(run_wrk(url, args.duration, args.connections, server.pid))
-        time.sleep(PAUSE_S)
-        closed = _profiled(
-            args.profile,
-            lambda: run_uvloop(loadlab_closed(url, args.duration, args.connections, server.pid)),
-        )
-        results.append(closed)
-        if not args.no_open:
-            for basis, rate in open_rates(args, results):
+        for _ in range(args.rounds):
+            runs["wrk"].append(run_wrk(url, args.duration, args.connections, server.pid))
+            for kind in TARGETS:
                 time.sleep(PAUSE_S)
-                open_loops.append(
-                    run_uvloop(loadlab_open(url, args.duration, args.connections, rate, basis))
+                runs[kind].append(run_closed(args, url, server.pid, kind))
+        results = [median_result(r) for r in runs.values()]
+        if not args.no_open:
+            bases = [results[0], results[1 + list(TARGETS).index(args.open_target)]]
+            for basis, rate in open_rates(args, bases):
+                time.sleep(PAUSE_S)
+                coro = loadlab_open(
+                    url, args.duration, args.connections, rate, basis, args.open_target
                 )
+                open_loops.append(run_uvloop(coro))
     finally:
         stop_process_group(server)
     wrk_rps = results[0].requests_per_s
-    ratio = results[1].requests_per_s / wrk_rps if wrk_rps > 0 else float("nan")
-    if args.json:
-        doc = {
-            "server": args.server,
-            "url": url,
-            "duration_s": args.duration,
-            "connections": args.connections,
-            "pinning": str(pinning),
-            "profiled": args.profile is not None,
-            "results": [asdict(r) for r in results],
-            "ratio_loadlab_to_wrk": ratio,
-            "open_loop": [asdict(o) for o in open_loops],
-        }
-        print(json.dumps(doc, indent=2))
-    else:
-        print(render_table(results, open_loops))
-        print(f"\nratio loadlab/wrk (closed loop, req/s): {ratio:.2f}")
-        if args.profile:
-            print(f"(loadlab ran under cProfile: its figures are low; stats in {args.profile})")
+    ratios = {
+        kind: r.requests_per_s / wrk_rps if wrk_rps > 0 else float("nan")
+        for kind, r in zip(TARGETS, results[1:], strict=True)
+    }
+    doc = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "server": args.server,
+        "url": url,
+        "duration_s": args.duration,
+        "connections": args.connections,
+        "rounds": args.rounds,
+        "pinning": str(pinning),
+        "profiled": args.profile is not None,
+        "results": [asdict(r) for r in results],
+        "runs_req_per_s": {tool: [r.requests_per_s for r in rs] for tool, rs in runs.items()},
+        "ratio_to_wrk": ratios,
+        "open_loop": [asdict(o) for o in open_loops],
+    }
+    if not args.no_save:
+        out = args.out or default_out()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+    print_report(args, doc, results, runs, open_loops)
     return 0
+
+
+def run_closed(args: argparse.Namespace, url: str, server_pid: int, kind: str) -> ToolResult:
+    """One closed-loop run of loadlab's ``kind`` target, under cProfile with ``--profile``
+    (stats of the last run of each kind to ``FILE.<kind>``)."""
+    path = f"{args.profile}.{kind}" if args.profile else None
+    return _profiled(
+        path,
+        lambda: run_uvloop(loadlab_closed(url, args.duration, args.connections, server_pid, kind)),
+    )
+
+
+def print_report(
+    args: argparse.Namespace,
+    doc: dict[str, Any],
+    results: Sequence[ToolResult],
+    runs: dict[str, list[ToolResult]],
+    open_loops: Sequence[OpenLoopResult],
+) -> None:
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return
+    print(render_table(results, open_loops))
+    runs_line = "; ".join(
+        f"{tool} " + ", ".join(f"{r.requests_per_s:,.0f}" for r in rs) for tool, rs in runs.items()
+    )
+    print(f"\nruns (req/s, in turn): {runs_line}")
+    for kind, ratio in doc["ratio_to_wrk"].items():
+        print(f"ratio loadlab {kind}/wrk (closed loop, median req/s): {ratio:.2f}")
+    if args.profile:
+        print(f"(loadlab ran under cProfile: its figures are low; stats in {args.profile}.*)")
+    if not args.no_save:
+        print(f"(written to {args.out or default_out()})")
 
 
 if __name__ == "__main__":
