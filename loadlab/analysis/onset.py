@@ -139,6 +139,19 @@ def _breaching_windows(
     """(index of the window's first interval, why) for every breaching window of ``width``
     intervals."""
     out: list[tuple[int, StepVerdict]] = []
+    for i in range(len(snaps)):
+        verdict = window_breach(snaps[i : i + width], criteria)
+        if verdict is not None:
+            out.append((i, verdict))
+    return out
+
+
+def window_breach(window: Sequence[IntervalSnapshot], criteria: StepCriteria) -> StepVerdict | None:
+    """The failed verdict of one window of agent traffic, or None when it passed (or saw no
+    completion). The generator checks (sent ratio, lag) are not applied: agents are not an
+    open-loop schedule."""
+    if not any(s.completed for s in window):
+        return None
     agent_criteria = StepCriteria(
         min_sent_ratio=0.0,
         max_lag_p99_ms=float("inf"),
@@ -146,15 +159,9 @@ def _breaching_windows(
         slo_p99_ms=criteria.slo_p99_ms,
         min_achieved_ratio=0.0,
     )
-    for i in range(len(snaps)):
-        window = snaps[i : i + width]
-        if not any(s.completed for s in window):
-            continue
-        stats = window_stats(window)
-        verdict = judge_step(stats, stats.planned_per_s, agent_criteria)
-        if verdict.failed:
-            out.append((i, verdict))
-    return out
+    stats = window_stats(window)
+    verdict = judge_step(stats, stats.planned_per_s, agent_criteria)
+    return verdict if verdict.failed else None
 
 
 def _width(snaps: Sequence[IntervalSnapshot], window_s: float) -> int:
