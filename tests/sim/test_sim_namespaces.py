@@ -12,6 +12,7 @@ import pytest
 
 from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.k8s.objects import NAMESPACES
+from loadlab.sim.storage.store import Store
 from loadlab.testing.waiting import wait_for
 from tests.sim.conftest import RunWithApi, SimConfigFactory
 from tests.sim.helpers import FREE_COST
@@ -104,3 +105,9 @@ def test_creating_in_a_missing_namespace_is_404_and_system_namespaces_are_kept(
         )
 
     run_with_api(body, sim_config(overload={"cost": FREE_COST}))
+
+
+def test_a_created_namespace_is_active() -> None:
+    store = Store()
+    made = store.create(NAMESPACES, {"metadata": {"name": "fresh"}})
+    assert made["status"]["phase"] == "Active"

@@ -123,10 +123,6 @@ def test_every_seeded_object_has_only_known_fields() -> None:
     for rt in RESOURCE_TYPES:
         for obj in store.list_objects(rt, None).items:
             unknown = unknown_fields(rt, obj)
-            if rt.plural == "endpointslices":
-                # A known bug of objects.py's seed: slices share the Service ports' targetPort,
-                # which discovery/v1 EndpointPort does not have (reported to the lead).
-                unknown = [u for u in unknown if not u.endswith("].targetPort")]
             assert unknown == [], (rt.plural, obj["metadata"]["name"])
 
 

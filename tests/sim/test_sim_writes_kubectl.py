@@ -52,7 +52,7 @@ def test_kubectl_writes_behave_as_against_a_real_server(
     cm.write_text(json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}))
     ns = (
         tmp_path / "ns.json"
-    )  # kubectl create namespace sends protobuf, which the sim does not read
+    )  # from a JSON file: the JSON body path (protobuf: tests/sim/test_sim_protobuf.py)
     ns.write_text(
         json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}})
     )

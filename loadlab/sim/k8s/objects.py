@@ -250,7 +250,9 @@ def service_obj(
 def endpointslice_obj(
     service: str, namespace: str, addresses: list[tuple[str, str]], ports: list[JsonObj]
 ) -> JsonObj:
-    """One IPv4 slice for ``service``; ``addresses`` are (ip, hostname) pairs, all ready."""
+    """One IPv4 slice for ``service``; ``addresses`` are (ip, hostname) pairs, all ready.
+    ``ports`` may be the Service's: discovery/v1 EndpointPort has no ``targetPort``, so it is
+    left out (the slice's port is the endpoint's, the Service's target)."""
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -267,7 +269,7 @@ def endpointslice_obj(
             {"addresses": [ip], "hostname": host, "conditions": {"ready": True}}
             for ip, host in addresses
         ],
-        "ports": ports,
+        "ports": [{k: v for k, v in port.items() if k != "targetPort"} for port in ports],
     }
 
 

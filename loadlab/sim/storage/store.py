@@ -309,6 +309,8 @@ class Store:
         meta.setdefault("creationTimestamp", now_timestamp())
         new.setdefault("apiVersion", rtype.api_version)
         new.setdefault("kind", rtype.kind)
+        if rtype is NAMESPACES:  # registry/core/namespace: a new namespace is Active
+            new["status"] = {**(new.get("status") or {}), "phase": "Active"}
         if dry_run:
             meta.pop("resourceVersion", None)
             return new
