@@ -18,7 +18,7 @@ from typing import Any
 
 from loadlab.analysis.slo import windows
 from loadlab.clock import NS_PER_S, MonotonicClock
-from loadlab.cluster.rails import Rails
+from loadlab.cluster.rails import Abort, Rails
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import (
     EXIT_INTERRUPTED,
@@ -213,19 +213,29 @@ async def _session(
             session.write_safely(rig.hlogs.close)
         session.write_safely(timeline.close)
         progress.stop()
-    outcome = finish(session, run_id, started_at, complete=complete, stopped_by=stopper.reason)
-    if rails is not None and rails.fired is not None and outcome.summary is not None:
-        outcome.summary["abort"] = rails.fired.as_dict()
-        with contextlib.suppress(OSError):
-            write_json_atomic(out_dir / "summary.json", outcome.summary)
-    return outcome
+    return finish(
+        session,
+        run_id,
+        started_at,
+        complete=complete,
+        stopped_by=stopper.reason,
+        abort=rails.fired if rails is not None else None,
+    )
 
 
 def finish(
-    session: Session, run_id: str, started_at: str, *, complete: bool, stopped_by: str | None
+    session: Session,
+    run_id: str,
+    started_at: str,
+    *,
+    complete: bool,
+    stopped_by: str | None,
+    abort: Abort | None = None,
 ) -> RunOutcome:
-    """Judge the run, decide its exit code, and write summary.json (both from one verdict)."""
-    verdict = judge(session, complete=complete and stopped_by is None)
+    """Judge the run, decide its exit code, and write summary.json (both from one verdict);
+    ``abort``: what a rail stopped the run for, if one did."""
+    outcomes = _outcomes(session)
+    verdict = judge_run(outcomes, complete=complete and stopped_by is None)
     error = session.fatal
     if error is not None:
         code = error.exit_code
@@ -237,7 +247,7 @@ def finish(
     summary = build_summary(
         run_id=run_id,
         profile=session.profile.name,
-        targets=_outcomes(session),
+        targets=outcomes,
         verdict=verdict,
         generator=session.monitor.summary(),
         lag_p50_ms=lag.p50_ms,
@@ -247,6 +257,7 @@ def finish(
         exit_code=code,
         stopped_by=stopped_by if error is None else f"{stopped_by}: {error}",
     )
+    summary["abort"] = abort.as_dict() if abort is not None else None
     try:
         write_json_atomic(session.out_dir / "summary.json", summary)
     except OSError as exc:

@@ -17,8 +17,8 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,7 @@ import yaml
 from loadlab import runloop
 from loadlab.clock import MonotonicClock
 from loadlab.cluster.objects import RUN_LABEL
-from loadlab.cluster.rails import ABORTED
-from loadlab.cluster.settings import AbortSection
+from loadlab.cluster.rails import is_abort
 from loadlab.errors import (
     EXIT_ABORTED,
     EXIT_INCONCLUSIVE,
@@ -40,7 +39,7 @@ from loadlab.errors import (
     UsageError,
 )
 from loadlab.finish import write_report_quietly
-from loadlab.gate import sweep_gate
+from loadlab.gate import Gate, sweep_gate
 from loadlab.launch_cluster import (
     Targets,
     check_agent_caps,
@@ -51,6 +50,7 @@ from loadlab.launch_cluster import (
 from loadlab.machine import MACHINE_FILE, machine_info
 from loadlab.present import verdict_line
 from loadlab.profile import Profile
+from loadlab.profile_fields import MAX_SIZE
 from loadlab.progress import ProgressSink
 from loadlab.results import SUMMARY_SCHEMA, rounded, write_json_atomic
 from loadlab.scenario import Placement
@@ -65,7 +65,6 @@ from loadlab.sweep import (
 )
 from loadlab.sweep_verdict import SizeVerdict, judge_size
 from loadlab.targets.base import PROBE_TIMEOUT_S
-from loadlab.targets.cluster import ClusterAccess
 from loadlab.targets.dns import probe_dns
 from loadlab.targets.http import probe_http
 
@@ -118,36 +117,8 @@ def run_sweep(
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     verdicts: list[SizeVerdict] = []
     stopped_by: str | None = None
-    with cluster_namespace(targets, run_id) as placement:
-        for size in run_sizes:
-            run = SizeRun(nodes=size, out_dir=out_dir / f"size-{size}")
-            cluster = size_cluster(profile, targets, placement)
-            with _control_plane(profile, size, targets, out_dir) as (api_at, dns_at):
-                stopped_by = runloop.run(
-                    _run_one(profile, size, run, api_at, dns_at, progress, quick, cluster)
-                )
-            verdicts.append(judge_size(profile, run, quick=quick, stopped_by=stopped_by))
-            code = sweep_exit_code(verdicts, stopped_by)
-            write_json_atomic(
-                out_dir / "summary.json",
-                sweep_summary(
-                    profile,
-                    verdicts,
-                    run_id=run_id,
-                    started_at=started_at,
-                    code=code,
-                    stopped_by=stopped_by,
-                    planned=run_sizes,
-                ),
-            )
-            if stopped_by is not None:
-                break
-    progress.stop()
-    code = sweep_exit_code(verdicts, stopped_by)
-    gated = None
-    if gate and stopped_by is None:
-        gated = sweep_gate(verdicts, profile.require.min_nodes if profile.require else None)
-        code = gated.exit_code
+
+    def write_summary(code: int, gated: Gate | None = None) -> None:
         summary = sweep_summary(
             profile,
             verdicts,
@@ -157,8 +128,29 @@ def run_sweep(
             stopped_by=stopped_by,
             planned=run_sizes,
         )
-        summary["gate"] = gated.as_dict()
+        if gated is not None:
+            summary["gate"] = gated.as_dict()
         write_json_atomic(out_dir / "summary.json", summary)
+
+    with cluster_namespace(targets, run_id) as placement:
+        cluster = size_cluster(profile, targets, placement)
+        for size in run_sizes:
+            run = SizeRun(nodes=size, out_dir=out_dir / f"size-{size}")
+            with _control_plane(profile, size, targets, out_dir) as (api_at, dns_at):
+                stopped_by = runloop.run(
+                    _run_one(profile, size, run, api_at, dns_at, progress, quick, cluster)
+                )
+            verdicts.append(judge_size(profile, run, quick=quick, stopped_by=stopped_by))
+            write_summary(sweep_exit_code(verdicts, stopped_by))
+            if stopped_by is not None:
+                break
+    progress.stop()
+    code = sweep_exit_code(verdicts, stopped_by)
+    gated = None
+    if gate and stopped_by is None:
+        gated = sweep_gate(verdicts, profile.require.min_nodes if profile.require else None)
+        code = gated.exit_code
+        write_summary(code, gated)
     lines = [f"results: {out_dir}"]
     report_html = write_report_quietly(out_dir) if report else None
     if report_html is not None:
@@ -180,7 +172,7 @@ async def _run_one(
     dns_addr: str | None,
     progress: ProgressSink,
     quick: bool,
-    cluster: SizeClusterPlan | None,
+    cluster: SizeCluster | None,
 ) -> str | None:
     """Probe the targets (one line and exit 3 when nothing answers, as for a request mix), then
     run one size with SIGINT/SIGTERM (and the rails, against a real cluster) stopping it
@@ -203,7 +195,7 @@ async def _run_one(
                 progress=progress,
                 quick=quick,
                 run=run,
-                cluster=cluster.bind(stopper.stop) if cluster is not None else None,
+                cluster=None if cluster is None else replace(cluster, on_abort=stopper.stop),
             )
         except asyncio.CancelledError:
             if stopper.reason is None:
@@ -274,7 +266,7 @@ def saturating_size(verdicts: Sequence[SizeVerdict]) -> int | None:
 
 def sweep_exit_code(verdicts: Sequence[SizeVerdict], stopped_by: str | None) -> int:
     if stopped_by is not None:
-        if stopped_by.startswith(ABORTED):
+        if is_abort(stopped_by):
             return EXIT_ABORTED
         return SIGNAL_EXIT.get(stopped_by, EXIT_INTERRUPTED)
     if any(v.server_failed for v in verdicts):
@@ -310,7 +302,7 @@ def sweep_summary(
         "saturating_size": saturating_size(verdicts),
         "abort": (
             {"nodes": verdicts[-1].nodes if verdicts else None, "why": stopped_by}
-            if stopped_by is not None and stopped_by.startswith(ABORTED)
+            if is_abort(stopped_by)
             else None
         ),
         "verdict": {
@@ -322,19 +314,6 @@ def sweep_summary(
         },
     }
     return dict(rounded(summary))
-
-
-@dataclass(frozen=True)
-class SizeClusterPlan:
-    """What every size of a sweep against a real cluster shares; ``bind`` adds how a size's run
-    is stopped when a rail fires."""
-
-    access: ClusterAccess
-    placement: Placement
-    rails: AbortSection | None
-
-    def bind(self, stop: Callable[[str], None]) -> SizeCluster:
-        return SizeCluster(self.access, self.placement, self.rails, on_abort=stop)
 
 
 @contextlib.contextmanager
@@ -357,12 +336,12 @@ def cluster_namespace(targets: Targets, run_id: str) -> Iterator[Placement | Non
 
 def size_cluster(
     profile: Profile, targets: Targets, placement: Placement | None
-) -> SizeClusterPlan | None:
-    """A size's plan against a real cluster (None otherwise)."""
+) -> SizeCluster | None:
+    """What every size of a sweep against a real cluster shares (None otherwise)."""
     if targets.access is None or placement is None:
         return None
     rails = profile.abort if rails_on(profile, targets) else None
-    return SizeClusterPlan(targets.access, placement, rails)
+    return SizeCluster(targets.access, placement, rails)
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -370,9 +349,9 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     sizes = []
     for part in text.split(","):
         part = part.strip().replace("_", "")
-        if not part.isdigit() or not 1 <= int(part) <= 20_000:
+        if not part.isdigit() or not 1 <= int(part) <= MAX_SIZE:
             raise UsageError(
-                f"--sizes {text!r}: expected node counts from 1 to 20,000, e.g. 250,1000"
+                f"--sizes {text!r}: expected node counts from 1 to {MAX_SIZE:,}, e.g. 250,1000"
             )
         sizes.append(int(part))
     return tuple(sizes)

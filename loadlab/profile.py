@@ -32,6 +32,7 @@ from loadlab.profile_fields import (
     MAX_PROFILE_BYTES,
     MAX_RAMP_FACTOR,
     MAX_RATE_PER_S,
+    MAX_SIZE,
     MAX_STEP_S,
     MAX_TIMEOUT_S,
     Count,
@@ -42,7 +43,7 @@ from loadlab.profile_fields import (
     Text,
     _Strict,
 )
-from loadlab.scenario import MAX_SIZE, AgentsSection, Phases, Quick, SweepCriteria
+from loadlab.scenario import AgentsSection, Phases, Quick, SweepCriteria
 from loadlab.shipped import closest_shipped
 from loadlab.slos import Requirement, SloSection
 

@@ -75,6 +75,9 @@ Count = Annotated[int, BeforeValidator(_whole_number)]
 Flag = Annotated[bool, Strict()]
 """A bool field that takes only true/false, not 1 or "yes" (YAML already reads yes/no as bools)."""
 Text = Annotated[str, Strict()]
+MAX_SIZE = 20_000
+"""Nodes in one cluster size: the sim's own bound (4x the supported 5,000 of
+docs/control-plane-model.md, "Supported scale")."""
 Fraction = Annotated[Number, Field(ge=0, le=1)]
 """A share of something: an error rate, a probability."""
 """A str field: a number or a boolean is refused rather than turned into text."""

@@ -29,6 +29,7 @@ from loadlab.agents.telemetry import ClientGoRetry, Telemetry, TelemetryCall, Te
 from loadlab.profile_fields import (
     MAX_DURATION_S,
     MAX_RATE_PER_S,
+    MAX_SIZE,
     Count,
     Flag,
     Fraction,
@@ -39,8 +40,6 @@ from loadlab.profile_fields import (
 )
 from loadlab.slos import Shape, SloSection, agent_op_shape, api_call_shape
 
-MAX_SIZE = 20_000
-"""Nodes per size: the sim's own bound (4x the supported 5,000)."""
 Seconds = Annotated[Number, Field(gt=0, le=MAX_DURATION_S)]
 
 

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field
 
-from loadlab.profile_fields import MAX_LATENCY_MS, Fraction, Number, Text, _Strict
+from loadlab.profile_fields import MAX_LATENCY_MS, MAX_SIZE, Count, Fraction, Number, Text, _Strict
 
 Shape = Literal["single", "list", "watch", "none"]
 """``none``: an operation loadlab derives (a lease renewal's retries, a telemetry round, a DNS
@@ -130,4 +130,4 @@ class Requirement(_Strict):
     """The profile's ``require:``, for ``loadlab run --gate``: the cluster size the rollout
     must fit. Sizes above it are capacity headroom, reported but not gating."""
 
-    min_nodes: Annotated[int, Field(ge=1, le=20_000)]
+    min_nodes: Annotated[Count, Field(ge=1, le=MAX_SIZE)]

@@ -278,7 +278,8 @@ class SizeCluster:
     placement: Placement
     rails: AbortSection | None
     """None: the rails are off."""
-    on_abort: Callable[[str], None]
+    on_abort: Callable[[str], None] = lambda reason: None
+    """How the size's run is stopped when a rail fires (set by the size's own run)."""
 
 
 async def _transports(

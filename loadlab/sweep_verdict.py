@@ -14,7 +14,7 @@ from loadlab.analysis.onset import Breach, api_saturation, dns_failure, onset_s
 from loadlab.analysis.slo import DnsThresholds, SloCheck, SloReport, sweep_slos
 from loadlab.analysis.steps import StepCriteria
 from loadlab.clock import NS_PER_S
-from loadlab.cluster.rails import ABORTED
+from loadlab.cluster.rails import is_abort
 from loadlab.metrics.ledger import LookupSecond
 from loadlab.metrics.stats import window_stats
 from loadlab.profile import Profile
@@ -216,7 +216,7 @@ def judge_size(
         steady_s=max(0.0, (run.end_ns - warm_ns) / NS_PER_S),
         needed_s=2 * sweep.window_s,
         slo=slos,
-        aborted=stopped_by if stopped_by is not None and stopped_by.startswith(ABORTED) else None,
+        aborted=stopped_by if is_abort(stopped_by) else None,
     )
 
 

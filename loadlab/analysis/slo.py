@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from loadlab.clock import NS_PER_S
 from loadlab.metrics.ledger import LookupSecond
 from loadlab.metrics.recorder import IntervalSnapshot
 from loadlab.metrics.stats import WindowStats, window_stats
@@ -126,7 +127,7 @@ def windows(snapshots: Sequence[IntervalSnapshot], window_s: float) -> list[list
     half of one joins the one before (a few seconds' p99 would be noise, not a window)."""
     if not snapshots:
         return []
-    window_ns = int(window_s * 1e9)
+    window_ns = int(window_s * NS_PER_S)
     origin = snapshots[0].start_ns
     cut: list[list[IntervalSnapshot]] = []
     for snap in snapshots:
@@ -182,7 +183,7 @@ def sweep_slos(
             error_rates[i].append((st.errors, st.completed))
         ops = snaps[0].op_names if snaps else ()
         for op in ops:
-            worst = _worst([_p99(st, op) for st in stats])
+            worst = _worst([_latency(st, op, "p99") for st in stats])
             if op in bounds_ms and worst is not None:  # an op that never ran has no latency
                 checks.append(_check(f"{kind}/{op} p99_ms", bounds_ms[op], worst))
     if api:
@@ -201,10 +202,6 @@ def sweep_slos(
         checks.append(_check("dns lookup p50_ms", dns_thresholds.p50_ms, p50))
         checks.append(_check("dns lookup p99_ms", dns_thresholds.p99_ms, p99))
     return SloReport(tuple(checks))
-
-
-def _p99(stats: WindowStats, op: str) -> float | None:
-    return _latency(stats, op, "p99")
 
 
 def _latency(stats: WindowStats, op: str, which: str) -> float | None:

@@ -17,6 +17,7 @@ import aiohttp
 from loadlab.clock import NS_PER_S, Clock
 
 CANARY_INTERVAL_S = 1.0
+"""Issue 10's rail: the canary looks every second, so a breach stops the load within two."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Canary:
     settings: CanarySettings
     clock: Clock
     on_breach: Callable[[str], None]
+    interval_s: float = CANARY_INTERVAL_S
     samples: int = 0
     breach: str | None = None
 
@@ -56,7 +58,7 @@ class Canary:
                     self.breach = why
                     self.on_breach(why)
                     return
-                next_ns += int(CANARY_INTERVAL_S * NS_PER_S)
+                next_ns += int(self.interval_s * NS_PER_S)
                 await self.clock.sleep_until(next_ns)
 
     async def look(self, http: aiohttp.ClientSession) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from loadlab import runloop
 from loadlab.cluster.objects import AdminClient, cleanup
 from loadlab.errors import EXIT_OK, EXIT_SLO_FAILED, UsageError
+from loadlab.targets.address import loopback_targets
 from loadlab.targets.base import PROBE_TIMEOUT_S
 from loadlab.targets.cluster import ClusterAccess, api_access, load_kubeconfig
 from loadlab.targets.http import probe_http
@@ -68,8 +69,6 @@ async def cluster_access(
     if api is not None:
         if kubeconfig is not None or context is not None:
             raise UsageError("give either --api or --kubeconfig/--context, not both")
-        from loadlab.targets.address import loopback_targets
-
         url, _ = loopback_targets(api, None)
         assert url is not None
         return api_access(url)

@@ -23,6 +23,11 @@ ABORTED = "aborted at"
 """How the reason a rail stopped a run begins (``aborted at 12 s: ...``)."""
 
 
+def is_abort(stopped_by: str | None) -> bool:
+    """Whether a run's stop reason is a rail's (not a signal's or a write error's)."""
+    return stopped_by is not None and stopped_by.startswith(ABORTED)
+
+
 @dataclass
 class Abort:
     """Why and when the rails stopped the run (for the summary and the report)."""

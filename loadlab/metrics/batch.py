@@ -20,8 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-ADD_AT_BELOW = 4096
-"""Up to this many values ``numpy.add.at`` is cheaper; above, one ``bincount`` over the counts."""
+ADD_AT_BELOW = 128
+"""Below this many values ``numpy.add.at`` is cheaper; from it on, one ``bincount`` over the
+counts. Measured here (numpy 2, 23,552 counts): add.at 4.5 us and bincount 7.6 us at 64 values,
+13 us and 9 us at 256, 183 us and 12 us at 4,096."""
 
 
 def record_many(hist: HdrHistogram, values: Sequence[int] | np.ndarray, *, scale: int = 1) -> None:
