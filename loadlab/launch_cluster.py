@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadlab.cluster.objects import RUN_LABEL, AdminClient, cleanup, create_run_namespace
+from loadlab.cluster.objects import AdminClient, cleanup, create_run_namespace
 from loadlab.cluster.settings import CLUSTER_MAX_CONNECTIONS, CLUSTER_MAX_RATE_PER_S
-from loadlab.errors import ProfileError
+from loadlab.errors import ProfileError, TargetUnreachable
 from loadlab.profile import Profile
 from loadlab.profile_fields import HttpOp
 from loadlab.targets.address import is_loopback, loopback_targets, parse_server_url
@@ -204,13 +204,14 @@ async def close_run_namespace(targets: Targets, run_id: str) -> None:
     """Delete what the run labelled, and say so in one line (with what to run if it could
     not delete everything)."""
     assert targets.access is not None
-    async with _admin(targets.access) as client:
-        done = await cleanup(client, run_id)
-    print(
-        done.line(f"run {run_id}")
-        + (f"; finish with: loadlab cleanup --run {run_id}" if done.failed else ""),
-        file=sys.stdout,
-    )
+    finish = f"finish with: loadlab cleanup --run {run_id}"
+    try:
+        async with _admin(targets.access) as client:
+            done = await cleanup(client, run_id)
+    except TargetUnreachable as exc:  # the run's own verdict stands; the cleanup is owed
+        print(f"cleanup of run {run_id} failed ({exc}); {finish}", file=sys.stdout)
+        return
+    print(done.line(f"run {run_id}") + (f"; {finish}" if done.failed else ""), file=sys.stdout)
 
 
 @contextlib.asynccontextmanager
@@ -227,6 +228,3 @@ async def run_namespace(targets: Targets, run_id: str) -> AsyncIterator[str | No
         yield namespace
     finally:
         await close_run_namespace(targets, run_id)
-
-
-__all__ = ["RUN_LABEL", "ClusterArgs", "Targets", "resolve_targets"]

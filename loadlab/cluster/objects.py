@@ -35,6 +35,8 @@ NAMESPACE_GONE_S = 60.0
 """How long cleanup waits for its namespaces to finish terminating (a real cluster deletes what
 is in them first; the embedded one takes about a second)."""
 NAMESPACE_POLL_S = 0.5
+"""Between looks at the terminating namespaces: a second's wait at most beyond their going, at
+two cheap LISTs a second."""
 DELETE_BATCH = 16
 """Deletes in flight at once: a 2,000-node run's leases go in seconds, not a minute, without a
 burst a struggling API server would feel (the client holds at most 4 connections)."""
@@ -179,9 +181,11 @@ async def _wait_namespaces_gone(client: AdminClient, selector: str, done: Cleanu
         items = answer.get("items") if status == 200 and isinstance(answer, dict) else None
         if items == []:
             return
+        if items is None:  # the list itself fails: waiting would not learn anything
+            done.failed.append(f"listing namespaces answered {status}")
+            return
         if asyncio.get_running_loop().time() >= deadline:
-            names = [str((i.get("metadata") or {}).get("name")) for i in items or []]
-            left = ", ".join(names) or f"listing answered {status}"
+            left = ", ".join(str((i.get("metadata") or {}).get("name")) for i in items)
             done.failed.append(f"namespaces still terminating after {NAMESPACE_GONE_S:g} s: {left}")
             return
         await asyncio.sleep(NAMESPACE_POLL_S)

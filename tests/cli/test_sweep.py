@@ -198,8 +198,11 @@ def test_a_sweep_against_an_api_that_answers_500_and_dns_that_refuses_never_pass
         start_hostile_process("http", "status_500") as api,
         start_hostile_process("dns", "refuse") as dns,
     ):
-        result = _sweep(tmp_path, "--api", api.url, "--dns", dns.addr)
+        result = _sweep(tmp_path, "--api", api.url, "--dns", dns.addr, "--gate")
     assert result.returncode == EXIT_SLO_FAILED, result.stdout + result.stderr
+    # The gate never passes a lying cluster: it names the size and the check.
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("gate: FAILED - 10 nodes: API saturated at "), last
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     (size,) = summary["sizes"]
     assert size["passed"] is False

@@ -15,7 +15,10 @@ from loadlab.cluster.objects import (
     cleanup,
     create_run_namespace,
 )
+from loadlab.errors import TargetUnreachable
 from loadlab.sim.process import SimProcess, start_sim_process
+from loadlab.testing.hostile import HostileHttpServer, HttpBehaviour
+from loadlab.testing.ports import closed_tcp_port
 
 pytestmark = pytest.mark.realtime
 
@@ -101,5 +104,39 @@ def test_cleanup_deletes_what_one_run_labelled_and_leaves_everything_else(sim: S
             assert "deleted 3 leases, 1 nodes, 1 namespaces" in everything.line("all runs")
             again = await cleanup(client, None)
             assert again.line("all runs") == "cleanup of all runs: nothing left to delete"
+
+    runloop.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "failure"),
+    [
+        (HttpBehaviour.STATUS_500, "listing leases answered 500"),
+        (HttpBehaviour.STATUS_429, "listing leases answered 429"),
+    ],
+)
+def test_a_cleanup_the_cluster_refuses_says_so_and_does_not_wait(
+    behaviour: HttpBehaviour, failure: str
+) -> None:
+    async def scenario() -> None:
+        async with (
+            HostileHttpServer(behaviour) as server,
+            AdminClient(server.url, ssl_context=None, headers=ADMIN) as client,
+        ):
+            done = await cleanup(client, "run1")
+        assert done.total == 0
+        assert done.failed[0] == failure
+        assert done.failed[-1] == f"listing namespaces answered {failure.split()[-1]}"
+        assert "could not delete" in done.line("run run1")
+
+    runloop.run(scenario())
+
+
+def test_a_cleanup_against_a_dead_cluster_is_one_line_naming_it() -> None:
+    async def scenario() -> None:
+        url = f"http://127.0.0.1:{closed_tcp_port()}"
+        async with AdminClient(url, ssl_context=None, headers=ADMIN) as client:
+            with pytest.raises(TargetUnreachable, match=r"GET /apis/coordination.* failed"):
+                await cleanup(client, "run1")
 
     runloop.run(scenario())

@@ -12,6 +12,8 @@ from loadlab import runloop
 from loadlab.analysis.abort import AbortLimits, AbortRules, IntervalFigures
 from loadlab.clock import MonotonicClock
 from loadlab.cluster.canary import Canary, CanarySettings
+from loadlab.testing.hostile import HostileHttpServer, HttpBehaviour
+from loadlab.testing.ports import closed_tcp_port
 
 LIMITS = AbortLimits(max_error_rate=0.5, max_429_share=0.5, max_p99_ms=1000, sustain_intervals=3)
 
@@ -41,13 +43,16 @@ class Cluster:
 
     def __init__(self) -> None:
         self.readyz = 200
+        self.readyz_fails_from: int | None = None
+        """From this many /readyz on (1-based), answer 503."""
         self.delay_s = 0.0
         self.seen: list[str] = []
 
     def app(self) -> web.Application:
         async def readyz(request: web.Request) -> web.Response:
             self.seen.append(request.headers.get("Authorization", ""))
-            return web.Response(status=self.readyz, text="ok")
+            sick = self.readyz_fails_from is not None and len(self.seen) >= self.readyz_fails_from
+            return web.Response(status=503 if sick else self.readyz, text="ok")
 
         async def read(request: web.Request) -> web.Response:
             await asyncio.sleep(self.delay_s)
@@ -93,16 +98,50 @@ def test_the_canary_sees_readyz_failing_and_a_slow_read() -> None:
                     "canary GET /api/v1/namespaces/default took more than 200 ms"
                 )
             cluster.delay_s = 0.0
-            task = asyncio.ensure_future(canary.run())
-            await asyncio.sleep(1.5)
-            assert not task.done()
-            assert breaches == []
-            cluster.readyz = 503
-            await asyncio.wait_for(task, timeout=2.0)  # seen within a second, then it stops
-            assert breaches == ["GET /readyz answered 503"]
-            assert canary.samples >= 2
+            cluster.seen.clear()
+            cluster.readyz_fails_from = 3  # healthy twice, then sick
+            fast = Canary(settings, MonotonicClock(), breaches.append, interval_s=0.01)
+            await asyncio.wait_for(fast.run(), timeout=30)  # a bound, not the measure
+            assert breaches == ["GET /readyz answered 503"]  # reported once, then it stops
+            assert fast.samples == 3
             assert set(cluster.seen) == {"Bearer admin"}
         finally:
             await runner.cleanup()
+
+    runloop.run(scenario())
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize(
+    ("behaviour", "why"),
+    [
+        (HttpBehaviour.STATUS_500, "GET /readyz answered 500"),
+        (HttpBehaviour.STATUS_429, "GET /readyz answered 429"),
+        (HttpBehaviour.RESET, "GET /readyz failed ("),
+        (HttpBehaviour.GARBAGE, "GET /readyz failed"),
+        (HttpBehaviour.SILENCE, "GET /readyz took more than 200 ms"),
+    ],
+)
+def test_the_canary_calls_a_cluster_that_lies_a_breach(behaviour: HttpBehaviour, why: str) -> None:
+    async def scenario() -> None:
+        async with HostileHttpServer(behaviour) as server:
+            breaches: list[str] = []
+            settings = CanarySettings(server.url, readyz=True, path="/api/v1", max_ms=200)
+            canary = Canary(settings, MonotonicClock(), breaches.append, interval_s=0.01)
+            await asyncio.wait_for(canary.run(), timeout=30)  # a bound, not the measure
+            assert len(breaches) == 1
+            assert breaches[0].startswith(why), breaches
+
+    runloop.run(scenario())
+
+
+@pytest.mark.realtime
+def test_the_canary_calls_a_cluster_that_died_a_breach() -> None:
+    async def scenario() -> None:
+        url = f"http://127.0.0.1:{closed_tcp_port()}"
+        breaches: list[str] = []
+        settings = CanarySettings(url, readyz=True, path="/api/v1", max_ms=200)
+        await Canary(settings, MonotonicClock(), breaches.append).run()
+        assert breaches == ["GET /readyz failed (ClientConnectorError)"]
 
     runloop.run(scenario())
