@@ -28,10 +28,7 @@ RAMP_ARGS = (
 """About 30 s: the default sim's knee (about 520/s with the full ramp) is bracketed between 400
 and 600/s in two refining steps; 100, 200 and 400/s pass with 2 measured intervals each, enough
 for a latency verdict in compare (test_compare_runs runs the same ramp against a cheaper sim)."""
-SWEEP_ARGS = (
-    "kubelet-baseline",
-    "--sizes",
-    "20,40",
+SHORT_SIZE = (
     "--set",
     "phases.duration_s=14",  # a kubelet renews every 10 s: one renewal after the warm-up
     "--set",
@@ -40,33 +37,22 @@ SWEEP_ARGS = (
     "sweep.window_s=2",
     "--set",
     "agents.kubelet.start_spread_s=1",
+)
+"""A kubelet scenario's size in about 14 s: the shortest that still judges a steady state (a
+kubelet renews every 10 s, so one renewal falls after the warm-up)."""
+SWEEP_ARGS = (
+    "kubelet-baseline",
+    "--sizes",
+    "20,40",
+    *SHORT_SIZE,
     "--set",
     "agents.pod_dns.nodes=5",
     "--gate",
     "--set",
     "require.min_nodes=40",
 )
-"""Two sizes of about 14 s each (a kubelet renews every 10 s: one renewal after the warm-up), run
-with ``--gate`` so the one run also shows the gate passing a cluster that fits."""
-REPORT_OUTPUTS = ("report.html", "summary.md", "perfdash.json", "plots")
-"""What ``loadlab report`` writes: removed from the copies the tests use, so a test sees only
-what its own call wrote (``loadlab run`` may write a report of its own at its end)."""
-
-
-def _run(out: Path, *args: str) -> Path:
-    result = subprocess.run(
-        [sys.executable, "-m", "loadlab", "run", *args, "--out", str(out), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    # A verdict either way is a finished run; anything else is a broken fixture, not a report bug.
-    assert result.returncode in (EXIT_OK, EXIT_SLO_FAILED, EXIT_INCONCLUSIVE), (
-        result.stdout + result.stderr
-    )
-    return out
+"""Two short sizes, run with ``--gate`` so the one run also shows the gate passing a cluster that
+fits."""
 
 
 @dataclass(frozen=True)
