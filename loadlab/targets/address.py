@@ -30,7 +30,8 @@ RULE = (
     "loadlab aims only at loopback: an IP in 127.0.0.0/8, ::1, or the name localhost "
     "(which loadlab maps to 127.0.0.1 itself; no other name is looked up)"
 )
-_SCHEME_PORTS = {"http": 80, "https": 443}
+SCHEME_PORTS = {"http": 80, "https": 443}
+"""The default port of each scheme loadlab speaks (RFC 9110 4.2.1 and 4.2.2)."""
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,7 @@ def parse_api_url(url: str, *, allow: Collection[str] = (), flag: str = "--api")
                 f"pass --allow-api {canonical} to aim load at it"
             )
         connect = _canonical_host(host)
-    return ApiAddress(
-        scheme=scheme,
-        host=host,
-        connect_host=connect,
-        port=port,
-        path=path,
-        base_url=f"{scheme}://{format_host_port(connect, port)}{path}",
-    )
+    return _api_address(scheme, host, connect, port, path)
 
 
 def parse_server_url(url: str, *, what: str) -> ApiAddress:
@@ -141,7 +135,10 @@ def parse_server_url(url: str, *, what: str) -> ApiAddress:
     a kubeconfig target is vetted by its context's allowlist (``cluster.check_context_allowed``).
     ``localhost`` still maps to 127.0.0.1; ``what`` names the source in messages."""
     scheme, host, port, path = _split_url(url, what)
-    connect = _loopback_ip(host) or _canonical_host(host)
+    return _api_address(scheme, host, _loopback_ip(host) or _canonical_host(host), port, path)
+
+
+def _api_address(scheme: str, host: str, connect: str, port: int, path: str) -> ApiAddress:
     return ApiAddress(
         scheme=scheme,
         host=host,
@@ -164,7 +161,7 @@ def _split_url(url: str, flag: str) -> tuple[str, str, int, str]:
     except ValueError:  # e.g. an unbalanced bracket in the host
         raise UsageError(f"{flag} {url}: not a URL; {example}") from None
     scheme = parts.scheme.lower()
-    if scheme not in _SCHEME_PORTS:
+    if scheme not in SCHEME_PORTS:
         if not (parts.scheme and "://" in text):  # 127.0.0.1:6443, localhost:6443
             raise UsageError(f"{flag} {url}: not a URL; {example}")
         raise UsageError(f"{flag} {url}: scheme '{parts.scheme}' is not supported; {example}")
@@ -182,7 +179,7 @@ def _split_url(url: str, flag: str) -> tuple[str, str, int, str]:
     if not parts.netloc:
         raise UsageError(f"{flag} {url}: no host; {example}")
     host, port_text = _split_netloc(parts.netloc, shown=url, expected="a URL like http://HOST:PORT")
-    port = _SCHEME_PORTS[scheme] if port_text is None else _port(port_text, url)
+    port = SCHEME_PORTS[scheme] if port_text is None else _port(port_text, url)
     return scheme, host, port, parts.path.rstrip("/")
 
 
@@ -229,6 +226,7 @@ def _port(text: str, shown: str) -> int:
 
 
 DNS_DEFAULT_PORT = 53
+"""DNS's well-known port (RFC 1035 4.2), for ``--dns`` and ``--allow-dns`` without one."""
 
 
 def loopback_targets(

@@ -45,7 +45,7 @@ from loadlab.agents.base import (
 )
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
 from loadlab.targets.base import Outcome
-from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.cluster import ClusterAccess, check_base_url
 from loadlab.targets.credentials import Credentials, SimIdentity
 from loadlab.targets.http import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S
 from loadlab.targets.http_wire import (
@@ -149,8 +149,7 @@ class AgentHttpClient:
         clock: Clock | None = None,
         access: ClusterAccess | None = None,
     ) -> None:
-        if access is not None and base_url.rstrip("/") != access.server:
-            raise ValueError(f"base_url {base_url} is not {access.server}, from {access.source}")
+        check_base_url(base_url, access)
         if pool_connections < 1:
             raise ValueError(f"pool_connections must be at least 1, got {pool_connections}")
         if max_body_bytes < 0:

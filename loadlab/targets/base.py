@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import errno
 import resource
+from collections.abc import Callable
 from typing import Protocol
 
 from loadlab.clock import NS_PER_MS, Clock
@@ -20,6 +21,10 @@ from loadlab.errors import UsageError
 DRAIN_POLL_NS = 5 * NS_PER_MS
 """How often a drain looks at ``in_flight``. A drain happens once per step, so a coarse poll costs
 nothing, and 5 ms is small beside the seconds a step's drain deadline allows."""
+MIN_SWEEP_NS = 10 * NS_PER_MS
+"""A timeout sweep (``sweep_timeouts``) runs every timeout/10, no more often than this. Not from a
+reference: timeouts exact to ~10% are exact enough to judge a step by, and 10 ms between sweeps
+(at most 100 a second) costs nothing beside the requests they look at."""
 FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
 """Out of file descriptors: this process (EMFILE) or the whole system (ENFILE)."""
 
@@ -131,6 +136,16 @@ async def wait_until_idle(clock: Clock, target: Target, deadline_ns: int) -> Non
     """
     while target.in_flight and clock.now_ns() < deadline_ns:
         await clock.sleep_until(min(deadline_ns, clock.now_ns() + DRAIN_POLL_NS))
+
+
+async def sweep_timeouts(clock: Clock, timeout_ns: int, expire: Callable[[int], None]) -> None:
+    """Forever: every ``timeout_ns``/10 (at least ``MIN_SWEEP_NS``), ``expire(now - timeout_ns)``,
+    which times out whatever was sent before then. One periodic sweep, not a timer per request:
+    the hot path arms nothing."""
+    sweep_ns = max(timeout_ns // 10, MIN_SWEEP_NS)
+    while True:
+        await clock.sleep_until(clock.now_ns() + sweep_ns)
+        expire(clock.now_ns() - timeout_ns)
 
 
 FD_MARGIN = 64

@@ -59,6 +59,13 @@ class ClusterAccess:
     kubeconfig's ``tls-server-name``, or ``localhost`` after loadlab mapped it to 127.0.0.1)."""
 
 
+def check_base_url(base_url: str, access: ClusterAccess | None) -> None:
+    """ValueError unless ``base_url`` is ``access``'s server (trailing slash aside): a client is
+    given both, and its TLS context and credentials are only for that server."""
+    if access is not None and base_url.rstrip("/") != access.server:
+        raise ValueError(f"base_url {base_url} is not {access.server}, from {access.source}")
+
+
 def api_access(base_url: str) -> ClusterAccess:
     """A bare ``--api`` URL or the embedded sim: no context, the sim's identity convention."""
     server = base_url.rstrip("/")

@@ -75,8 +75,6 @@ class KubeconfigCredentials(Credentials):
         self.expires_at = expires_at
         """When the token stops working (an exec plugin's ``expirationTimestamp``), else None."""
         self._renew = renew
-        self.renewals = 0
-        """How often ``refresh`` ran the plugin again."""
 
     def authorization(self, user: str | None) -> str | None:
         return self._header
@@ -88,7 +86,6 @@ class KubeconfigCredentials(Credentials):
         if now < self.expires_at - REFRESH_MARGIN:
             return False
         header, self.expires_at = await self._renew()
-        self.renewals += 1
         if header == self._header:
             return False
         self._header = header
@@ -103,8 +100,6 @@ class TokenFile(Credentials):
         super().__init__()
         self._headers = {user: f"Bearer {token}" for user, token in tokens.items()}
         self._fallback = fallback
-        self.users = frozenset(tokens)
-        """The users with a token of their own."""
 
     def authorization(self, user: str | None) -> str | None:
         header = self._headers.get(user) if user is not None else None

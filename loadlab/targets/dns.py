@@ -16,10 +16,16 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 
-from loadlab.clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
+from loadlab.clock import NS_PER_S, Clock, MonotonicClock
 from loadlab.errors import TargetMisbehaving, TargetUnreachable
 from loadlab.targets.address import parse_host_port
-from loadlab.targets.base import FD_ERRNOS, CompletionSink, Outcome, wait_until_idle
+from loadlab.targets.base import (
+    FD_ERRNOS,
+    CompletionSink,
+    Outcome,
+    sweep_timeouts,
+    wait_until_idle,
+)
 from loadlab.targets.dns_channels import Pending, TcpChannel, UdpChannel
 from loadlab.targets.dns_wire import (
     ID_SPACE,
@@ -38,8 +44,6 @@ __all__ = ["IDS_PER_SOCKET", "MAX_SOCKETS", "DnsQuery", "DnsTarget", "probe_dns"
 
 IDS_PER_SOCKET = ID_SPACE
 """DNS IDs are 16 bits (RFC 1035 4.1.1): beyond that many outstanding on a socket, OVERFLOW."""
-MIN_SWEEP_NS = 10 * NS_PER_MS
-"""The sweep runs every timeout/10, no more often than this: timeouts are exact to ~10%."""
 MAX_SOCKETS = 64
 """A sanity cap, not a measured limit (the profile's ``dns.sockets`` has the same bound): 64 sockets
 already allow 64 x 65536 = 4.2M outstanding queries, far more than a resolver holds, and each
@@ -71,7 +75,6 @@ class DnsTarget:
         self._encoded: tuple[EncodedQuery, ...] = tuple(encode_query(q) for q in queries)
         self._socket_count = sockets
         self._timeout_ns = int(timeout_s * NS_PER_S)
-        self._sweep_ns = max(self._timeout_ns // 10, MIN_SWEEP_NS)
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         self._udp: list[UdpChannel] = []
         self._rr = 0
@@ -97,7 +100,9 @@ class DnsTarget:
             await loop.create_datagram_endpoint(_factory(channel), remote_addr=self.address)
             self._udp.append(channel)
         self._tcp = TcpChannel(self.address, self._on_tcp_answer, self._on_tcp_failed)
-        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+        self._sweeper = asyncio.ensure_future(
+            sweep_timeouts(self._clock, self._timeout_ns, self._expire)
+        )
 
     def submit(self, op: int, intended_ns: int) -> None:
         channels = self._udp
@@ -171,12 +176,6 @@ class DnsTarget:
         for op, intended_ns, sent_ns in failed:
             self._in_flight -= 1
             self._sink.complete(op, Outcome.CONN_ERROR, intended_ns, sent_ns, now_ns)
-
-    async def _sweep_forever(self) -> None:
-        clock = self._clock
-        while True:
-            await clock.sleep_until(clock.now_ns() + self._sweep_ns)
-            self._expire(clock.now_ns() - self._timeout_ns)
 
     def _expire(self, sent_before_ns: int) -> None:
         """Complete as TIMEOUT every query sent before ``sent_before_ns``."""

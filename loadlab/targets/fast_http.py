@@ -36,15 +36,27 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from loadlab.clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
-from loadlab.targets.base import FD_ERRNOS, CompletionSink, Outcome, wait_until_idle
+from loadlab.clock import NS_PER_S, Clock, MonotonicClock
+from loadlab.targets.address import SCHEME_PORTS
+from loadlab.targets.base import (
+    FD_ERRNOS,
+    CompletionSink,
+    Outcome,
+    sweep_timeouts,
+    wait_until_idle,
+)
 from loadlab.targets.cluster import ClusterAccess
 from loadlab.targets.credentials import Credentials, SimIdentity
-from loadlab.targets.http import DEFAULT_MAX_RETRY_AFTER_S, DEFAULT_TIMEOUT_S, HttpOperation
+from loadlab.targets.http import (
+    DEFAULT_MAX_RETRY_AFTER_S,
+    DEFAULT_TIMEOUT_S,
+    HttpOperation,
+    check_target_arguments,
+    operation_variants,
+    request_headers,
+)
 from loadlab.targets.http_wire import DEFAULT_MAX_BODY_BYTES, outcome_of_status, retry_hold_ns
 
-MIN_SWEEP_NS = 10 * NS_PER_MS
-"""The timeout sweep runs every timeout/10, no more often than this: timeouts exact to ~10%."""
 USER_AGENT = "loadlab"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 """Sent with ``Content-Length: 0`` when the operation has no body, as aiohttp does."""
@@ -57,36 +69,28 @@ class _Stop(Exception):
 def render_requests(
     base_url: str, op: HttpOperation, bearer_token: str | None, credentials: Credentials
 ) -> tuple[bytes, ...]:
-    """Every ``spread`` variant of ``op`` as the bytes written to the socket, headers as
-    ``HttpTarget`` sends them (Accept, Content-Type with a body, the token, the op's headers,
-    then the credentials' ``Authorization`` for the op's user)."""
-    if op.spread < 1:
-        raise ValueError(f"operation {op.name}: spread must be at least 1, got {op.spread}")
+    """Every ``spread`` variant of ``op`` as the bytes written to the socket: the headers and
+    variants ``HttpTarget`` sends (``request_headers``, ``operation_variants``), after the ones
+    aiohttp would add of its own (Host, User-Agent, Accept-Encoding)."""
+    variants = operation_variants(op)
     parts = urlsplit(base_url.rstrip("/"))
-    headers = {"Host": parts.netloc, "User-Agent": USER_AGENT, "Accept": "application/json"}
-    # aiohttp asks for these by default; asking alike keeps the server's work comparable.
-    headers["Accept-Encoding"] = "gzip, deflate"
-    if op.body is not None:
-        headers["Content-Type"] = "application/json"
-    if bearer_token:
-        headers["Authorization"] = f"Bearer {bearer_token}"
-    headers.update(op.headers)
-    authorization = credentials.authorization(op.user)
-    if authorization is not None:
-        headers["Authorization"] = authorization
+    headers = {
+        "Host": parts.netloc,
+        "User-Agent": USER_AGENT,
+        # aiohttp asks for these by default; asking alike keeps the server's work comparable.
+        "Accept-Encoding": "gzip, deflate",
+        **request_headers(op, bearer_token, credentials),
+    }
     method = op.method.upper()
     fields = [*headers, *headers.values(), method]
     if any(ch in text for text in fields for ch in "\r\n\x00") or not method.isalpha():
         raise ValueError(f"operation {op.name}: a header or the method has a control character")
     head_lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     requests: list[bytes] = []
-    for i in range(op.spread):
-        path = parts.path + (op.path.replace("{i}", str(i)) if op.spread > 1 else op.path)
+    for variant_path, body in variants:
+        path = parts.path + variant_path
         if any(ch <= " " or ch == "\x7f" for ch in path):
             raise ValueError(f"operation {op.name}: path {path!r} has a space or control char")
-        body = op.body
-        if body is not None and op.spread > 1:
-            body = body.replace(b"{i}", str(i).encode())
         length = ""
         if body is not None or method in BODY_METHODS:
             length = f"Content-Length: {len(body or b'')}\r\n"
@@ -282,12 +286,16 @@ class _Slot:
             raise _Stop  # nothing more is read from a dropped connection
 
 
+_RETRY_AFTER = b"retry-after"
+"""Header names come as sent, in any case: compared lower-cased, after a cheap length check."""
+
+
 class _RetryAfterSlot(_Slot):
     """A slot that also reads headers: only when Retry-After is honoured, since a Python call per
     header is a large share of a request's client CPU."""
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) == 11 and name.lower() == b"retry-after":
+        if len(name) == len(_RETRY_AFTER) and name.lower() == _RETRY_AFTER:
             self.retry_after = value.decode("latin-1")
 
 
@@ -314,25 +322,24 @@ class FastHttpTarget:
         name: str = "api",
         access: ClusterAccess | None = None,
     ) -> None:
-        if not operations:
-            raise ValueError("an HTTP target needs at least one operation")
-        if connections < 1:
-            raise ValueError(f"connections must be at least 1, got {connections}")
-        if max_body_bytes < 0:
-            raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
+        check_target_arguments(
+            base_url,
+            operations,
+            connections=connections,
+            max_body_bytes=max_body_bytes,
+            access=access,
+        )
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        if access is not None and base_url.rstrip("/") != access.server:
-            raise ValueError(f"base_url {base_url} is not {access.server}, from {access.source}")
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in SCHEME_PORTS or not parts.hostname:
             raise ValueError(f"base_url {base_url}: expected http://HOST[:PORT] or https://")
         self.name = name
         self.op_names: tuple[str, ...] = tuple(op.name for op in operations)
         self.weights: tuple[float, ...] = tuple(op.weight for op in operations)
         self.base_url = base_url
         self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.port = parts.port or SCHEME_PORTS[parts.scheme]
         self._operations = tuple(operations)
         self._bearer_token = bearer_token
         self._credentials: Credentials = access.credentials if access else SimIdentity()
@@ -348,7 +355,6 @@ class FastHttpTarget:
         self.honour_retry_after = honour_retry_after
         self.max_retry_after_ns = int(max_retry_after_s * NS_PER_S)
         self._timeout_ns = int(timeout_s * NS_PER_S)
-        self._sweep_ns = max(self._timeout_ns // 10, MIN_SWEEP_NS)
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.queue: deque[tuple[int, int]] = deque()
         self.idle: list[_Slot] = []
@@ -373,7 +379,9 @@ class FastHttpTarget:
         self._sink = sink
         self.sink_complete = sink.complete
         self.idle = list(reversed(self._slots))  # slot 0 first: fewer connections at low rates
-        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+        self._sweeper = asyncio.ensure_future(
+            sweep_timeouts(self.clock, self._timeout_ns, self._expire)
+        )
 
     def submit(self, op: int, intended_ns: int) -> None:
         self.queue.append((op, intended_ns))
@@ -407,12 +415,6 @@ class FastHttpTarget:
         self.last_os_error = exc
         if exc.errno in FD_ERRNOS:
             self.fd_exhausted = True
-
-    async def _sweep_forever(self) -> None:
-        clock = self.clock
-        while True:
-            await clock.sleep_until(clock.now_ns() + self._sweep_ns)
-            self._expire(clock.now_ns() - self._timeout_ns)
 
     def _expire(self, sent_before_ns: int) -> None:
         """Time out every active request sent before ``sent_before_ns``."""

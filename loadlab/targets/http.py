@@ -4,7 +4,8 @@ Shape: ``connections`` worker coroutines share one ``ClientSession`` (its connec
 same number, so each worker in effect owns a keep-alive connection) and pull ``(op, intended)``
 pairs from one deque. ``submit`` appends and wakes an idle worker: no task or closure per request.
 The deque is the client-side backlog; ``in_flight`` is queued plus active. URLs, bodies and headers
-are rendered once, up front.
+are rendered once, up front, by the rules this module also gives the lean target (``fast_http``):
+``operation_variants``, ``request_headers`` and ``check_target_arguments``, so both send the same.
 
 Honest counts: every request recorded is exactly one request the server saw (``never_resend``, in
 ``http_wire``). Bodies are read in chunks and dropped, never kept, and a body over
@@ -30,7 +31,7 @@ from yarl import URL
 
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
 from loadlab.targets.base import FD_ERRNOS, CompletionSink, Outcome, wait_until_idle
-from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.cluster import ClusterAccess, check_base_url
 from loadlab.targets.credentials import Credentials, SimIdentity
 
 # Re-exported: callers (launch, agents' test driver, tests) have imported these from here.
@@ -79,21 +80,28 @@ class _Rendered:
     headers: Mapping[str, str]
 
 
-def _render(
-    base_url: str, op: HttpOperation, bearer_token: str | None, credentials: Credentials
-) -> _Rendered:
+def operation_variants(op: HttpOperation) -> tuple[tuple[str, bytes | None], ...]:
+    """``(path, body)`` of each of ``op``'s ``spread`` variants, in round-robin order, with
+    ``{i}`` replaced: how every HTTP client of the mix expands an operation."""
     if op.spread < 1:
         raise ValueError(f"operation {op.name}: spread must be at least 1, got {op.spread}")
-    base = base_url.rstrip("/")
-    urls: list[URL] = []
-    bodies: list[bytes | None] = []
-    for i in range(op.spread):
-        path = op.path.replace("{i}", str(i)) if op.spread > 1 else op.path
-        urls.append(URL(base + path, encoded=True))
-        body = op.body
-        if body is not None and op.spread > 1:
-            body = body.replace(b"{i}", str(i).encode())
-        bodies.append(body)
+    if op.spread == 1:
+        return ((op.path, op.body),)
+    return tuple(
+        (
+            op.path.replace("{i}", str(i)),
+            None if op.body is None else op.body.replace(b"{i}", str(i).encode()),
+        )
+        for i in range(op.spread)
+    )
+
+
+def request_headers(
+    op: HttpOperation, bearer_token: str | None, credentials: Credentials
+) -> dict[str, str]:
+    """The headers every HTTP client of the mix sends for ``op``, in this order: Accept,
+    Content-Type with a body, the target's ``bearer_token``, the operation's own headers, then the
+    credentials' ``Authorization`` for the operation's ``user`` (it wins over both before)."""
     headers = {"Accept": "application/json"}
     if op.body is not None:
         headers["Content-Type"] = "application/json"
@@ -103,7 +111,38 @@ def _render(
     authorization = credentials.authorization(op.user)
     if authorization is not None:
         headers["Authorization"] = authorization
-    return _Rendered(op.method.upper(), tuple(urls), tuple(bodies), headers)
+    return headers
+
+
+def check_target_arguments(
+    base_url: str,
+    operations: Sequence[HttpOperation],
+    *,
+    connections: int,
+    max_body_bytes: int,
+    access: ClusterAccess | None,
+) -> None:
+    """ValueError for what no HTTP target of the mix can be built from."""
+    if not operations:
+        raise ValueError("an HTTP target needs at least one operation")
+    if connections < 1:
+        raise ValueError(f"connections must be at least 1, got {connections}")
+    if max_body_bytes < 0:
+        raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
+    check_base_url(base_url, access)
+
+
+def _render(
+    base_url: str, op: HttpOperation, bearer_token: str | None, credentials: Credentials
+) -> _Rendered:
+    variants = operation_variants(op)
+    base = base_url.rstrip("/")
+    return _Rendered(
+        op.method.upper(),
+        tuple(URL(base + path, encoded=True) for path, _ in variants),
+        tuple(body for _, body in variants),
+        request_headers(op, bearer_token, credentials),
+    )
 
 
 class HttpTarget:
@@ -128,17 +167,16 @@ class HttpTarget:
         name: str = "api",
         access: ClusterAccess | None = None,
     ) -> None:
-        if not operations:
-            raise ValueError("an HTTP target needs at least one operation")
-        if connections < 1:
-            raise ValueError(f"connections must be at least 1, got {connections}")
-        if max_body_bytes < 0:
-            raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
+        check_target_arguments(
+            base_url,
+            operations,
+            connections=connections,
+            max_body_bytes=max_body_bytes,
+            access=access,
+        )
         self.name = name
         self.op_names: tuple[str, ...] = tuple(op.name for op in operations)
         self.weights: tuple[float, ...] = tuple(op.weight for op in operations)
-        if access is not None and base_url.rstrip("/") != access.server:
-            raise ValueError(f"base_url {base_url} is not {access.server}, from {access.source}")
         self.base_url = base_url
         self._operations = tuple(operations)
         self._bearer_token = bearer_token
