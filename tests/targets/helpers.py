@@ -1,13 +1,40 @@
-"""Shared by the target tests: DNS query and answer wires, and whether the DNS sweeper waits."""
+"""Shared by the target tests: sending a batch through a target, DNS query and answer wires, and
+whether the DNS sweeper waits."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import dns.flags
 import dns.message
 import dns.rcode
 
-from loadlab.clock import FakeClock
+from loadlab.clock import NS_PER_S, Clock, FakeClock
+from loadlab.targets.base import Target
 from loadlab.targets.dns_wire import DnsQuery, encode_query, with_id
+from loadlab.testing.fakes import Completion, FakeRecorder
+
+DRAIN_S = 10.0
+"""How long ``send_and_drain`` lets a batch take: far beyond a loopback answer, so reaching it
+means a bug (the target's own timeout, shorter, is what a test of silence relies on)."""
+
+
+async def send_and_drain(
+    target: Target, clock: Clock, order: Sequence[int], *, drain_s: float = DRAIN_S
+) -> list[Completion]:
+    """Open ``target`` (whose clock is ``clock``), submit the operations of ``order`` at once,
+    drain and close: every completion, in the order they came. Fails if the drain leaves
+    anything in flight."""
+    recorder = FakeRecorder()
+    await target.open(recorder)
+    try:
+        for op in order:
+            target.submit(op, clock.now_ns())
+        await target.drain(clock.now_ns() + int(drain_s * NS_PER_S))
+        assert target.in_flight == 0
+    finally:
+        await target.close()
+    return recorder.completions
 
 
 def query_wire(query: DnsQuery, qid: int = 7) -> bytes:
@@ -27,6 +54,7 @@ def answer_to(
 
 
 def sweeper_asleep(clock: FakeClock) -> bool:
-    """Whether the DNS target's timeout sweep waits on ``clock`` for a deadline still ahead."""
+    """Whether a target's timeout sweep (DNS, lean HTTP: ``base.sweep_timeouts``) waits on
+    ``clock`` for a deadline still ahead."""
     deadline_ns = clock.next_deadline_ns
     return deadline_ns is not None and deadline_ns > clock.now_ns()

@@ -19,8 +19,9 @@ from loadlab.targets.agent_http import AgentHttpClient
 from loadlab.targets.base import Outcome
 from loadlab.targets.cluster import ClusterAccess, load_kubeconfig, with_token_file
 from loadlab.targets.credentials import read_token_file
-from loadlab.targets.http import HttpOperation, HttpTarget, probe_http
-from tests.targets.test_cluster_tls import send
+from loadlab.targets.fast_http import FastHttpTarget
+from loadlab.targets.http import HttpOperation, probe_http
+from tests.targets.test_cluster_tls import MIX_TARGETS, MixTarget, send
 
 pytestmark = pytest.mark.realtime
 
@@ -115,7 +116,10 @@ def test_each_agent_is_its_own_node_to_the_sim(sim: SimProcess) -> None:
     asyncio.run(body())
 
 
-def test_the_mix_reaches_the_sim_as_the_operations_users(sim: SimProcess) -> None:
+@MIX_TARGETS
+def test_the_mix_reaches_the_sim_as_the_operations_users(
+    sim: SimProcess, target_type: MixTarget
+) -> None:
     lease = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-{i}"
 
     async def body() -> None:
@@ -125,7 +129,7 @@ def test_the_mix_reaches_the_sim_as_the_operations_users(sim: SimProcess) -> Non
             HttpOperation("admin", "GET", "/api/v1/nodes"),
             HttpOperation("nobody", "GET", "/api/v1/nodes", user="system:node:node-99"),
         ]
-        target = HttpTarget(access.server, ops, connections=2, access=access)
+        target = target_type(access.server, ops, connections=2, access=access)
         # node-99 has no token of its own: it falls back to the kubeconfig's (the admin).
         assert await send(target, [0, 1, 2]) == [Outcome.OK, Outcome.OK, Outcome.OK]
 
@@ -143,7 +147,7 @@ def test_an_unlisted_context_sends_nothing_to_the_sim(sim: SimProcess) -> None:
         # Only the second read of /metrics itself shows.
         assert changed <= {'authentication_attempts{result="success"}'}, changed
         # The control: a run that is let through does show.
-        target = HttpTarget(
+        target = FastHttpTarget(
             access.server, [HttpOperation("nodes", "GET", "/api/v1/nodes")], access=access
         )
         assert await send(target, [0]) == [Outcome.OK]

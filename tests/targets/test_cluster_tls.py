@@ -19,11 +19,13 @@ from loadlab.agents.base import ApiCall, Identity, WatchOpen
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.errors import EXIT_UNREACHABLE, TargetMisbehaving, TargetUnreachable
 from loadlab.targets.agent_http import AgentHttpClient
-from loadlab.targets.base import Outcome
+from loadlab.targets.base import Outcome, Target
 from loadlab.targets.cluster import ClusterAccess, load_kubeconfig, with_token_file
 from loadlab.targets.credentials import KubeconfigCredentials
+from loadlab.targets.fast_http import FastHttpTarget
 from loadlab.targets.http import HttpOperation, HttpTarget, probe_http
 from loadlab.testing.fakes import FakeRecorder
+from tests.targets.helpers import send_and_drain
 from tests.targets.pki import CertificateAuthority, b64, kubeconfig
 
 pytestmark = pytest.mark.realtime
@@ -40,6 +42,12 @@ UNAUTHORIZED = {
     "code": 401,
 }
 TIMEOUT_S = 5.0
+MixTarget = type[FastHttpTarget] | type[HttpTarget]
+MIX_TARGETS = pytest.mark.parametrize(
+    "target_type",
+    [pytest.param(FastHttpTarget, id="fast"), pytest.param(HttpTarget, id="aiohttp")],
+)
+"""Both clients of the request mix: runs use FastHttpTarget; HttpTarget must say the same."""
 
 
 @dataclass
@@ -111,17 +119,10 @@ def run(body: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(body(), TIMEOUT_S * 3))
 
 
-async def send(target: HttpTarget, ops: Sequence[int]) -> list[Outcome]:
-    clock = MonotonicClock()
-    recorder = FakeRecorder()
-    await target.open(recorder)
-    try:
-        for op in ops:
-            target.submit(op, clock.now_ns())
-        await target.drain(clock.now_ns() + int(TIMEOUT_S * NS_PER_S))
-    finally:
-        await target.close()
-    return [c.outcome for c in recorder.completions]
+async def send(target: Target, ops: Sequence[int]) -> list[Outcome]:
+    """The outcomes of ``ops`` sent at once through ``target`` (built on the default clock)."""
+    completions = await send_and_drain(target, MonotonicClock(), ops, drain_s=TIMEOUT_S)
+    return [c.outcome for c in completions]
 
 
 def test_probe_passes_with_the_kubeconfig_token_over_verified_tls(
@@ -200,8 +201,9 @@ def test_a_server_certificate_from_another_ca_fails_verification_in_one_line(
     run(body)
 
 
+@MIX_TARGETS
 def test_http_target_sends_each_operation_as_its_user_over_verified_tls(
-    tmp_path: Path, ca: CertificateAuthority
+    tmp_path: Path, ca: CertificateAuthority, target_type: MixTarget
 ) -> None:
     async def body() -> None:
         async with api_server(ca.server_context(tmp_path)) as (url, seen):
@@ -213,7 +215,7 @@ def test_http_target_sends_each_operation_as_its_user_over_verified_tls(
                 HttpOperation("stranger", "GET", "/stranger", user="system:node:node-9"),
                 HttpOperation("own", "GET", "/own"),
             ]
-            target = HttpTarget(access.server, ops, connections=1, access=access)
+            target = target_type(access.server, ops, connections=1, access=access)
             outcomes = await send(target, [0, 1, 2])
         assert outcomes == [Outcome.CLIENT_ERROR, Outcome.OK, Outcome.OK]  # node-1 unknown here
         assert seen.authorizations("/node") == ["Bearer node-1-token"]
@@ -223,8 +225,9 @@ def test_http_target_sends_each_operation_as_its_user_over_verified_tls(
     run(body)
 
 
+@MIX_TARGETS
 def test_http_target_sends_the_renewed_token_after_a_refresh(
-    tmp_path: Path, ca: CertificateAuthority
+    tmp_path: Path, ca: CertificateAuthority, target_type: MixTarget
 ) -> None:
     expiry = datetime.datetime(2031, 1, 1, tzinfo=datetime.UTC)
 
@@ -236,7 +239,8 @@ def test_http_target_sends_the_renewed_token_after_a_refresh(
             loaded = await kubeconfig_access(tmp_path, ca, url)
             creds = KubeconfigCredentials("Bearer first", expires_at=expiry, renew=renew)
             access = ClusterAccess(loaded.server, "test", loaded.ssl, creds, loaded.source)
-            target = HttpTarget(access.server, [HttpOperation("get", "GET", "/x")], access=access)
+            ops = [HttpOperation("get", "GET", "/x")]
+            target = target_type(access.server, ops, access=access)
             clock = MonotonicClock()
             await target.open(FakeRecorder())
             try:
@@ -273,9 +277,10 @@ def test_agent_client_sends_the_node_token_and_its_user_agent(
     run(body)
 
 
+@MIX_TARGETS
 @pytest.mark.parametrize("as_data", [False, True], ids=["files", "data"])
 def test_client_certificate_authenticates_the_probe_and_the_load(
-    tmp_path: Path, ca: CertificateAuthority, as_data: bool
+    tmp_path: Path, ca: CertificateAuthority, as_data: bool, target_type: MixTarget
 ) -> None:
     alice = ca.client("alice")
     if as_data:
@@ -292,8 +297,8 @@ def test_client_certificate_authenticates_the_probe_and_the_load(
         async with api_server(server_context, tokens=()) as (url, seen):
             access = await kubeconfig_access(tmp_path, ca, url, user)
             await probe_http(access.server, TIMEOUT_S, access=access)
-            target = HttpTarget(access.server, [HttpOperation("get", "GET", "/x")], access=access)
-            assert await send(target, [0]) == [Outcome.OK]
+            ops = [HttpOperation("get", "GET", "/x")]
+            assert await send(target_type(access.server, ops, access=access), [0]) == [Outcome.OK]
         assert [(r[0], r[1], r[3]) for r in seen.requests] == [
             ("/", None, "alice"),
             ("/api", None, "alice"),
@@ -303,11 +308,14 @@ def test_client_certificate_authenticates_the_probe_and_the_load(
     run(body)
 
 
-def test_without_access_an_operation_user_is_the_sims_bearer_convention() -> None:
+@MIX_TARGETS
+def test_without_access_an_operation_user_is_the_sims_bearer_convention(
+    target_type: MixTarget,
+) -> None:
     async def body() -> None:
         async with api_server(None, tokens=("system:node:node-3",)) as (url, seen):
             ops = [HttpOperation("as-node", "GET", "/x", user="system:node:node-3")]
-            assert await send(HttpTarget(url, ops), [0]) == [Outcome.OK]
+            assert await send(target_type(url, ops), [0]) == [Outcome.OK]
         assert seen.authorizations("/x") == ["Bearer system:node:node-3"]
 
     run(body)

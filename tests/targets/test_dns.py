@@ -25,7 +25,7 @@ from loadlab.testing.ports import closed_udp_port, free_port
 from loadlab.testing.unbound import UnboundServer
 from loadlab.testing.waiting import wait_for
 
-from .helpers import answer_to, sweeper_asleep
+from .helpers import answer_to, send_and_drain, sweeper_asleep
 
 pytestmark = pytest.mark.realtime
 
@@ -96,17 +96,7 @@ async def query_all(
     order: Sequence[int],
 ) -> list[Completion]:
     clock = MonotonicClock()
-    target = DnsTarget(host, port, queries, clock=clock)
-    rec = FakeRecorder()
-    await target.open(rec)
-    try:
-        for op in order:
-            target.submit(op, clock.now_ns())
-        await target.drain(clock.now_ns() + 10 * NS_PER_S)
-        assert target.in_flight == 0
-    finally:
-        await target.close()
-    return rec.completions
+    return await send_and_drain(DnsTarget(host, port, queries, clock=clock), clock, order)
 
 
 CLUSTER_QUERIES = [

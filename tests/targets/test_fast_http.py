@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
-import resource
 import ssl
-import subprocess
-import sys
-import textwrap
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +26,7 @@ from loadlab.testing.fakes import Completion, FakeRecorder
 from loadlab.testing.hostile import HostileHttpServer, HttpBehaviour
 from loadlab.testing.ports import closed_tcp_port
 from loadlab.testing.waiting import wait_for
+from tests.targets.helpers import send_and_drain, sweeper_asleep
 from tests.targets.pki import CertificateAuthority
 
 pytestmark = pytest.mark.realtime
@@ -133,16 +129,7 @@ async def send_in_order(
     clock = MonotonicClock()
     options: dict[str, object] = {"connections": 1, "timeout_s": 5.0, **kwargs}
     target = FastHttpTarget(url, ops, clock=clock, **options)  # type: ignore[arg-type]
-    rec = FakeRecorder()
-    await target.open(rec)
-    try:
-        for op in order:
-            target.submit(op, clock.now_ns())
-        await target.drain(clock.now_ns() + 10 * NS_PER_S)
-        assert target.in_flight == 0
-    finally:
-        await target.close()
-    return rec.completions
+    return await send_and_drain(target, clock, order)
 
 
 @pytest.mark.parametrize(
@@ -173,18 +160,36 @@ def test_each_hostile_answer_is_one_completion_with_its_outcome_and_never_resent
         assert c.intended_ns <= c.sent_ns <= c.done_ns
 
 
-def test_a_silent_server_times_out_and_the_connection_is_reopened() -> None:
+def test_a_silent_server_times_out_at_the_first_sweep_past_the_timeout_then_reconnects() -> None:
+    """Timeout 0.2 s, so a sweep every 20 ms: the fake clock steps from sweep to sweep while the
+    server stays silent, and the requests queued behind go on a new connection."""
     wire = Wire()
+    clock = FakeClock(1_000 * NS_PER_S)
+    rec = FakeRecorder()
+    timeout_ns = NS_PER_S // 5
 
-    async def go() -> list[Completion]:
+    async def go() -> None:
         async with raw_server(lambda n, path: SILENT if path == "/silent" else ok(), wire) as url:
             ops = [HttpOperation("silent", "GET", "/silent"), GET]
-            return await send_in_order(url, ops, [0, 1, 1], timeout_s=0.2)
+            target = FastHttpTarget(url, ops, connections=1, timeout_s=0.2, clock=clock)
+            await target.open(rec)
+            try:
+                for op in (0, 1, 1):
+                    target.submit(op, clock.now_ns())
+                await wait_for(lambda: wire.requests == 1, "the silent request at the server")
+                for _ in range(100):  # 2 s of sweeps: far past the timeout
+                    await wait_for(lambda: sweeper_asleep(clock), "the next sweep")
+                    if rec.completions:
+                        break
+                    clock.advance_to(clock.next_deadline_ns or 0)
+                await wait_for(lambda: len(rec.completions) == 3, "the requests after it")
+            finally:
+                await target.close()
 
-    completions = asyncio.run(go())
-    assert [c.outcome for c in completions] == [Outcome.TIMEOUT, Outcome.OK, Outcome.OK]
-    waited_ns = completions[0].done_ns - completions[0].sent_ns
-    assert 0.2 * NS_PER_S <= waited_ns < 0.5 * NS_PER_S
+    asyncio.run(go())
+    assert [c.outcome for c in rec.completions] == [Outcome.TIMEOUT, Outcome.OK, Outcome.OK]
+    waited_ns = rec.completions[0].done_ns - rec.completions[0].sent_ns
+    assert timeout_ns < waited_ns <= timeout_ns + timeout_ns // 10  # the sweep's resolution
     assert (wire.connections, wire.requests) == (2, 3)
 
 
@@ -340,7 +345,8 @@ def test_a_429_holds_its_connection_for_retry_after_only_when_honouring_it(
                 target.submit(1, clock.now_ns())
                 await wait_for(lambda: len(rec.completions) >= 1, "the 429")
                 if hold_ns:
-                    await asyncio.sleep(0.05)
+                    held_until_ns = rec.completions[0].done_ns + hold_ns
+                    await wait_for(lambda: clock.next_deadline_ns == held_until_ns, "the hold")
                     assert len(rec.completions) == 1  # the next request waits for the clock
                     assert target.in_flight == 1
                     clock.advance(hold_ns)
@@ -432,59 +438,3 @@ def test_tls_verifies_against_the_access_context_and_its_server_name(tmp_path: P
     assert [c.outcome for c in asyncio.run(go("localhost"))] == [Outcome.OK] * 2
     assert [c.outcome for c in asyncio.run(go("not-in-the-cert"))] == [Outcome.CONN_ERROR] * 2
     assert wire.requests == 2  # a certificate that does not verify: nothing sent
-
-
-FD_CHILD = textwrap.dedent(
-    """
-    import asyncio, errno, json, os, resource, sys
-
-    from loadlab.targets.fast_http import FastHttpTarget
-    from loadlab.targets.http import HttpOperation
-
-    class Sink:
-        def __init__(self):
-            self.labels = []
-
-        def complete(self, op, outcome, intended_ns, sent_ns, done_ns):
-            self.labels.append(outcome.label)
-
-    async def main():
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-        sink = Sink()
-        target = FastHttpTarget(sys.argv[1], [HttpOperation("get", "GET", "/")], connections=1)
-        await target.open(sink)
-        held = []
-        try:
-            for _ in range(64):
-                held.append(os.dup(0))
-        except OSError as exc:
-            assert exc.errno == errno.EMFILE, exc
-        target.submit(0, 0)
-        for _ in range(500):
-            if sink.labels:
-                break
-            await asyncio.sleep(0.01)
-        for fd in held:
-            os.close(fd)
-        await target.close()
-        error = target.last_os_error
-        print(json.dumps({"labels": sink.labels, "fd_exhausted": target.fd_exhausted,
-                          "errno": error.errno if error is not None else None}))
-
-    asyncio.run(main())
-    """
-)
-
-
-def test_running_out_of_file_descriptors_sets_fd_exhausted() -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 128:
-        pytest.skip(f"the hard open-file limit {hard} leaves no room for this test")
-    url = f"http://127.0.0.1:{closed_tcp_port()}"
-    done = subprocess.run(
-        [sys.executable, "-c", FD_CHILD, url], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert result == {"labels": ["conn_error"], "fd_exhausted": True, "errno": errno.EMFILE}

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from loadlab.clock import NS_PER_S, FakeClock, MonotonicClock
-from loadlab.errors import TargetMisbehaving, TargetUnreachable
+from loadlab.errors import EXIT_UNREACHABLE, LoadlabError, TargetMisbehaving, TargetUnreachable
 from loadlab.targets.base import Outcome
 from loadlab.targets.http import (
     HttpOperation,
@@ -20,8 +20,10 @@ from loadlab.targets.http import (
     retry_hold_ns,
 )
 from loadlab.testing.fakes import Completion, FakeRecorder
+from loadlab.testing.hostile import HostileHttpServer, HttpBehaviour
 from loadlab.testing.ports import closed_tcp_port
 from loadlab.testing.waiting import wait_for
+from tests.targets.helpers import send_and_drain
 
 pytestmark = pytest.mark.realtime
 
@@ -87,16 +89,7 @@ async def send_all(
 ) -> list[Completion]:
     clock = MonotonicClock()
     target = HttpTarget(base_url, ops, clock=clock, **kwargs)  # type: ignore[arg-type]
-    rec = FakeRecorder()
-    await target.open(rec)
-    try:
-        for op in order:
-            target.submit(op, clock.now_ns())
-        await target.drain(clock.now_ns() + 10 * NS_PER_S)
-        assert target.in_flight == 0
-    finally:
-        await target.close()
-    return rec.completions
+    return await send_and_drain(target, clock, order)
 
 
 OPS = [
@@ -261,3 +254,36 @@ def test_probe_http_says_misbehaving_when_the_answer_is_not_http() -> None:
 
     with pytest.raises(TargetMisbehaving, match="not with HTTP"):
         asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error", "says"),
+    [
+        pytest.param(HttpBehaviour.STATUS_500, None, "", id="500-passes"),
+        pytest.param(HttpBehaviour.STATUS_429, None, "", id="429-passes"),
+        pytest.param(HttpBehaviour.RESET, TargetUnreachable, "cannot reach", id="reset"),
+        pytest.param(HttpBehaviour.SILENCE, TargetUnreachable, "did not answer", id="silence"),
+    ],
+)
+def test_probe_http_passes_any_status_and_stops_a_server_that_resets_or_stays_silent(
+    behaviour: HttpBehaviour, error: type[LoadlabError] | None, says: str
+) -> None:
+    async def go() -> tuple[LoadlabError | None, int]:
+        async with HostileHttpServer(behaviour) as server:
+            try:
+                await probe_http(server.url, timeout_s=0.3)
+            except LoadlabError as exc:
+                return exc, server.stats().requests
+            return None, server.stats().requests
+
+    caught, requests = asyncio.run(go())
+    # One GET; after a reset aiohttp sends an idempotent request once more (the probe has no
+    # ``never_resend``: it counts nothing, so a second GET costs only the server one answer).
+    assert requests == (2 if behaviour is HttpBehaviour.RESET else 1)
+    if error is None:
+        assert caught is None
+        return
+    assert isinstance(caught, error)
+    assert caught.exit_code == EXIT_UNREACHABLE
+    assert says in str(caught)
+    assert "\n" not in str(caught)

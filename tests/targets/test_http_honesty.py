@@ -349,6 +349,7 @@ FD_CHILD = textwrap.dedent(
     from loadlab.errors import UsageError
     from loadlab.targets.base import check_fd_budget
     from loadlab.targets.dns import DnsQuery, DnsTarget
+    from loadlab.targets.fast_http import FastHttpTarget
     from loadlab.targets.http import HttpOperation, HttpTarget
 
     class Sink:
@@ -391,11 +392,14 @@ FD_CHILD = textwrap.dedent(
             budget = "passed"
         except UsageError as exc:
             budget = str(exc)
-        http_sink, dns_sink = Sink(), Sink()
-        http = HttpTarget(sys.argv[1], [HttpOperation("get", "GET", "/")], connections=1)
+        http_sink, fast_sink, dns_sink = Sink(), Sink(), Sink()
+        get = [HttpOperation("get", "GET", "/")]
+        http = HttpTarget(sys.argv[1], get, connections=1)
+        fast = FastHttpTarget(sys.argv[1], get, connections=1)
         query = DnsQuery("kubernetes.default.svc.cluster.local")
         resolver = DnsTarget(*server.get_extra_info("sockname"), [query], timeout_s=5)
         await http.open(http_sink)
+        await fast.open(fast_sink)
         await resolver.open(dns_sink)
         held = []
         try:
@@ -404,17 +408,21 @@ FD_CHILD = textwrap.dedent(
         except OSError as exc:
             assert exc.errno == errno.EMFILE, exc
         http.submit(0, 0)
+        fast.submit(0, 0)
         resolver.submit(0, 0)  # truncated: its TCP retry needs a new socket
         await first_completion(http_sink)
+        await first_completion(fast_sink)
         await first_completion(dns_sink)
         for fd in held:
             os.close(fd)
         await http.close()
+        await fast.close()
         await resolver.close()
         server.close()
         print(json.dumps({
             "budget": budget,
             "http": report(http, http_sink),
+            "fast": report(fast, fast_sink),
             "dns": report(resolver, dns_sink),
         }))
 
@@ -425,7 +433,8 @@ FD_CHILD = textwrap.dedent(
 
 def test_targets_say_when_the_process_ran_out_of_file_descriptors() -> None:
     """In a child process whose open-file limit is lowered to 64 and then used up: the HTTP
-    connect and the DNS TCP fallback fail with EMFILE, and the targets say so."""
+    connects (aiohttp's and the lean target's) and the DNS TCP fallback fail with EMFILE, and
+    the targets say so."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 128:
         pytest.skip(f"the hard open-file limit {hard} leaves no room for this test")
@@ -443,6 +452,7 @@ def test_targets_say_when_the_process_ran_out_of_file_descriptors() -> None:
     assert "ulimit -n 80" in result["budget"]
     exhausted = {"labels": ["conn_error"], "fd_exhausted": True, "errno": errno.EMFILE}
     assert result["http"] == exhausted
+    assert result["fast"] == exhausted
     assert result["dns"] == exhausted
 
 
