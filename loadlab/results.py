@@ -92,11 +92,15 @@ def _why(exc: OSError) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write via a temporary file and rename, so a reader never sees half a file."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write via ``<name>.tmp``, fsync and rename, so a reader never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        with tmp.open("w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
+        with tmp.open("wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)

@@ -44,9 +44,9 @@ CREDENTIALS_REFRESH_S = 10.0
 
 
 async def keep_credentials_fresh(access: ClusterAccess, clock: Clock) -> None:
-    """Renew ``access``'s credentials when they near expiry, until cancelled. A plugin that fails
-    to renew raises a one-line UsageError; the requests after it will be refused (401), which
-    the run's figures and rails see."""
+    """Renew ``access``'s credentials when they near expiry, until cancelled. A renewal that
+    fails (an exec plugin's error) is not fatal here: the requests after it are refused (401),
+    which the run's own figures and the rails see and stop the run for."""
     next_ns = clock.now_ns()
     while True:
         next_ns += int(CREDENTIALS_REFRESH_S * 1e9)

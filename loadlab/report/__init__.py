@@ -3,11 +3,9 @@ not import the engine, targets, sim, session, launch, cli or any wire library.""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
-from loadlab.results import write_json_atomic
+from loadlab.results import write_bytes_atomic, write_json_atomic
 
 __all__ = ["report_command", "write_report"]
 
@@ -15,21 +13,6 @@ REPORT_HTML = "report.html"
 SUMMARY_MD = "summary.md"
 PERFDASH_JSON = "perfdash.json"
 PLOTS_DIR = "plots"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Through a temporary file and a rename, so a reader never sees half a report."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
 
 
 def _folder_files(root: Path, written: list[str]) -> list[str]:
@@ -64,7 +47,7 @@ def write_report(result_dir: Path) -> list[Path]:
     if figures:
         plots.mkdir(exist_ok=True)
     for figure in figures:
-        _write_atomic(plots / figure.name, figure.png)
+        write_bytes_atomic(plots / figure.name, figure.png)
         written.append(plots / figure.name)
     if plots.is_dir():  # a previous report's figure this run no longer has (e.g. a size gone)
         for stale in plots.glob("*.png"):
@@ -72,9 +55,9 @@ def write_report(result_dir: Path) -> list[Path]:
                 stale.unlink(missing_ok=True)
     write_json_atomic(result_dir / PERFDASH_JSON, run_perfdash(run))
     written.append(result_dir / PERFDASH_JSON)
-    _write_atomic(result_dir / SUMMARY_MD, render_markdown(run, files).encode("utf-8"))
+    write_bytes_atomic(result_dir / SUMMARY_MD, render_markdown(run, files).encode("utf-8"))
     written.append(result_dir / SUMMARY_MD)
-    _write_atomic(result_dir / REPORT_HTML, render_html(run, figures, files).encode("utf-8"))
+    write_bytes_atomic(result_dir / REPORT_HTML, render_html(run, figures, files).encode("utf-8"))
     written.append(result_dir / REPORT_HTML)
     return written
 

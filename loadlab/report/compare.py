@@ -35,11 +35,18 @@ from loadlab.report.read import RunKind
 
 MIN_INTERVALS = 5
 """Per-interval values below this on either side give no latency verdict: a median of four
-one-second p99s says little, and a bootstrap over them even less."""
+one-second p99s says little, and a bootstrap over them even less (not from a reference: a
+judgement)."""
 BOOTSTRAP_DRAWS = 1_000
+"""Resamples per latency row: Efron & Tibshirani, An Introduction to the Bootstrap (1993), ask for
+about 1,000 for a percentile interval's ends (200 at most do for a standard error only)."""
 CONFIDENCE = 0.90
+"""Two-sided, so "the interval's low end is above 1" is a one-sided test at 5 % (not from a
+reference: the usual 5 % level, one-sided because only one direction is a regression)."""
 BOOTSTRAP_SEED = 20_240_613
-"""Fixed, so the same two folders always give the same page."""
+"""Fixed, so the same two folders always give the same page (the value itself is arbitrary)."""
+_MEDIAN_FLOOR_MS = 1e-9
+"""A median of 0 ms divides as this, not by zero."""
 
 Quantile = Literal["p50", "p99"]
 QUANTILES: dict[Quantile, float] = {"p50": 50.0, "p99": 99.0}
@@ -382,10 +389,11 @@ def ratio_of_medians(
     rng = np.random.default_rng(seed)
     med_a = np.median(xa[rng.integers(0, xa.size, (draws, xa.size))], axis=1)
     med_b = np.median(xb[rng.integers(0, xb.size, (draws, xb.size))], axis=1)
-    ratios = med_b / np.maximum(med_a, 1e-9)
+    ratios = med_b / np.maximum(med_a, _MEDIAN_FLOOR_MS)
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float(np.median(xb) / max(float(np.median(xa)), 1e-9)), float(low), float(high)
+    ratio = float(np.median(xb)) / max(float(np.median(xa)), _MEDIAN_FLOOR_MS)
+    return ratio, float(low), float(high)
 
 
 def latency_row(

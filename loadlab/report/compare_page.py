@@ -9,9 +9,7 @@ regression either.
 
 from __future__ import annotations
 
-import io
 import math
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,11 +31,20 @@ from loadlab.report.compare import (
 )
 from loadlab.report.compare_read import read_comparison
 from loadlab.report.page import document, esc, image, table, verdict
+from loadlab.report.plots import DPI, png_bytes
+from loadlab.results import write_bytes_atomic
 
 HTML_FILE = "compare.html"
 MD_FILE = "compare.md"
 _THRESHOLD = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(%?)\s*$")
 _RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 1.0, 1.25, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+"""Where the ratio axis may be labelled: 1-2-5 steps, and 0.8/1.25 (a 1.25x change either way)
+while the axis is narrow enough to show them."""
+RATIO_WIDTH_IN = 7.5
+RATIO_MARGIN_IN = 1.2
+RATIO_ROW_IN = 0.32
+"""The p99-ratio figure, inches: its width, the room for the axis and its label, and one row per
+operation (not from a reference: chosen by eye)."""
 _ROW_CLASS = {Verdict.REGRESSED: "fail", Verdict.IMPROVED: "pass"}
 _VERDICT_COLOUR = {
     Verdict.REGRESSED: "#c5221f",
@@ -68,8 +75,9 @@ def compare_command(a: Path, b: Path, *, threshold: float, out: Path | None) -> 
     folder = out if out is not None else default_out(a, b)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / MD_FILE, compare_markdown(comparison))
-        _write_atomic(folder / HTML_FILE, compare_html(comparison))
+        # Atomic: a browser reloading or a CI artefact upload never sees half a page.
+        write_bytes_atomic(folder / MD_FILE, compare_markdown(comparison).encode("utf-8"))
+        write_bytes_atomic(folder / HTML_FILE, compare_html(comparison).encode("utf-8"))
     except OSError as exc:
         raise ResultsWriteError(
             f"{folder}: cannot write the comparison ({exc.strerror or type(exc).__name__})"
@@ -83,16 +91,6 @@ def compare_command(a: Path, b: Path, *, threshold: float, out: Path | None) -> 
 def default_out(a: Path, b: Path) -> Path:
     a_name, b_name = a.resolve().name, b.resolve().name
     return b.resolve().parent / f"compare-{a_name}-vs-{b_name}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers (a browser reloading, a CI artefact upload) never see half a page."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- the rows, as cells -------------------------------------------------------------------------
@@ -179,6 +177,11 @@ def _ms(value: float | None) -> str:
     return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
 
 
+def _row_classes(rows: Sequence[KneeRow | OutcomeRow | LatencyRow]) -> list[str]:
+    """Each row's colour on the page: red when it regressed, green when it improved."""
+    return [_ROW_CLASS.get(r.verdict, "") for r in rows]
+
+
 def _outcome_id(c: Comparison) -> str:
     return "sizes" if c.kind == "sweep" else "targets"
 
@@ -212,7 +215,7 @@ def compare_html(c: Comparison) -> str:
                 KNEE_HEADER,
                 [knee_cells(r) for r in c.knees],
                 table_id="knees",
-                row_classes=[_ROW_CLASS.get(r.verdict, "") for r in c.knees],
+                row_classes=_row_classes(c.knees),
                 text_columns=1,
             ),
         ]
@@ -223,7 +226,7 @@ def compare_html(c: Comparison) -> str:
                 OUTCOME_HEADER,
                 [outcome_cells(r) for r in c.outcomes],
                 table_id=_outcome_id(c),
-                row_classes=[_ROW_CLASS.get(r.verdict, "") for r in c.outcomes],
+                row_classes=_row_classes(c.outcomes),
             ),
         ]
     png = p99_ratio_png(c.latency, c.threshold)
@@ -236,7 +239,7 @@ def compare_html(c: Comparison) -> str:
             [latency_cells(r) for r in c.latency],
             table_id="latency",
             caption=f"successful requests, per-interval p50/p99: {c.latency_range}",
-            row_classes=[_ROW_CLASS.get(r.verdict, "") for r in c.latency],
+            row_classes=_row_classes(c.latency),
             text_columns=3,
         ),
     ]
@@ -308,7 +311,7 @@ def p99_ratio_png(rows: Sequence[LatencyRow], threshold: float) -> bytes | None:
     ]
     if not shown:
         return None
-    fig = Figure(figsize=(7.5, 1.2 + 0.32 * len(shown)), dpi=100)
+    fig = Figure(figsize=(RATIO_WIDTH_IN, RATIO_MARGIN_IN + RATIO_ROW_IN * len(shown)), dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.axvspan(1 - threshold, 1 + threshold, color="#e8eaed", zorder=0)
@@ -332,6 +335,4 @@ def p99_ratio_png(rows: Sequence[LatencyRow], threshold: float) -> bytes | None:
     ax.set_xlabel("p99 of B / p99 of A (log scale; left of 1 is faster)")
     ax.grid(axis="x", color="#eeeeee", linewidth=0.6)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(fig)

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from loadlab.clock import US_PER_MS
 from loadlab.errors import UsageError
+from loadlab.profile import Ramp
 from loadlab.report.compare import (
     QUANTILES,
     Comparison,
@@ -41,15 +43,14 @@ from loadlab.report.read import (
     sizes,
     step_windows,
 )
+from loadlab.report.series import sweep_warmup_s
 
-DEFAULT_REFINE_WITHIN = 0.05
-"""loadlab.profile's ``load.ramp.refine_within`` default, for a profile that does not say."""
+DEFAULT_REFINE_WITHIN: float = Ramp.model_fields["refine_within"].default
+"""The profile's ``load.ramp.refine_within`` default, for a profile as run that does not say."""
 IGNORED_FIELDS = frozenset({"schema", "name", "description", "api.url", "dns.server"})
 """Profile fields that differ between any two runs (ports picked at start) or say nothing."""
 KIND_NAMES = {"ramp": "a ramp", "fixed": "a fixed-rate run", "sweep": "a sweep"}
 UNCORRECTED_SUFFIX = ".uncorrected.hlog"
-INTERVAL_SLACK_S = 0.5
-"""Half an interval of ticker slack, as ``read.merged_histogram`` and the run itself allow."""
 
 Windows = list[tuple[float, float]]
 """Parts of a run's time axis, (start_s, end_s), seconds since its (or its size's) start."""
@@ -235,16 +236,14 @@ def interval_values_ms(
     intervals: Sequence[OpInterval], windows: Sequence[tuple[float, float]], quantile: Quantile
 ) -> list[float]:
     """The ``quantile`` of every interval that lies inside one of ``windows`` ((start_s, end_s),
-    give or take ``INTERVAL_SLACK_S``), milliseconds; empty intervals are skipped."""
+    ``OpInterval.within``), milliseconds; empty intervals are skipped."""
     values = []
     for interval in intervals:
-        inside = any(
-            interval.start_s >= start - INTERVAL_SLACK_S
-            and interval.end_s <= end + INTERVAL_SLACK_S
-            for start, end in windows
-        )
+        inside = any(interval.within(start, end) for start, end in windows)
         if inside and interval.histogram.get_total_count() > 0:
-            values.append(interval.histogram.get_value_at_percentile(QUANTILES[quantile]) / 1000)
+            values.append(
+                interval.histogram.get_value_at_percentile(QUANTILES[quantile]) / US_PER_MS
+            )
     return values
 
 
@@ -322,9 +321,8 @@ def sweep_latency(
     a: RunFolder, b: RunFolder, *, threshold: float
 ) -> tuple[tuple[LatencyRow, ...], str]:
     """Per size and agent kind: from the end of warm-up to the first failure in either run."""
-    warmups = {_dig(run.profile, "phases", "warmup_s") for run in (a, b)}
-    known = [w for w in warmups if isinstance(w, int | float)]
-    warmup_s = float(max(known)) if known else 0.0
+    known = [w for run in (a, b) if (w := sweep_warmup_s(run)) is not None]
+    warmup_s = max(known, default=0.0)
     rows: list[LatencyRow] = []
     cut: list[str] = []
     for n in sizes(a):

@@ -20,18 +20,22 @@ def perfdash(profile_name: str, rows: Sequence[LatencyRow]) -> dict[str, Any]:
     """One data item per (size, target or kind, operation) that completed anything."""
     items = [
         {
-            "data": {"Perc50": row.p50_ms, "Perc90": row.p90_ms, "Perc99": row.p99_ms},
+            "data": {
+                "Perc50": row.latency.p50_ms,
+                "Perc90": row.latency.p90_ms,
+                "Perc99": row.latency.p99_ms,
+            },
             "unit": "ms",
             "labels": {
                 "Profile": profile_name,
                 "Size": str(row.size) if row.size is not None else "",
                 "Target": row.group,
                 "Operation": row.op,
-                "Count": str(row.count),
+                "Count": str(row.latency.count),
             },
         }
         for row in rows
-        if row.count > 0
+        if row.latency.count > 0
     ]
     return {"version": PERFDASH_VERSION, "dataItems": items}
 

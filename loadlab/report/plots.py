@@ -19,14 +19,24 @@ from matplotlib.figure import Figure
 from loadlab.report.series import Mark, Panel, StepPoint
 
 DPI = 100
+"""Dots per inch of every PNG (matplotlib's own default): with ``WIDTH_IN`` a 1,000-pixel image,
+shown unscaled in page.py's 1,100-pixel column."""
 WIDTH_IN = 10.0
+"""Width of every report figure, inches."""
 PANEL_HEIGHT_IN = 2.3
+"""Height of one stacked timeline panel, inches (not from a reference: chosen by eye)."""
+TITLE_HEIGHT_IN = 0.7
+"""Room for a timeline figure's title above its panels, inches."""
+STEP_FIGURE_HEIGHT_IN = 3.8
+"""Height of the two side-by-side knee panels, inches (not from a reference: chosen by eye)."""
 _LOG_SPAN = 30.0
-"""Latencies spanning more than this ratio get a log axis, so p50 stays readable beside p99.9."""
+"""Latencies spanning more than this ratio get a log axis, so p50 stays readable beside p99.9
+(not from a reference: chosen by eye)."""
 _PERCENTILES = (("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms"))
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
+    """``fig`` as a PNG at ``DPI``, without "Software" metadata: the same data, the same bytes."""
     FigureCanvasAgg(fig)
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
@@ -46,7 +56,7 @@ def _maybe_log(ax: Axes, values: Sequence[float]) -> None:
 def step_figure(target: str, points: Sequence[StepPoint], knee_per_s: float | None) -> bytes:
     """Two panels over offered load: latency percentiles of each step, and achieved against
     offered with the y = x line; the knee a vertical line on both."""
-    fig = Figure(figsize=(WIDTH_IN, 3.8), layout="constrained")
+    fig = Figure(figsize=(WIDTH_IN, STEP_FIGURE_HEIGHT_IN), layout="constrained")
     latency_ax, achieved_ax = fig.subplots(1, 2)
     ordered = sorted(points, key=lambda p: p.offered_per_s)
     offered = [p.offered_per_s for p in ordered]
@@ -76,7 +86,7 @@ def step_figure(target: str, points: Sequence[StepPoint], knee_per_s: float | No
     for ax in (latency_ax, achieved_ax):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def timeline_figure(
@@ -89,9 +99,8 @@ def timeline_figure(
 ) -> bytes:
     """Stacked panels over time sharing the x axis, the warm-up shaded, onsets as vertical
     lines."""
-    fig = Figure(
-        figsize=(WIDTH_IN, 0.7 + PANEL_HEIGHT_IN * max(len(panels), 1)), layout="constrained"
-    )
+    height_in = TITLE_HEIGHT_IN + PANEL_HEIGHT_IN * max(len(panels), 1)
+    fig = Figure(figsize=(WIDTH_IN, height_in), layout="constrained")
     axes = fig.subplots(max(len(panels), 1), 1, sharex=True, squeeze=False)[:, 0]
     fig.suptitle(title)
     for i, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
@@ -117,4 +126,4 @@ def timeline_figure(
     if not panels:
         axes[0].text(0.5, 0.5, "no data recorded", ha="center", va="center")
     axes[-1].set_xlabel(xlabel)
-    return _png(fig)
+    return png_bytes(fig)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from hdrh.histogram import HdrHistogram
 
 from loadlab.errors import UsageError
-from loadlab.metrics.hlog import read_hlog
+from loadlab.metrics.hlog import HlogInterval, read_hlog
 from loadlab.metrics.recorder import new_histogram
 from loadlab.metrics.timeline import read_timeline as _read_timeline_rows
 from loadlab.results import RUN_ID_FILE
@@ -34,6 +34,9 @@ DNS_KIND = "pod-dns"
 """The agent kind of a sweep that resolves names; every other kind talks to the API server."""
 LOOKUP_OP = "lookup"
 """pod-dns's operation as an application sees it, end to end (``dns-wire`` is one query)."""
+INTERVAL_SLACK_S = 0.5
+"""Half an interval of ticker slack, as the run itself allows when judging a window: an interval
+that starts or ends this much outside a window still belongs to it."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class OpInterval:
     end_s: float
     histogram: HdrHistogram
     """Latency in microseconds, corrected for coordinated omission."""
+
+    def within(self, start_s: float, end_s: float) -> bool:
+        """Inside [start_s, end_s], give or take ``INTERVAL_SLACK_S``."""
+        return self.start_s >= start_s - INTERVAL_SLACK_S and self.end_s <= end_s + INTERVAL_SLACK_S
 
 
 @dataclass(frozen=True)
@@ -167,19 +174,12 @@ def op_intervals(hlog_path: Path, *, ok_only: bool = True) -> dict[str, list[OpI
     """Per operation, its intervals in time order; an interval's outcome tags are merged
     (``ok_only``: only ``<op>/ok`` lines count, so errors that answer fast do not flatter the
     percentiles). A missing file (a kind that never ran) gives ``{}``."""
-    if not hlog_path.is_file():
-        return {}
-    try:
-        lines = read_hlog(hlog_path)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{hlog_path}: not a readable interval log ({exc})") from None
     merged: dict[str, dict[tuple[float, float], list[HdrHistogram]]] = {}
-    for line in lines:
+    for line in _hlog_lines(hlog_path):
         op, _, outcome = (line.tag or "").partition("/")
         if ok_only and outcome != OK_OUTCOME:
             continue
-        key = (round(line.start_s, 3), round(line.end_s, 3))
-        merged.setdefault(op, {}).setdefault(key, []).append(line.histogram)
+        merged.setdefault(op, {}).setdefault(_interval_key(line), []).append(line.histogram)
     return {
         op: [
             OpInterval(start_s, end_s, _merge(hists))
@@ -202,23 +202,33 @@ class OutcomeCount:
 def outcome_counts(hlog_path: Path, op: str) -> list[OutcomeCount]:
     """Per interval (time order), ``op``'s completions split into ``ok`` and the rest; ``[]``
     for a missing file."""
-    if not hlog_path.is_file():
-        return []
-    try:
-        lines = read_hlog(hlog_path)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{hlog_path}: not a readable interval log ({exc})") from None
     counts: dict[tuple[float, float], list[int]] = {}
-    for line in lines:
+    for line in _hlog_lines(hlog_path):
         line_op, _, outcome = (line.tag or "").partition("/")
         if line_op != op:
             continue
-        cell = counts.setdefault((round(line.start_s, 3), round(line.end_s, 3)), [0, 0])
+        cell = counts.setdefault(_interval_key(line), [0, 0])
         cell[0 if outcome == OK_OUTCOME else 1] += line.histogram.get_total_count()
     return [
         OutcomeCount(start_s, end_s, ok, failed)
         for (start_s, end_s), (ok, failed) in sorted(counts.items())
     ]
+
+
+def _hlog_lines(hlog_path: Path) -> list[HlogInterval]:
+    """Every complete line of an interval log; none for a missing file (a kind that never ran)."""
+    if not hlog_path.is_file():
+        return []
+    try:
+        return read_hlog(hlog_path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{hlog_path}: not a readable interval log ({exc})") from None
+
+
+def _interval_key(line: HlogInterval) -> tuple[float, float]:
+    """(start_s, end_s) to the millisecond the hlog writes them with (``%.3f``): the lines of one
+    interval, one per (op, outcome), share it."""
+    return round(line.start_s, 3), round(line.end_s, 3)
 
 
 def _merge(histograms: Sequence[HdrHistogram]) -> HdrHistogram:
@@ -234,15 +244,13 @@ def merged_histogram(
     intervals: Mapping[str, Sequence[OpInterval]],
     start_s: float = float("-inf"),
     end_s: float = float("inf"),
-    *,
-    slack_s: float = 0.5,
 ) -> HdrHistogram:
-    """Every operation's intervals that lie inside [start_s, end_s] (give or take ``slack_s``,
-    the half interval of ticker slack the run itself allows when judging a window), merged."""
+    """Every operation's intervals that lie inside [start_s, end_s] (``OpInterval.within``),
+    merged."""
     total = new_histogram()
     for op_list in intervals.values():
         for interval in op_list:
-            if interval.start_s >= start_s - slack_s and interval.end_s <= end_s + slack_s:
+            if interval.within(start_s, end_s):
                 total.add(interval.histogram)
     return total
 

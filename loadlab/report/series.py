@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from loadlab.metrics.recorder import new_histogram
 from loadlab.metrics.stats import LatencySummary, summarize_histogram
 from loadlab.report.read import (
     DNS_KIND,
+    INTERVAL_SLACK_S,
     LOOKUP_OP,
     TIMELINE_FILE,
     OpInterval,
@@ -92,20 +93,15 @@ def _measured(latencies_ms: Sequence[float | None]) -> tuple[float | None, ...]:
     return tuple(v if v is not None and v > 0 else None for v in latencies_ms)
 
 
-def _sum_columns(rows: Sequence[Row], names: Sequence[str]) -> tuple[float | None, ...]:
-    """Per row, the sum of the ``names`` cells that hold a number (None when none does)."""
+def _combine_columns(
+    rows: Sequence[Row], names: Sequence[str], combine: Callable[[Iterable[float]], float]
+) -> tuple[float | None, ...]:
+    """Per row, ``combine`` (sum, max) of the ``names`` cells that hold a number (None when none
+    does)."""
     out: list[float | None] = []
     for row in rows:
         cells = [v for n in names if (v := row.get(n)) is not None]
-        out.append(sum(cells) if cells else None)
-    return tuple(out)
-
-
-def _max_columns(rows: Sequence[Row], names: Sequence[str]) -> tuple[float | None, ...]:
-    out: list[float | None] = []
-    for row in rows:
-        cells = [v for n in names if (v := row.get(n)) is not None]
-        out.append(max(cells) if cells else None)
+        out.append(combine(cells) if cells else None)
     return tuple(out)
 
 
@@ -115,6 +111,8 @@ def _error_columns(rows: Sequence[Row], prefix: str) -> list[str]:
 
 
 def _same_rate(a: float, b: float) -> bool:
+    """A step's offered rate and a timeline window's, equal but for rounding (a millionth,
+    relative)."""
     return abs(a - b) <= 1e-6 * max(abs(a), abs(b), 1.0)
 
 
@@ -146,7 +144,7 @@ def step_points(
             inside = [
                 v
                 for r in rows
-                if window.measure_from_s < (r.get("t_s") or 0.0) <= window.end_s + 0.5
+                if window.measure_from_s < (r.get("t_s") or 0.0) <= window.end_s + INTERVAL_SLACK_S
                 and (v := r.get(achieved_col)) is not None
             ]
             achieved = sum(inside) / len(inside) if inside else None
@@ -192,7 +190,8 @@ def run_timeline_panels(rows: Sequence[Row]) -> list[Panel]:
     for t in targets:
         rates.append(Series(f"{t} offered/s", x, _column(rows, f"{t}_offered_per_s")))
         rates.append(Series(f"{t} OK/s", x, _column(rows, f"{t}_achieved_per_s")))
-        rates.append(Series(f"{t} errors/s", x, _sum_columns(rows, _error_columns(rows, t))))
+        errors = _combine_columns(rows, _error_columns(rows, t), sum)
+        rates.append(Series(f"{t} errors/s", x, errors))
         p99.append(Series(f"{t} p99", x, _measured(_column(rows, f"{t}_p99_ms"))))
     return [Panel("per second", tuple(rates)), Panel("p99 latency (ms)", tuple(p99))]
 
@@ -228,8 +227,9 @@ def sweep_size_panels(run: RunFolder, n: int) -> list[Panel]:
     panels: list[Panel] = []
     if api_kinds:
         x = _times(rows)
-        ok = _sum_columns(rows, [f"{k}_achieved_per_s" for k in api_kinds])
-        errors = _sum_columns(rows, [c for k in api_kinds for c in _error_columns(rows, k)])
+        ok = _combine_columns(rows, [f"{k}_achieved_per_s" for k in api_kinds], sum)
+        error_cols = [c for k in api_kinds for c in _error_columns(rows, k)]
+        errors = _combine_columns(rows, error_cols, sum)
         panels.append(
             Panel("API requests/s", (Series("OK/s", x, ok), Series("errors/s", x, errors)))
         )
@@ -302,7 +302,7 @@ def health_panels(
             continue
         x = _times(rows)
         lag_cols = [f"{p}_lag_p99_ms" for p in column_prefixes(rows)]
-        lag.append(Series(label, x, _max_columns(rows, lag_cols)))
+        lag.append(Series(label, x, _combine_columns(rows, lag_cols, max)))
         cpu.append(Series(label, x, _column(rows, "generator_cpu_percent")))
     if not lag:
         return []

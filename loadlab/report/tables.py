@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loadlab.errors import EXIT_OK, EXIT_SLO_FAILED
+from loadlab.metrics.stats import LatencySummary
 from loadlab.report.read import RunFolder, size_entry, sizes
 
 DASH = "—"
@@ -57,23 +58,20 @@ class SizeRow:
 
 @dataclass(frozen=True)
 class LatencyRow:
-    """One operation's latency over a run (or a size), in milliseconds."""
+    """One operation's latency over a run (or a size)."""
 
     size: int | None
     group: str
     """The target (``api``, ``dns``) or the agent kind (``kubelet``, ``pod-dns``)."""
     op: str
-    count: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    p999_ms: float
-    max_ms: float
+    latency: LatencySummary
+    """As summary.json records it (``LatencySummary.as_dict`` read back)."""
 
     def cells(self) -> tuple[str, ...]:
         size = f"{self.size:,}" if self.size is not None else DASH
-        numbers = (self.p50_ms, self.p90_ms, self.p99_ms, self.p999_ms, self.max_ms)
-        return (size, self.group, self.op, f"{self.count:,}", *(f"{v:,.1f}" for v in numbers))
+        lat = self.latency
+        numbers = (lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.p999_ms, lat.max_ms)
+        return (size, self.group, self.op, f"{lat.count:,}", *(f"{v:,.1f}" for v in numbers))
 
 
 def seconds(value: object) -> str:
@@ -163,10 +161,7 @@ def size_rows(run: RunFolder) -> list[SizeRow]:
 
 
 def _latency_row(size: int | None, group: str, op: str, v: Mapping[str, Any]) -> LatencyRow:
-    return LatencyRow(
-        size=size,
-        group=group,
-        op=op,
+    latency = LatencySummary(
         count=int(v.get("count") or 0),
         p50_ms=float(v.get("p50") or 0.0),
         p90_ms=float(v.get("p90") or 0.0),
@@ -174,6 +169,7 @@ def _latency_row(size: int | None, group: str, op: str, v: Mapping[str, Any]) ->
         p999_ms=float(v.get("p999") or 0.0),
         max_ms=float(v.get("max") or 0.0),
     )
+    return LatencyRow(size=size, group=group, op=op, latency=latency)
 
 
 def latency_rows(run: RunFolder) -> list[LatencyRow]:
