@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-REPORT_OUTPUTS = ("report.html", "summary.md", "perfdash.json", "plots")
+from loadlab.report import PERFDASH_JSON, PLOTS_DIR, REPORT_HTML, SUMMARY_MD
+
+REPORT_OUTPUTS = (REPORT_HTML, SUMMARY_MD, PERFDASH_JSON, PLOTS_DIR)
 """What ``loadlab report`` writes: removed from the copies the tests use, so a test sees only
 what its own call wrote (``loadlab run`` may write a report of its own at its end)."""
 

@@ -24,8 +24,8 @@ from .conftest import fresh_copy
 pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
 SHORT_RAMP = RAMP_ARGS[1:]
-"""The report tests' ramp (``conftest.RAMP_ARGS``), whose run is the default side here: the cheap
-one holds to the 1,600/s cap (its own knee is near 4,100/s)."""
+"""The report tests' ramp (``tests.shared_runs.RAMP_ARGS``), whose run is the default side here:
+the cheap one holds to the 1,600/s cap (its own knee is near 4,100/s)."""
 CHEAP_LISTS = "overload:\n  cost:\n    etcd_object_s: 0.000005\n"
 """A twentieth of the default ``etcd_object_s`` (loadlab/sim/overload/parameters.py: 1e-4)."""
 THRESHOLD = 0.25

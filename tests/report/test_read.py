@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from loadlab.errors import UsageError
+from loadlab.metrics.hlog import TargetHlogs
+from loadlab.metrics.recorder import Recorder
+from loadlab.report.compare_read import interval_values_ms
 from loadlab.report.read import (
     OpInterval,
     load_run,
@@ -22,6 +26,10 @@ from loadlab.report.read import (
     sizes,
     step_windows,
 )
+from loadlab.targets.base import Outcome
+
+MS_NS = 1_000_000
+S_NS = 1_000_000_000
 
 
 def _count(intervals: Sequence[OpInterval]) -> int:
@@ -162,3 +170,38 @@ def test_missing_files_read_as_nothing_recorded(tmp_path: Path) -> None:
     assert op_intervals(tmp_path / "dns.hlog") == {}
     assert outcome_counts(tmp_path / "pod-dns.hlog", "lookup") == []
     assert read_timeline(tmp_path / "timeline.csv") == []
+
+
+def test_a_server_that_refuses_fast_or_goes_silent_does_not_flatter_the_ok_latency(
+    tmp_path: Path,
+) -> None:
+    """Second 0: 10 OK at 50 ms. Second 1: the server starts refusing, 90 429s in 20 us beside
+    10 OK. Second 2: silence, 5 timeouts at 2 s and no OK. The OK percentiles (what the sweep's
+    API p99 and compare judge) keep the 429s and timeouts out; the counts call them failed."""
+    rec = Recorder("api", ["get-lease"], start_ns=0)
+    with TargetHlogs(tmp_path, "api", start_time_epoch_s=1_700_000_000.0) as logs:
+        for sec, ok, refused, timed_out in ((0, 10, 0, 0), (1, 10, 90, 0), (2, 0, 0, 5)):
+            base = sec * S_NS
+            for _ in range(ok):
+                rec.complete(0, Outcome.OK, base, base, base + 50 * MS_NS)
+            for _ in range(refused):
+                rec.complete(0, Outcome.THROTTLED, base, base, base + 20_000)
+            for _ in range(timed_out):
+                rec.complete(0, Outcome.TIMEOUT, base - S_NS, base - S_NS, base + S_NS)
+            logs.write(rec.rotate(base + S_NS))
+    hlog = tmp_path / "api.hlog"
+
+    ok_only = op_intervals(hlog)["get-lease"]
+    assert [(i.start_s, _count([i])) for i in ok_only] == [(0.0, 10), (1.0, 10)]
+    assert interval_values_ms(ok_only, [(-math.inf, math.inf)], "p99") == pytest.approx(
+        [50.0, 50.0], rel=0.01
+    )
+    every = op_intervals(hlog, ok_only=False)["get-lease"]
+    assert [_count([i]) for i in every] == [10, 100, 5]
+    assert every[1].histogram.get_value_at_percentile(50.0) < 1_000  # what ok_only keeps out
+    counts = outcome_counts(hlog, "get-lease")
+    assert [(c.start_s, c.ok, c.failed) for c in counts] == [
+        (0.0, 10, 0),
+        (1.0, 10, 90),
+        (2.0, 0, 5),
+    ]

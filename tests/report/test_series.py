@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from loadlab.metrics.recorder import new_histogram
+from loadlab.metrics.stats import EMPTY_LATENCY, LatencySummary
 from loadlab.report.markdown import markdown_table
 from loadlab.report.perfdash import perfdash
 from loadlab.report.read import OpInterval, OutcomeCount, RunFolder, StepWindow, step_windows
@@ -98,24 +99,26 @@ def test_lookup_rates_count_a_silent_second_as_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    ("entry", "labels"),
+    ("entry", "marks"),
     [
         pytest.param(None, [], id="no-summary"),
         pytest.param({"api_saturation_at_s": None, "dns_failure_at_s": None}, [], id="held"),
         pytest.param(
             {"api_saturation_at_s": 20.0, "dns_failure_at_s": 32.4},
-            ["API saturated at 20 s", "DNS failed at 32 s"],
+            [(20.0, "API saturated at 20 s"), (32.4, "DNS failed at 32 s")],
             id="both",
+        ),
+        pytest.param(
+            {"api_saturation_at_s": None, "dns_failure_at_s": 7},
+            [(7.0, "DNS failed at 7 s")],
+            id="dns-only",
         ),
     ],
 )
 def test_size_marks_are_the_recorded_onsets(
-    entry: dict[str, Any] | None, labels: list[str]
+    entry: dict[str, Any] | None, marks: list[tuple[float, str]]
 ) -> None:
-    marks = size_marks(entry)
-    assert [m.label for m in marks] == labels
-    if entry and labels:
-        assert [m.at_s for m in marks] == [20.0, 32.4]
+    assert [(m.at_s, m.label) for m in size_marks(entry)] == marks
 
 
 @pytest.mark.parametrize(
@@ -194,8 +197,10 @@ def test_the_size_table_and_verdict_colours_follow_each_size() -> None:
 
 def test_perfdash_has_clusterloader2_shape() -> None:
     rows = [
-        LatencyRow(2000, "kubelet", "lease-renew", 40, 11.0, 20.5, 31.25, 40.0, 41.0),
-        LatencyRow(None, "api", "get-lease", 0, 0.0, 0.0, 0.0, 0.0, 0.0),  # nothing measured
+        LatencyRow(
+            2000, "kubelet", "lease-renew", LatencySummary(40, 11.0, 20.5, 31.25, 40.0, 41.0)
+        ),
+        LatencyRow(None, "api", "get-lease", EMPTY_LATENCY),  # nothing measured
     ]
     assert perfdash("kubelet-baseline", rows) == {
         "version": "v1",
