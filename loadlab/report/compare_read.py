@@ -34,10 +34,13 @@ from loadlab.report.read import (
     TIMELINE_FILE,
     OpInterval,
     RunFolder,
+    interval_s,
     load_run,
     op_intervals,
+    ramp_seconds,
     read_steps,
     read_timeline,
+    same_rate,
     size_dir,
     size_entry,
     sizes,
@@ -279,7 +282,7 @@ def ramp_latency(
         a_windows, b_windows = _step_windows(a, target, rates), _step_windows(b, target, rates)
         hlogs = _intervals(a, b, f"{target}.hlog")
         rows += latency_rows(target, *hlogs, a_windows, b_windows, threshold=threshold)
-        warmups = sorted({_ramp_seconds(run, "warmup_s") for run in (a, b)})
+        warmups = sorted({ramp_seconds(run, "warmup_s") for run in (a, b)})
         said.append(
             f"{target}: the steps at {_join(rates)}/s (run and passed in both), each step's "
             f"first {' / '.join(f'{w:g}' for w in warmups)} s skipped"
@@ -292,29 +295,15 @@ def _step_windows(run: RunFolder, target: str, rates: Sequence[float]) -> Window
     windows = step_windows(
         timeline,
         target,
-        step_s=_ramp_seconds(run, "step_s"),
-        warmup_s=_ramp_seconds(run, "warmup_s"),
-        interval_s=_interval_s(run),
+        step_s=ramp_seconds(run, "step_s"),
+        warmup_s=ramp_seconds(run, "warmup_s"),
+        interval_s=interval_s(run),
     )
-    # The timeline writes rates with three decimals; the steps keep every digit.
     return [
         (w.measure_from_s, w.end_s)
         for w in windows
-        if any(math.isclose(w.offered_per_s, rate, abs_tol=1e-3) for rate in rates)
+        if any(same_rate(w.offered_per_s, rate) for rate in rates)
     ]
-
-
-def _ramp_seconds(run: RunFolder, key: str) -> float:
-    """``load.ramp.<key>`` as the session ran it: rounded up to whole intervals."""
-    value = _dig(run.profile, "load", "ramp", key)
-    interval_s = _interval_s(run)
-    seconds = float(value) if isinstance(value, int | float) else 0.0
-    return math.ceil(seconds / interval_s - 1e-9) * interval_s
-
-
-def _interval_s(run: RunFolder) -> float:
-    value = run.profile.get("interval_s")
-    return float(value) if isinstance(value, int | float) and value > 0 else 1.0
 
 
 def sweep_latency(

@@ -9,6 +9,7 @@ user's mistake (``UsageError``, one line), never a traceback.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,6 +290,32 @@ def read_steps(run: RunFolder) -> list[dict[str, Any]]:
         if isinstance(step, dict):
             steps.append(step)
     return steps
+
+
+RATE_TOLERANCE_PER_S = 1e-3
+"""timeline.csv writes rates with three decimals while steps keep every digit: a bisected rate
+such as 101.5625/s is the same step within this."""
+
+
+def same_rate(a: float, b: float) -> bool:
+    """A step's offered rate and a timeline window's, equal but for the timeline's rounding."""
+    return math.isclose(a, b, abs_tol=RATE_TOLERANCE_PER_S)
+
+
+def interval_s(run: RunFolder) -> float:
+    """The run's interval (``interval_s`` of the profile as run; 1 s by default)."""
+    value = run.profile.get("interval_s")
+    return float(value) if isinstance(value, int | float) and value > 0 else 1.0
+
+
+def ramp_seconds(run: RunFolder, key: str) -> float:
+    """``load.ramp.<key>`` (``step_s``, ``warmup_s``) as the session ran it: rounded up to whole
+    intervals, since steps begin and end on interval boundaries."""
+    ramp = (run.profile.get("load") or {}).get("ramp") or {}
+    value = ramp.get(key)
+    seconds = float(value) if isinstance(value, int | float) else 0.0
+    every = interval_s(run)
+    return math.ceil(seconds / every - 1e-9) * every
 
 
 def step_windows(

@@ -19,11 +19,14 @@ from loadlab.report.read import (
     OutcomeCount,
     RunFolder,
     StepWindow,
+    interval_s,
     merged_histogram,
     op_intervals,
     outcome_counts,
+    ramp_seconds,
     read_steps,
     read_timeline,
+    same_rate,
     size_dir,
     step_windows,
 )
@@ -110,12 +113,6 @@ def _error_columns(rows: Sequence[Row], prefix: str) -> list[str]:
     return [c for c in (rows[0] if rows else ()) if c.startswith(head)]
 
 
-def _same_rate(a: float, b: float) -> bool:
-    """A step's offered rate and a timeline window's, equal but for rounding (a millionth,
-    relative)."""
-    return abs(a - b) <= 1e-6 * max(abs(a), abs(b), 1.0)
-
-
 def step_points(
     windows: Sequence[StepWindow],
     intervals: Mapping[str, Sequence[OpInterval]],
@@ -131,7 +128,7 @@ def step_points(
     points: list[StepPoint] = []
     for window in windows:
         step = next(
-            (s for s in unused if _same_rate(float(s.get("offered") or 0.0), window.offered_per_s)),
+            (s for s in unused if same_rate(float(s.get("offered") or 0.0), window.offered_per_s)),
             None,
         )
         hist = merged_histogram(intervals, window.measure_from_s, window.end_s)
@@ -158,15 +155,12 @@ def step_points(
 def ramp_points(run: RunFolder, target: str) -> list[StepPoint]:
     """The steps of ``target`` in a ramp run, located in the timeline and measured in the hlog."""
     rows = read_timeline(run.path / TIMELINE_FILE)
-    load = run.profile.get("load") or {}
-    ramp = load.get("ramp") or {}
-    step_s = ramp.get("step_s")
     windows = step_windows(
         rows,
         target,
-        step_s=float(step_s) if step_s is not None else None,
-        warmup_s=float(ramp.get("warmup_s") or 0.0),
-        interval_s=float(run.profile.get("interval_s") or 1.0),
+        step_s=ramp_seconds(run, "step_s"),
+        warmup_s=ramp_seconds(run, "warmup_s"),
+        interval_s=interval_s(run),
     )
     intervals = op_intervals(run.path / f"{target}.hlog", ok_only=False)
     return step_points(windows, intervals, read_steps(run), rows, target)

@@ -16,11 +16,15 @@ from loadlab.metrics.recorder import Recorder
 from loadlab.report.compare_read import interval_values_ms
 from loadlab.report.read import (
     OpInterval,
+    RunFolder,
+    interval_s,
     load_run,
     op_intervals,
     outcome_counts,
+    ramp_seconds,
     read_steps,
     read_timeline,
+    same_rate,
     size_dir,
     size_entry,
     sizes,
@@ -205,3 +209,18 @@ def test_a_server_that_refuses_fast_or_goes_silent_does_not_flatter_the_ok_laten
         (1.0, 10, 90),
         (2.0, 0, 5),
     ]
+
+
+def test_a_bisected_rate_is_the_step_the_timeline_rounded_to_three_decimals() -> None:
+    assert same_rate(101.5625, 101.562)  # what timeline.csv writes for it
+    assert same_rate(400.0, 400.0)
+    assert not same_rate(400.0, 401.0)
+
+
+def test_report_and_compare_place_steps_on_whole_intervals_as_the_session_ran_them() -> None:
+    profile = {"interval_s": 1.0, "load": {"ramp": {"step_s": 2.5, "warmup_s": 0.5}}}
+    run = RunFolder(Path("/nowhere"), None, profile, "ramp", False)
+    assert ramp_seconds(run, "step_s") == 3.0
+    assert ramp_seconds(run, "warmup_s") == 1.0
+    assert interval_s(run) == 1.0
+    assert interval_s(RunFolder(Path("/nowhere"), None, {}, "ramp", False)) == 1.0
