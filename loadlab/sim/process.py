@@ -4,7 +4,7 @@
 --dns-port 0 --ready-json`` and waits for its one JSON line ``{"api": URL, "dns": HOST:PORT}``
 (plus ``"kubeconfig"`` and ``"tokens_file"`` when ``--kubeconfig-out`` / ``--tokens-out`` are
 among the arguments: ``["--tls", "--kubeconfig-out", PATH]`` gives an HTTPS sim and a kubeconfig
-for it).
+for it; and ``"dns_metrics_url"`` with ``--dns-metrics-port``).
 
 The sim never outlives this process: it holds a lifeline (``loadlab.sim.lifeline``: a parent-death
 signal on Linux, and a pipe everywhere) from before its seeding, so a SIGKILLed loadlab takes it

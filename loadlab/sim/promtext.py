@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_PATH = "/metrics"
+"""Where kube-apiserver and CoreDNS serve their metrics, and so both parts of the sim."""
 
 # kube-apiserver's apiserver_request_duration_seconds buckets (k8s.io/apiserver
 # pkg/endpoints/metrics/metrics.go, Kubernetes 1.32); etcd_request_duration_seconds uses the same

@@ -24,9 +24,10 @@ from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.apiserver.authn import ADMIN_USER, BearerTokens, sim_identities
 from loadlab.sim.config import SimConfig
 from loadlab.sim.credentials import ApiAccess, write_kubeconfig, write_private
-from loadlab.sim.dns.metrics import METRICS_PATH, MetricsEndpoint
+from loadlab.sim.dns.metrics import MetricsEndpoint
 from loadlab.sim.dns.nameserver import DEFAULT_TOKEN, ClusterDns
 from loadlab.sim.k8s.objects import COREDNS_SERVICE_ACCOUNT, seed_objects
+from loadlab.sim.promtext import METRICS_PATH
 from loadlab.sim.storage.store import Store
 
 
@@ -47,7 +48,8 @@ class SimEndpoints:
 
     def to_json(self) -> str:
         """The ready line: ``{"api", "dns"}``, plus ``kubeconfig`` / ``tokens_file`` if written
-        (a reader that knows only the first two keys still works)."""
+        and ``dns_metrics_url`` if served (a reader that knows only the first two keys still
+        works)."""
         ready = {"api": self.api_url, "dns": self.dns_addr}
         if self.kubeconfig is not None:
             ready["kubeconfig"] = self.kubeconfig

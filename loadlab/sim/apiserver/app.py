@@ -38,7 +38,7 @@ from loadlab.sim.apiserver.verbs import ResourceVerbs, json_response, status_res
 from loadlab.sim.config import SimConfig
 from loadlab.sim.overload.cost import RequestAttributes
 from loadlab.sim.overload.model import OutOfMemory, OverloadModel, Rejected
-from loadlab.sim.promtext import CONTENT_TYPE, PromRegistry
+from loadlab.sim.promtext import CONTENT_TYPE, METRICS_PATH, PromRegistry
 from loadlab.sim.storage.store import Store
 from loadlab.sim.storage.watch import bookmark_event, encode_json
 
@@ -217,7 +217,7 @@ class SimApiServer:
         if identity is None:
             self._observe_unauthorized(request, started_ns)
             return unauthorized()
-        if self.degraded and not is_open_path(request.path) and request.path != "/metrics":
+        if self.degraded and not is_open_path(request.path) and request.path != METRICS_PATH:
             extra_ns = int(self.config.degrade.extra_latency_s * NS_PER_S)
             await self._clock.sleep_until(started_ns + extra_ns)
         if request.path == SELF_SUBJECT_REVIEW_PATH:
@@ -327,7 +327,7 @@ class SimApiServer:
             return json_response(encode_json(discovery.version_info()))
         if is_open_path(path):
             return web.Response(text="ok", content_type="text/plain")
-        if path == "/metrics":
+        if path == METRICS_PATH:
             self._gauges.refresh(self.store)
             return web.Response(
                 body=self.registry.render().encode(),
@@ -340,7 +340,7 @@ class SimApiServer:
                 "/apis",
                 "/healthz",
                 "/livez",
-                "/metrics",
+                METRICS_PATH,
                 openapi.V2_PATH,
                 openapi.V3_PATH,
                 "/readyz",

@@ -37,7 +37,9 @@ ADMIN_USER = "loadlab-admin"
 TELEMETRY_USER = "system:serviceaccount:monitoring:telemetry"
 NODE_GROUP = "system:nodes"
 AUTHENTICATED = "system:authenticated"
-TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 256 random bits, 43 characters
+# Not from a reference: 32 random bytes (256 bits, 43 base64url characters) put a token beyond
+# guessing; kube-apiserver's static token file takes any string.
+TOKEN_BYTES = 32
 
 
 @dataclass(frozen=True)

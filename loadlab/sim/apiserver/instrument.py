@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from loadlab.sim.apiserver.media import APPLY_PATCH
 from loadlab.sim.apiserver.routing import RequestInfo
 from loadlab.sim.k8s.objects import RESOURCE_TYPES
-from loadlab.sim.overload.model import group_resource
-from loadlab.sim.promtext import APISERVER_COMPONENT, PromRegistry
+from loadlab.sim.promtext import APISERVER_COMPONENT, SLI_LABELS, PromRegistry
 from loadlab.sim.storage.store import Store
 
 _ROUTE_VERBS = {
@@ -27,7 +27,6 @@ _ROUTE_VERBS = {
     "delete": "DELETE",
     "deletecollection": "DELETECOLLECTION",
 }
-APPLY_PATCH_TYPE = "application/apply-patch+yaml"
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ def request_labels(
     """The labels kube-apiserver gives ``info``; ``dry_run`` is the request's dryRun values."""
     verb = _ROUTE_VERBS.get(info.verb, info.verb.upper())
     content_type = headers.get("Content-Type", "").split(";")[0].strip()
-    if verb == "PATCH" and content_type == APPLY_PATCH_TYPE:
+    if verb == "PATCH" and content_type == APPLY_PATCH:
         verb = "APPLY"
     return RequestLabels(
         verb=verb,
@@ -89,7 +88,7 @@ class ServerGauges:
             "apiserver_longrunning_requests",
             "Gauge of all active long-running apiserver requests broken out by verb, group, "
             "version, resource, scope and component. Not all requests are tracked this way.",
-            ("verb", "group", "version", "resource", "subresource", "scope", "component"),
+            SLI_LABELS,  # metrics.go gives this gauge the SLI histogram's label names
         )
         self._objects = registry.gauge(
             "apiserver_storage_objects",
@@ -119,5 +118,5 @@ class ServerGauges:
     def refresh(self, store: Store) -> None:
         """Object and watcher counts as the store has them now (kube-apiserver polls etcd)."""
         for rtype in RESOURCE_TYPES:
-            self._objects.set(store.count(rtype), group_resource(rtype.plural))
+            self._objects.set(store.count(rtype), rtype.group_resource)
             self._watchers.set(store.watcher_count(rtype), rtype.group, rtype.version, rtype.kind)

@@ -21,6 +21,11 @@ JSON = "application/json"
 YAML = "application/yaml"
 PROTOBUF = protobuf.MEDIA_TYPE
 SERVED = (JSON, YAML, PROTOBUF)
+# The bodies of a PATCH, one per patch type (k8s.io/apimachinery pkg/types/patch.go).
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 MEDIA_KEY = web.RequestKey("loadlab.media", str)
 """Where a request keeps the media type its answer takes (aiohttp request state)."""
 _WILDCARDS = {"*/*": JSON, "application/*": JSON}

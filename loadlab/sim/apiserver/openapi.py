@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from loadlab.sim.apiserver.media import MERGE_PATCH, STRATEGIC_PATCH
 from loadlab.sim.k8s.objects import KUBE_VERSION, RESOURCE_TYPES, JsonObj, ResourceType
 from loadlab.sim.k8s.schemas import META, kind_schema_name, schemas_for
 
@@ -34,7 +35,7 @@ V3_PATH = "/openapi/v3"
 _V3_REFS = "#/components/schemas/"
 _V2_REFS = "#/definitions/"
 _JSON_TYPES = frozenset({"*/*", "application/*", "application/json"})
-_PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+_PATCH_TYPES = (MERGE_PATCH, STRATEGIC_PATCH)
 # Query parameters the sim reads, as apimachinery's ListOptions and CreateOptions name them.
 _LIST_PARAMS = (
     ("allowWatchBookmarks", "boolean"),
@@ -133,7 +134,7 @@ def _paths(rt: ResourceType, v3: bool) -> dict[str, JsonObj]:
     words = "".join(w.capitalize() for w in (rt.group.split(".")[0] or "core", rt.version))
     name = f"{words}{scope}{rt.kind}"
     collection = (
-        f"{base}/namespaces/{{namespace}}/{rt.plural}" if rt.namespaced else (f"{base}/{rt.plural}")
+        f"{base}/namespaces/{{namespace}}/{rt.plural}" if rt.namespaced else f"{base}/{rt.plural}"
     )
     ns = [_param("namespace", "path", "string", v3)] if rt.namespaced else []
     named = [_param("name", "path", "string", v3), *ns]
@@ -223,6 +224,8 @@ def v2_document() -> bytes:
 
 
 def _accepts_json(accept: str) -> bool:
+    """Whether any Accept clause names JSON. Not ``media.negotiate``: kube-openapi serves the
+    first clause whose type matches, its q value unread (goautoneg.ParseAccept only sorts)."""
     if not accept.strip():
         return True
     for clause in accept.split(","):
@@ -258,6 +261,8 @@ def respond(request: web.BaseRequest, started: datetime.datetime) -> web.Respons
         if wanted != etag(body):
             location = server_relative_url(key, body)
             return web.Response(status=301, headers={**headers, "Location": location})
+        # handler3: time.Now().AddDate(1, 0, 0) in Go's RFC1123 form, which names the zone UTC
+        # (Last-Modified, written by net/http, says GMT).
         expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365)
         headers["Cache-Control"] = "public, immutable"
         headers["Expires"] = expires.strftime("%a, %d %b %Y %H:%M:%S UTC")

@@ -16,9 +16,13 @@ from aiohttp import web
 
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.sim.apiserver.media import (
+    APPLY_PATCH,
     JSON,
+    JSON_PATCH,
     MEDIA_KEY,
+    MERGE_PATCH,
     PROTOBUF,
+    STRATEGIC_PATCH,
     negotiate,
     not_acceptable,
     read_object,
@@ -49,10 +53,6 @@ from loadlab.sim.storage.selection import FieldSelector, LabelSelector, Selector
 from loadlab.sim.storage.store import Expired, Invalid, Store, StoreError
 from loadlab.sim.storage.watch import Watcher, WatchEvent, encode_json
 
-JSON_PATCH = "application/json-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_PATCH = "application/strategic-merge-patch+json"
-APPLY_PATCH = "application/apply-patch+yaml"
 # handlers/patch.go: the patch types, in the order its 415 message lists them.
 _PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, APPLY_PATCH, STRATEGIC_PATCH)
 _OPTIONS_KIND = {
@@ -62,7 +62,8 @@ _OPTIONS_KIND = {
     "delete": "DeleteOptions",
 }
 DRY_RUN_ALL = "All"
-_WATCH_BATCH = 256  # events written per chunk at most, so one busy watch cannot hog the loop
+# Not from a reference: events written per chunk at most, so one busy watch cannot hog the loop.
+_WATCH_BATCH = 256
 _NOT_TABLES = frozenset({"ERROR", "BOOKMARK"})  # events sent as they are, even to a Table watch
 
 

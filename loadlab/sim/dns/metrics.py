@@ -18,12 +18,12 @@ from __future__ import annotations
 import dns.rdatatype
 from aiohttp import web
 
-from loadlab.sim.promtext import CONTENT_TYPE, PromRegistry
+from loadlab.sim.promtext import CONTENT_TYPE, METRICS_PATH, PromRegistry
 
 # CoreDNS plugin.TimeBuckets: prometheus.ExponentialBuckets(0.00025, 2, 16).
 TIME_BUCKETS_S = tuple(0.00025 * 2**i for i in range(16))
-# CoreDNS request/response size buckets (plugin/metrics/vars/vars.go).
-SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16e3, 32e3, 48e3, 64e3)
+# CoreDNS request/response size buckets, in bytes (plugin/metrics/vars/vars.go).
+SIZE_BUCKETS_BYTES = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16e3, 32e3, 48e3, 64e3)
 # plugin/metrics/vars/monitor.go: types with their own label value; the rest are "other".
 MONITORED_TYPES = frozenset(
     dns.rdatatype.from_text(t)
@@ -34,7 +34,6 @@ MONITORED_TYPES = frozenset(
 )  # fmt: skip
 ZONE = "."
 VIEW = ""
-METRICS_PATH = "/metrics"
 
 
 def qtype_label(rdtype: int) -> str:
@@ -67,13 +66,13 @@ class DnsMetrics:
             "coredns_dns_request_size_bytes",
             "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
             ("server", "zone", "view", "proto"),
-            SIZE_BUCKETS,
+            SIZE_BUCKETS_BYTES,
         )
         self._response_size = registry.histogram(
             "coredns_dns_response_size_bytes",
             "Size of the returned response in bytes.",
             ("server", "zone", "view", "proto"),
-            SIZE_BUCKETS,
+            SIZE_BUCKETS_BYTES,
         )
         self._responses = registry.counter(
             "coredns_dns_responses_total",
@@ -95,11 +94,6 @@ class DnsMetrics:
             "The count of cache misses. Deprecated, derive misses from cache hits/requests "
             "counters.",
             ("server", "zones", "view"),
-        )
-        self._cache_entries = registry.gauge(
-            "coredns_cache_entries",
-            "The number of elements in the cache.",
-            ("server", "type", "zones", "view"),
         )
 
     def report(
@@ -129,10 +123,6 @@ class DnsMetrics:
             self._cache_hits.inc(self.server, kind, ZONE, VIEW)
         else:
             self._cache_misses.inc(self.server, ZONE, VIEW)
-
-    def cache_entries(self, *, success: int, denial: int) -> None:
-        self._cache_entries.set(success, self.server, "success", ZONE, VIEW)
-        self._cache_entries.set(denial, self.server, "denial", ZONE, VIEW)
 
     def render(self) -> str:
         return self.registry.render()

@@ -49,7 +49,6 @@ ENDPOINT_SLICES_PATH = "/apis/discovery.k8s.io/v1/endpointslices"
 
 ANSWER_CACHE_ENTRIES = 10_000  # bound on cached encodings; a load test asks few distinct names
 TC_BIT = 0x02  # in the third header byte (RFC 1035 4.1.1)
-RCODE_MASK = 0x0F  # in the fourth header byte
 # Not from a reference: with port 0 the kernel picks a free UDP port that may be taken on TCP;
 # this many tries makes a clash on every one practically impossible.
 PORT_ATTEMPTS = 20
@@ -379,7 +378,8 @@ class ClusterDns:
             self._rcodes[rcode] += 1
             self.truncated += truncated
             self.metrics.cache_lookup(hit=True, denial=rcode == dns.rcode.NXDOMAIN)
-            self._report(start_ns, data, tail, tcp, family, qtype, rcode, "cache")
+            # The answer is the query's ID and the cached tail.
+            self._report(start_ns, len(data), 2 + len(tail), tcp, family, qtype, rcode, "cache")
             return data[:2] + tail
         verdict = wire.screen(data)
         if verdict is wire.Screening.IGNORE:
@@ -405,7 +405,7 @@ class ClusterDns:
         self._rcodes[rcode] += 1
         self.truncated += truncated
         self.metrics.cache_lookup(hit=False, denial=False)
-        self._report(start_ns, data, wire_bytes[2:], tcp, family, qtype, rcode, "kubernetes")
+        self._report(start_ns, len(data), len(wire_bytes), tcp, family, qtype, rcode, "kubernetes")
         return wire_bytes
 
     def _reject(self, data: bytes, verdict: wire.Screening) -> bytes:
@@ -418,14 +418,15 @@ class ClusterDns:
     def _report(
         self,
         start_ns: int,
-        query: bytes,
-        reply_tail: bytes,
+        request_size: int,
+        response_size: int,
         tcp: bool,
         family: str,
         qtype: int,
         rcode: int,
         plugin: str,
     ) -> None:
+        """One answered request into the coredns_* metrics; sizes in bytes, as on the wire."""
         self.metrics.report(
             proto="tcp" if tcp else "udp",
             family=family,
@@ -433,8 +434,8 @@ class ClusterDns:
             rcode=dns.rcode.to_text(dns.rcode.Rcode(rcode)),
             plugin=plugin,
             duration_s=(self._clock.now_ns() - start_ns) / NS_PER_S,
-            request_size=len(query),
-            response_size=len(reply_tail) + 2,
+            request_size=request_size,
+            response_size=response_size,
         )
 
     def _build(self, query: dns.message.Message) -> dns.message.Message | None:
@@ -473,16 +474,9 @@ class ClusterDns:
             reply.set_rcode(dns.rcode.SERVFAIL)
         self._rcodes[int(reply.rcode())] += 1
         answer = wire.to_wire_fitting(reply, wire.buffer_size(query, tcp=tcp))
-        self.metrics.report(
-            proto="tcp" if tcp else "udp",
-            family="1",
-            qtype=int(query.question[0].rdtype),
-            rcode=dns.rcode.to_text(reply.rcode()),
-            plugin="forward",
-            duration_s=(self._clock.now_ns() - start_ns) / NS_PER_S,
-            request_size=len(query.to_wire()),
-            response_size=len(answer),
-        )
+        qtype, rcode = int(query.question[0].rdtype), int(reply.rcode())
+        request_size = len(query.to_wire())
+        self._report(start_ns, request_size, len(answer), tcp, "1", qtype, rcode, "forward")
         return answer
 
     async def _on_tcp_client(

@@ -28,6 +28,9 @@ KUBE_DNS_SERVICE_IP = "192.0.2.10"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 COREDNS_SERVICE_ACCOUNT = "system:serviceaccount:kube-system:coredns"
 """Whom the cluster DNS watches the API as (also its token when the sim takes tokens as names)."""
+GROUP_PACKAGES = {"": "core", "coordination.k8s.io": "coord", "discovery.k8s.io": "discovery"}
+"""The short package name ``schema_table`` and ``proto_tables`` write before a type of each served
+API group (``core.Pod``, ``coord.Lease``): k8s.io/api's core/v1, coordination/v1, discovery/v1."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ class ResourceType:
     @property
     def list_kind(self) -> str:
         return f"{self.kind}List"
+
+    @property
+    def group_resource(self) -> str:
+        """``pods``, ``leases.coordination.k8s.io``: how kube-apiserver names a resource in its
+        storage metrics and Forbidden messages (schema.GroupResource.String())."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
 
 
 NAMESPACES = ResourceType("", "v1", "namespaces", "Namespace", False, ("ns",), has_status=True)

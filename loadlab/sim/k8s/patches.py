@@ -6,13 +6,7 @@
   rejected our request due to an error in our request" with the library's message as the one
   cause (handlers/patch.go ``applyJSPatch``), a body that is not a list of operations is 400,
   more than 10,000 operations is 413.
-- ``application/strategic-merge-patch+json`` (``strategic_merge``): lists with a
-  ``patchStrategy:"merge"`` tag in the Kubernetes ``types.go`` files are merged by their
-  ``patchMergeKey`` (or, for lists of strings, as a set); every other list is replaced. The
-  directives ``$patch: replace|delete`` (in maps and list items), ``$deleteFromPrimitiveList``,
-  ``$retainKeys`` and ``$setElementOrder`` are honoured. Simplified: ``$setElementOrder`` puts
-  the listed items first in its order and the rest after them (the real server interleaves
-  them); a missing merge key is a 500 whose message renders the item as Go's ``%v`` roughly.
+- ``application/strategic-merge-patch+json``: in ``strategic.py``.
 
 Stored objects are never mutated: every function returns new containers along changed paths.
 """
@@ -23,63 +17,12 @@ import copy
 import json
 from typing import Any
 
-from loadlab.sim.k8s.objects import (
-    NAMESPACES,
-    NODES,
-    PODS,
-    SERVICES,
-    JsonObj,
-    ResourceType,
-)
+from loadlab.sim.k8s.objects import JsonObj
 from loadlab.sim.k8s.validation import ApiError, bad_request
 
 # handlers/patch.go: maxJSONPatchOperations.
 MAX_JSON_PATCH_OPERATIONS = 10_000
 _REJECTED = "the server rejected our request due to an error in our request"
-
-# (path of field names, list items adding no step) -> merge key, "" for a set of strings.
-# From the patchStrategy/patchMergeKey tags of k8s.io/api core/v1/types.go and
-# apimachinery pkg/apis/meta/v1/types.go (Kubernetes 1.32). Untagged lists (tolerations,
-# node taints, containerStatuses, EndpointSlice endpoints and ports) are replaced.
-MergeKeys = dict[tuple[str, ...], str]
-_META: MergeKeys = {("metadata", "finalizers"): "", ("metadata", "ownerReferences"): "uid"}
-_CONTAINER: MergeKeys = {
-    ("ports",): "containerPort",
-    ("env",): "name",
-    ("volumeMounts",): "mountPath",
-    ("volumeDevices",): "devicePath",
-}
-_POD_SPEC: MergeKeys = {
-    ("volumes",): "name",
-    ("initContainers",): "name",
-    ("containers",): "name",
-    ("ephemeralContainers",): "name",
-    ("imagePullSecrets",): "name",
-    ("hostAliases",): "ip",
-    ("topologySpreadConstraints",): "topologyKey",
-    ("resourceClaims",): "name",
-    ("schedulingGates",): "name",
-}
-for _list in ("initContainers", "containers", "ephemeralContainers"):
-    _POD_SPEC.update({(_list, *path): key for path, key in _CONTAINER.items()})
-_CONDITIONS: MergeKeys = {("status", "conditions"): "type"}
-MERGE_KEYS: dict[ResourceType, MergeKeys] = {
-    PODS: {
-        **_META,
-        **{("spec", *path): key for path, key in _POD_SPEC.items()},
-        **_CONDITIONS,
-        ("status", "podIPs"): "ip",
-        ("status", "hostIPs"): "ip",
-    },
-    NODES: {
-        **_META,
-        ("spec", "podCIDRs"): "",
-        **_CONDITIONS,
-        ("status", "addresses"): "type",
-    },
-    SERVICES: {**_META, ("spec", "ports"): "port", **_CONDITIONS},
-    NAMESPACES: {**_META, **_CONDITIONS},
-}
 
 
 def unprocessable(message: str) -> ApiError:
@@ -166,15 +109,22 @@ def _index(container: list[Any], token: str, *, adding: bool) -> int:
     return idx
 
 
+def _child(node: Any, token: str) -> Any:
+    """One step of a JSON pointer: a key of an object or an index of an array, else KeyError."""
+    if isinstance(node, dict) and token in node:
+        return node[token]
+    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+        return node[int(token)]
+    raise KeyError(token)
+
+
 def _parent(doc: Any, parts: list[str], kind: str, path: str) -> Any:
     node = doc
     for token in parts[:-1]:
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            raise _OpError(f'{kind} operation does not apply: doc is missing path: "{path}"')
+        try:
+            node = _child(node, token)
+        except KeyError:
+            node = None
         if not isinstance(node, dict | list):
             raise _OpError(f'{kind} operation does not apply: doc is missing path: "{path}"')
     return node
@@ -183,12 +133,7 @@ def _parent(doc: Any, parts: list[str], kind: str, path: str) -> Any:
 def _get(doc: Any, parts: list[str]) -> Any:
     node = doc
     for token in parts:
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            raise KeyError(token)
+        node = _child(node, token)
     return node
 
 

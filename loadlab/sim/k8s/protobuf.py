@@ -27,13 +27,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from loadlab.sim.k8s.objects import GROUP_PACKAGES, JsonObj
 from loadlab.sim.k8s.proto_tables import MESSAGES
-
-JsonObj = dict[str, Any]
 
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
-_GROUPS = {"": "core", "coordination.k8s.io": "coord", "discovery.k8s.io": "discovery"}
 # Kinds of meta.k8s.io/v1 that every group version also registers (client-go sends
 # DeleteOptions under the resource's own group version).
 _META_KINDS = frozenset({"Status", "DeleteOptions", "WatchEvent"})
@@ -95,7 +93,7 @@ def message_for(api_version: str, kind: str) -> str:
     if kind in _META_KINDS:
         return f"meta.{kind}"
     group = api_version.rpartition("/")[0]
-    name = f"{_GROUPS.get(group, '?')}.{kind}"
+    name = f"{GROUP_PACKAGES.get(group, '?')}.{kind}"
     if name not in MESSAGES:
         raise ProtobufError(f"no protobuf message for kind {kind!r} of {api_version!r}")
     return name

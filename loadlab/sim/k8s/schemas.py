@@ -16,7 +16,7 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-from loadlab.sim.k8s.objects import RESOURCE_TYPES, JsonObj, ResourceType
+from loadlab.sim.k8s.objects import GROUP_PACKAGES, RESOURCE_TYPES, JsonObj, ResourceType
 from loadlab.sim.k8s.schema_table import FIELDS
 from loadlab.sim.k8s.validation import bad_request, go_quote
 
@@ -26,7 +26,6 @@ _PACKAGES = {
     "discovery": "io.k8s.api.discovery.v1",
     "coord": "io.k8s.api.coordination.v1",
 }
-_GROUP_PACKAGES = {"": "core", "coordination.k8s.io": "coord", "discovery.k8s.io": "discovery"}
 META = _PACKAGES["meta"]
 # The scalar types as the real documents describe them (kube-openapi's OpenAPIDefinition of each).
 _SCALARS: dict[str, JsonObj] = {
@@ -76,6 +75,7 @@ _SHORT_NAMED = {
 }
 # The strategic-merge keys of the lists a manifest commonly changes (the Go types' patchMergeKey
 # tags); without them apply replaces these lists whole, which is still correct, only coarser.
+# The same tags as ``strategic.MERGE_KEYS`` (what the server merges by), keyed here by schema.
 _MERGE_KEYS = {
     ("io.k8s.api.core.v1.PodSpec", "containers"): "name",
     ("io.k8s.api.core.v1.PodSpec", "initContainers"): "name",
@@ -112,7 +112,7 @@ def full_name(short: str) -> str:
 
 def kind_schema_name(rtype: ResourceType) -> str:
     """The schema name of a served kind: ``io.k8s.api.coordination.v1.Lease``."""
-    return f"{_PACKAGES[_GROUP_PACKAGES[rtype.group]]}.{rtype.kind}"
+    return f"{_PACKAGES[GROUP_PACKAGES[rtype.group]]}.{rtype.kind}"
 
 
 def _gvk(rtype: ResourceType, kind: str) -> list[JsonObj]:
@@ -248,7 +248,7 @@ def unknown_fields(rtype: ResourceType, obj: JsonObj) -> list[str]:
     """The paths of the keys of ``obj`` that no field of ``rtype``'s Go type takes, in document
     order, as sigs.k8s.io/json's strict decoder names them."""
     found: list[str] = []
-    package = _GROUP_PACKAGES[rtype.group]
+    package = GROUP_PACKAGES[rtype.group]
     _walk(obj, f"{package}.{rtype.kind}", "", found)
     return found
 

@@ -1,18 +1,68 @@
 """Strategic merge patch (``application/strategic-merge-patch+json``) for the kinds the sim serves.
 
-The merge keys come from ``patches.MERGE_KEYS`` (the ``patchStrategy``/``patchMergeKey`` tags of
-the Kubernetes types); what is simplified is said in ``patches``' docstring. Errors follow
+Lists with a ``patchStrategy:"merge"`` tag in the Kubernetes ``types.go`` files (``MERGE_KEYS``)
+are merged by their ``patchMergeKey`` (or, for lists of strings, as a set); every other list is
+replaced. The directives ``$patch: replace|delete`` (in maps and list items),
+``$deleteFromPrimitiveList``, ``$retainKeys`` and ``$setElementOrder`` are honoured. Errors follow
 handlers/patch.go ``interpretStrategicMergePatchError``: a malformed directive is 400, a list item
 without its merge key a 500 InternalError (apimachinery strategicpatch's plain error).
+
+Simplified: ``$setElementOrder`` puts the listed items first in its order and the rest after them
+(the real server interleaves them); the 500's message renders the item as Go's ``%v`` roughly.
+Stored objects are never mutated: new containers are built along changed paths.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from loadlab.sim.k8s.objects import JsonObj, ResourceType
-from loadlab.sim.k8s.patches import MERGE_KEYS, MergeKeys
+from loadlab.sim.k8s.objects import NAMESPACES, NODES, PODS, SERVICES, JsonObj, ResourceType
 from loadlab.sim.k8s.validation import ApiError, bad_request
+
+# (path of field names, list items adding no step) -> merge key, "" for a set of strings.
+# From the patchStrategy/patchMergeKey tags of k8s.io/api core/v1/types.go and
+# apimachinery pkg/apis/meta/v1/types.go (Kubernetes 1.32). Untagged lists (tolerations,
+# node taints, containerStatuses, EndpointSlice endpoints and ports) are replaced.
+MergeKeys = dict[tuple[str, ...], str]
+_META: MergeKeys = {("metadata", "finalizers"): "", ("metadata", "ownerReferences"): "uid"}
+_CONTAINER: MergeKeys = {
+    ("ports",): "containerPort",
+    ("env",): "name",
+    ("volumeMounts",): "mountPath",
+    ("volumeDevices",): "devicePath",
+}
+_POD_SPEC: MergeKeys = {
+    ("volumes",): "name",
+    ("initContainers",): "name",
+    ("containers",): "name",
+    ("ephemeralContainers",): "name",
+    ("imagePullSecrets",): "name",
+    ("hostAliases",): "ip",
+    ("topologySpreadConstraints",): "topologyKey",
+    ("resourceClaims",): "name",
+    ("schedulingGates",): "name",
+}
+for _list in ("initContainers", "containers", "ephemeralContainers"):
+    _POD_SPEC.update({(_list, *path): key for path, key in _CONTAINER.items()})
+_CONDITIONS: MergeKeys = {("status", "conditions"): "type"}
+MERGE_KEYS: dict[ResourceType, MergeKeys] = {
+    PODS: {
+        **_META,
+        **{("spec", *path): key for path, key in _POD_SPEC.items()},
+        **_CONDITIONS,
+        ("status", "podIPs"): "ip",
+        ("status", "hostIPs"): "ip",
+    },
+    NODES: {
+        **_META,
+        ("spec", "podCIDRs"): "",
+        **_CONDITIONS,
+        ("status", "addresses"): "type",
+    },
+    SERVICES: {**_META, ("spec", "ports"): "port", **_CONDITIONS},
+    NAMESPACES: {**_META, **_CONDITIONS},
+}
+
 
 _DELETE = object()  # a map whose patch said ``$patch: delete``
 _SET_ORDER = "$setElementOrder/"
@@ -93,10 +143,12 @@ def _directives(result: JsonObj, patch: JsonObj, path: tuple[str, ...], keys: Me
             raise bad_request("invalid patch format for retainKeys")
         result = {k: v for k, v in result.items() if k in retain}
     for k, order in patch.items():
+        if not k.startswith(_SET_ORDER):
+            continue
         field = k[len(_SET_ORDER) :]
         current = result.get(field)
-        if k.startswith(_SET_ORDER) and isinstance(order, list) and isinstance(current, list):
-            result[field] = _reorder(result[field], order, keys.get((*path, field), ""))
+        if isinstance(order, list) and isinstance(current, list):
+            result[field] = _reorder(current, order, keys.get((*path, field), ""))
     return result
 
 

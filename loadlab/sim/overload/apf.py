@@ -391,16 +391,18 @@ class FairQueueing:
     ) -> Ticket:
         """Count a dispatch and its queue wait (0 when it never queued)."""
         self._dispatched.inc(level.name, schema)
-        waited_ns = 0 if queued_ns is None else self._clock.now_ns() - queued_ns
-        self._wait.observe(waited_ns / NS_PER_S, level.name, schema, "true")
+        self._wait.observe(self._waited_s(queued_ns), level.name, schema, "true")
         return ticket
 
     def _note_rejected(
         self, level: PriorityLevel, schema: str, reason: str, queued_ns: int | None
     ) -> None:
         self._rejected.inc(level.name, schema, reason)
-        waited_ns = 0 if queued_ns is None else self._clock.now_ns() - queued_ns
-        self._wait.observe(waited_ns / NS_PER_S, level.name, schema, "false")
+        self._wait.observe(self._waited_s(queued_ns), level.name, schema, "false")
+
+    def _waited_s(self, queued_ns: int | None) -> float:
+        """Seconds since a request joined its queue at ``queued_ns``; 0 if it never queued."""
+        return 0.0 if queued_ns is None else (self._clock.now_ns() - queued_ns) / NS_PER_S
 
     def _reject(
         self, level: PriorityLevel, schema: str, reason: str, queued_ns: int | None

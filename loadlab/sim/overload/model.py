@@ -44,14 +44,8 @@ _ETCD_OPERATIONS = {
     "delete": "delete",
 }
 
-_GROUP_OF = {rt.plural: rt.group for rt in RESOURCE_TYPES}
-
-
-def group_resource(resource: str) -> str:
-    """``pods``, ``leases.coordination.k8s.io``: how kube-apiserver names a resource in its
-    storage metrics (schema.GroupResource.String())."""
-    group = _GROUP_OF.get(resource, "")
-    return f"{resource}.{group}" if group else resource
+# The etcd metrics' ``type`` label of a request's resource (``ResourceType.group_resource``).
+_GROUP_RESOURCE = {rt.plural: rt.group_resource for rt in RESOURCE_TYPES}
 
 
 def _request_task() -> asyncio.Task[Any] | None:
@@ -189,7 +183,8 @@ class OverloadModel:
         task = _request_task()
         operation = _ETCD_OPERATIONS.get(attrs.verb)
         if task is not None and operation is not None and not from_cache:
-            self._etcd_request[task] = (operation, group_resource(attrs.resource))
+            etcd_type = _GROUP_RESOURCE.get(attrs.resource, attrs.resource)
+            self._etcd_request[task] = (operation, etcd_type)
         return dataclasses.replace(est, priority=priority)
 
     def admit(

@@ -56,7 +56,6 @@ def refuse_create(
     if not is_terminating(space):
         return None
     # apimachinery NewForbidden: '<resource>[.<group>] "<name>" is forbidden: <why>'.
-    resource = f"{rtype.plural}.{rtype.group}" if rtype.group else rtype.plural
     why = f"unable to create new content in namespace {namespace} because it is being terminated"
     details = {"name": name, "group": rtype.group, "kind": rtype.plural}
     details = {k: v for k, v in details.items() if v}
@@ -67,4 +66,4 @@ def refuse_create(
             "field": "metadata.namespace",
         }
     ]
-    return 403, f'{resource} "{name}" is forbidden: {why}', details
+    return 403, f'{rtype.group_resource} "{name}" is forbidden: {why}', details

@@ -34,7 +34,6 @@ from loadlab.sim.storage.selection import (
 )
 from loadlab.sim.storage.watch import Change, Watcher, WatchEvent, encode_json
 
-__all__ = ["merge_patch"]  # re-exported: callers patched through the store before patches.py
 _KEY_MAX = "\U0010ffff"
 # Not from a reference: encoding every written object just to size it would double a write's cost,
 # so one write in 64 is sampled, into a moving average where the new sample weighs 1/4.
@@ -414,6 +413,10 @@ class Store:
             return self._terminate_namespace(table, key, old, dry_run)
         if dry_run:
             return old
+        return self._remove(table, key, old)
+
+    def _remove(self, table: Collection, key: Key, old: JsonObj) -> JsonObj:
+        """Take ``old`` out at a new resourceVersion (a DELETED event); the object as it went."""
         self._rv += 1
         gone = dict(old)
         gone["metadata"] = {**old["metadata"], "resourceVersion": str(self._rv)}
@@ -453,10 +456,7 @@ class Store:
         ns_key = ("", name)
         space = self._tables[NAMESPACES].objects.get(ns_key)
         if space is not None and namespaces.is_terminating(space):
-            self._rv += 1
-            gone = dict(space)
-            gone["metadata"] = {**space["metadata"], "resourceVersion": str(self._rv)}
-            self._commit(self._tables[NAMESPACES], ns_key, "DELETED", gone, space)
+            self._remove(self._tables[NAMESPACES], ns_key, space)
             removed += 1
         return removed
 
