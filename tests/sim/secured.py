@@ -3,6 +3,7 @@
 - ``Reply``, ``call(url, token=..., ca_pem=...)``: one request with urllib, any status returned.
 - ``read_kubeconfig(path)``, ``ca_of(kubeconfig)``, ``read_token_file(path)``.
 - ``request_totals(metrics_text)``: apiserver_request_total by (verb, resource, code).
+- ``UNAUTHORIZED``: the 401 Status body; ``REVIEW`` to POST at ``REVIEW_PATH`` (who am I).
 """
 
 from __future__ import annotations
@@ -22,6 +23,19 @@ import yaml
 from tests.sim.test_promtext import parse
 
 TIMEOUT_S = 30.0
+UNAUTHORIZED = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Failure",
+    "message": "Unauthorized",
+    "reason": "Unauthorized",
+    "code": 401,
+}
+"""kube-apiserver's body for a missing or unknown bearer token."""
+REVIEW_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+REVIEW = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+"""What ``kubectl auth whoami`` posts to ``REVIEW_PATH``: the answer names the caller."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from loadlab.sim.k8s.objects import (
     namespace_obj,
     pod_obj,
 )
+from loadlab.sim.k8s.patches import merge_patch
 from loadlab.sim.storage.selection import FieldSelector, LabelSelector, SelectorError
-from loadlab.sim.storage.store import Conflict, Expired, NotFound, Store, merge_patch
+from loadlab.sim.storage.store import Conflict, Expired, NotFound, Store
 
 
 def store_with_pods(window: int = 100) -> Store:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -14,28 +13,20 @@ from pathlib import Path
 import pytest
 
 from loadlab.sim.server import SimEndpoints
+from tests.sim.helpers import (
+    KUBECTL_TIMEOUT_S,
+    kubectl_argv,
+    kubectl_env,
+    kubectl_installed,
+    run_kubectl,
+)
 
-KUBECTL = shutil.which("kubectl")
-pytestmark = [
-    pytest.mark.needs_kubectl,
-    pytest.mark.realtime,
-    pytest.mark.skipif(
-        KUBECTL is None, reason="kubectl is not installed (Debian: kubernetes-client)"
-    ),
-]
-RUN_TIMEOUT_S = 30.0
+pytestmark = [pytest.mark.needs_kubectl, pytest.mark.realtime, kubectl_installed]
+RUN_TIMEOUT_S = KUBECTL_TIMEOUT_S
 
 
 def kubectl(sim: SimEndpoints, cache: Path, *args: str) -> list[str]:
-    assert KUBECTL is not None
-    out = subprocess.run(
-        [KUBECTL, "--server", sim.api_url, "--cache-dir", str(cache), *args],
-        env={**os.environ, "KUBECONFIG": "/dev/null"},
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
+    out = run_kubectl(*args, cache=cache, server=sim.api_url)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
@@ -117,20 +108,9 @@ def _read_until(proc: subprocess.Popen[bytes], needle: str, deadline: float) -> 
 def test_kubectl_get_pods_watch_shows_a_pod_created_by_another_client(
     sim_thread: SimEndpoints, tmp_path: Path
 ) -> None:
-    assert KUBECTL is not None
     proc = subprocess.Popen(
-        [
-            KUBECTL,
-            "--server",
-            sim_thread.api_url,
-            "--cache-dir",
-            str(tmp_path),
-            "get",
-            "pods",
-            "-A",
-            "--watch",
-        ],
-        env={**os.environ, "KUBECONFIG": "/dev/null"},
+        kubectl_argv("get", "pods", "-A", "--watch", cache=tmp_path, server=sim_thread.api_url),
+        env=kubectl_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )

@@ -19,10 +19,7 @@ from loadlab.sim.cli import SLOW_DOWN_HELP, access_from_args, add_sim_arguments
 from loadlab.sim.credentials import write_private
 from loadlab.sim.process import start_sim_process
 from tests.sim.conftest import RunWithApi
-from tests.sim.secured import call, read_token_file, token_of
-
-REVIEW_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
-REVIEW = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+from tests.sim.secured import REVIEW, REVIEW_PATH, call, read_token_file, token_of
 
 
 @pytest.mark.realtime

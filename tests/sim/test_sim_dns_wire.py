@@ -22,6 +22,8 @@ from loadlab.sim.process import start_sim_process
 from loadlab.sim.server import SimEndpoints
 from tests.sim.conftest import sim_in_thread, small_sim_config
 
+pytestmark = pytest.mark.realtime
+
 TIMEOUT_S = 2.0
 ENDPOINTS = 60  # a headless Service's 60 A records: about 1 KB, more than 512 bytes
 

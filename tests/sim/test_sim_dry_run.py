@@ -17,7 +17,7 @@ from tests.sim.helpers import FREE_COST, MERGE
 pytestmark = pytest.mark.realtime
 
 CM_URL = "/api/v1/namespaces/default/configmaps"
-QUIET_S = 0.3  # how long a watch must stay silent after a dry run
+READ_TIMEOUT_S = 10.0
 
 
 def _cm(name: str) -> dict[str, Any]:
@@ -54,15 +54,20 @@ def test_dry_runs_answer_as_done_but_keep_nothing_and_send_no_event(
             url = f"{api.url}{CM_URL}?watch=1&resourceVersion={rv_before}"
             async with s.get(url) as watch:
                 results = await _dry_runs(s, api.url)
-                with pytest.raises(asyncio.TimeoutError):
-                    await asyncio.wait_for(watch.content.readline(), QUIET_S)
+                rv_after = api.store.resource_version
+                # A real write after them: the first event the watch sees must be its.
+                async with s.post(f"{api.url}{CM_URL}", json=_cm("sentinel")) as r:
+                    assert r.status == 201
+                line = await asyncio.wait_for(watch.content.readline(), READ_TIMEOUT_S)
             async with s.get(f"{api.url}{CM_URL}/dry") as r:
                 assert r.status == 404
             async with s.get(f"{api.url}{CM_URL}/kube-root-ca.crt") as r:
                 kept = await r.json()
             async with s.get(f"{api.url}/api/v1/namespaces/default/pods/node-0-pod-0") as r:
                 pod = await r.json()
-        assert api.store.resource_version == rv_before
+        assert rv_after == rv_before
+        first = json.loads(line)
+        assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "sentinel")
         assert [(verb, code) for verb, code, _ in results] == [
             ("create", 201),
             ("update", 200),

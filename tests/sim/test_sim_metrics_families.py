@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,6 +19,7 @@ import pytest
 from loadlab.clock import MonotonicClock
 from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.server import seeded_store
+from loadlab.testing.waiting import wait_for
 from tests.sim.conftest import small_sim_config
 from tests.sim.test_promtext import parse
 
@@ -36,7 +36,6 @@ REQUEST_LABELS = (
     "verb", "dry_run", "group", "version", "resource", "subresource", "scope", "component",
 )  # fmt: skip
 SLI_LABELS = ("verb", "group", "version", "resource", "subresource", "scope", "component")
-WAIT_TIMEOUT_S = 10.0
 
 
 def one_seat_config() -> Any:
@@ -86,15 +85,6 @@ def label_names(samples: Samples, name: str) -> set[tuple[str, ...]]:
     return {tuple(k for k, _ in key) for key in samples.get(name, {})}
 
 
-async def wait_until(check: Callable[[], bool]) -> None:
-    """Poll the in-process server's own state (same event loop) until ``check()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_TIMEOUT_S
-    while not check():
-        assert loop.time() < deadline, "timed out waiting for the server"
-        await asyncio.sleep(0.01)
-
-
 async def drive(api: SimApiServer) -> tuple[Samples, Samples]:
     """Send the burst; return /metrics while the watch is open and the LIST holds, and after."""
 
@@ -108,13 +98,13 @@ async def drive(api: SimApiServer) -> tuple[Samples, Samples]:
         assert watch.status == 200
         first = json.loads(await watch.content.readline())
         assert first["type"] == "ADDED"
-        await wait_until(lambda: level()["executing_seats"] == 0)  # its seat ends at init
+        await wait_for(lambda: level()["executing_seats"] == 0, "the watch's seat to end at init")
         # 2. A cluster-wide LIST without resourceVersion: a consistent read from etcd.
         listing = asyncio.ensure_future(s.get(f"{api.url}/api/v1/pods"))
-        await wait_until(lambda: level()["executing_seats"] == 1)
+        await wait_for(lambda: level()["executing_seats"] == 1, "the LIST to hold the seat")
         # 3. A GET that queues behind it, 4. one that finds the queue full.
         queued = asyncio.ensure_future(s.get(f"{api.url}/api/v1/namespaces/default"))
-        await wait_until(lambda: level()["queued"] == 1)
+        await wait_for(lambda: level()["queued"] == 1, "the GET to queue")
         async with s.get(f"{api.url}/api/v1/namespaces/kube-system") as refused:
             assert refused.status == 429
         during = await scrape(s, api)
@@ -125,7 +115,7 @@ async def drive(api: SimApiServer) -> tuple[Samples, Samples]:
             assert resp.status == 200
             await resp.read()
             resp.release()
-        await wait_until(lambda: not any(api.store.watchers()))  # the server saw it go
+        await wait_for(lambda: not any(api.store.watchers()), "the server to see the watch go")
         after = await scrape(s, api)
     return during, after
 

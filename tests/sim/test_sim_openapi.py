@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -19,8 +17,8 @@ from loadlab.sim.k8s.objects import CONFIGMAPS, PODS, RESOURCE_TYPES
 from loadlab.sim.k8s.schemas import field_validation, unknown_fields
 from loadlab.sim.k8s.validation import ApiError
 from loadlab.sim.server import SimEndpoints, seeded_store
+from tests.sim.helpers import kubectl_installed, run_kubectl
 
-KUBECTL = shutil.which("kubectl")
 TIMEOUT_S = 30.0
 PROTOBUF_V2 = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
 
@@ -49,6 +47,7 @@ def get_json(url: str) -> Any:
 # -- the documents, over HTTP ----------------------------------------------------------------
 
 
+@pytest.mark.realtime
 def test_v3_index_lists_exactly_the_group_versions_discovery_lists(
     sim_thread: SimEndpoints,
 ) -> None:
@@ -60,6 +59,7 @@ def test_v3_index_lists_exactly_the_group_versions_discovery_lists(
     assert set(index) == served
 
 
+@pytest.mark.realtime
 def test_every_served_kind_is_in_its_group_version_document(sim_thread: SimEndpoints) -> None:
     api = sim_thread.api_url
     index = get_json(f"{api}/openapi/v3")["paths"]
@@ -79,6 +79,7 @@ def test_every_served_kind_is_in_its_group_version_document(sim_thread: SimEndpo
             assert ref in schemas, ref
 
 
+@pytest.mark.realtime
 def test_v3_document_hash_is_cacheable_and_a_stale_hash_redirects(
     sim_thread: SimEndpoints,
 ) -> None:
@@ -95,6 +96,7 @@ def test_v3_document_hash_is_cacheable_and_a_stale_hash_redirects(
     assert "Cache-Control" not in headers
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize(
     ("accept", "status"),
     [
@@ -164,21 +166,12 @@ def test_an_unknown_directive_is_a_bad_request() -> None:
 
 # -- kubectl, with default flags -------------------------------------------------------------
 
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
-
 
 def kubectl(
     sim: SimEndpoints, tmp: Path, *args: str, editor: str = "false"
 ) -> subprocess.CompletedProcess[str]:
-    assert KUBECTL is not None
-    return subprocess.run(
-        [KUBECTL, "--server", sim.api_url, "--cache-dir", str(tmp / "cache"), *args],
-        env={**os.environ, "KUBECONFIG": "/dev/null", "EDITOR": editor, "KUBE_EDITOR": editor},
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
+    editors = {"EDITOR": editor, "KUBE_EDITOR": editor}
+    return run_kubectl(*args, cache=tmp / "cache", server=sim.api_url, env=editors)
 
 
 def ok(out: subprocess.CompletedProcess[str]) -> str:
@@ -197,7 +190,7 @@ data:
 
 @pytest.mark.needs_kubectl
 @pytest.mark.realtime
-@needs_kubectl
+@kubectl_installed
 def test_kubectl_create_apply_explain_edit_with_default_flags(
     sim_thread: SimEndpoints, tmp_path: Path
 ) -> None:
@@ -230,7 +223,7 @@ def test_kubectl_create_apply_explain_edit_with_default_flags(
 
 @pytest.mark.needs_kubectl
 @pytest.mark.realtime
-@needs_kubectl
+@kubectl_installed
 def test_kubectl_create_refuses_an_unknown_field_naming_it(
     sim_thread: SimEndpoints, tmp_path: Path
 ) -> None:

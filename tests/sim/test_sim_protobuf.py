@@ -4,9 +4,6 @@ round-tripped, the sim's content negotiation over HTTP, and kubectl 1.32's defau
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -27,9 +24,9 @@ from loadlab.sim.k8s.protobuf import (
 from loadlab.sim.server import SimEndpoints, seeded_store
 from loadlab.sim.storage.selection import FieldSelector, LabelSelector
 from tests.sim.conftest import small_sim_config
+from tests.sim.helpers import kubectl_installed, run_kubectl
 
 DATA = Path(__file__).parent / "data"
-KUBECTL = shutil.which("kubectl")
 TIMEOUT_S = 30.0
 JSON = "application/json"
 
@@ -67,25 +64,34 @@ def _served_objects() -> list[JsonObj]:
 # -- the codec ---------------------------------------------------------------------------------
 
 
-def test_decodes_the_configmap_body_kubectl_1_32_sent() -> None:
-    raw = (DATA / "kubectl-1.32.4-create-configmap.pb").read_bytes()
-    assert decode_object(raw) == {
-        "kind": "ConfigMap",
-        "apiVersion": "v1",
-        "metadata": {"name": "x"},
-        "data": {"a": "b"},
-    }
-
-
-def test_decodes_the_namespace_body_kubectl_1_32_sent() -> None:
-    raw = (DATA / "kubectl-1.32.4-create-namespace.pb").read_bytes()
-    assert decode_object(raw) == {
-        "kind": "Namespace",
-        "apiVersion": "v1",
-        "metadata": {"name": "y"},
-        "spec": {},
-        "status": {},
-    }
+@pytest.mark.parametrize(
+    ("capture", "decoded"),
+    [
+        pytest.param(
+            "kubectl-1.32.4-create-configmap.pb",
+            {
+                "kind": "ConfigMap",
+                "apiVersion": "v1",
+                "metadata": {"name": "x"},
+                "data": {"a": "b"},
+            },
+            id="configmap",
+        ),
+        pytest.param(
+            "kubectl-1.32.4-create-namespace.pb",
+            {
+                "kind": "Namespace",
+                "apiVersion": "v1",
+                "metadata": {"name": "y"},
+                "spec": {},
+                "status": {},
+            },
+            id="namespace",
+        ),
+    ],
+)
+def test_decodes_the_body_kubectl_1_32_sent(capture: str, decoded: JsonObj) -> None:
+    assert decode_object((DATA / capture).read_bytes()) == decoded
 
 
 def test_every_served_kind_round_trips_through_protobuf() -> None:
@@ -187,6 +193,7 @@ def _call(
         return exc.code, exc.headers.get("Content-Type", ""), exc.read()
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize(
     ("accept", "media"),
     [
@@ -213,6 +220,7 @@ def test_get_answers_in_the_media_type_accept_prefers(
     assert decoded["data"] == {"ca.crt": "simulated"}
 
 
+@pytest.mark.realtime
 def test_lists_and_errors_are_protobuf_too(sim_thread: SimEndpoints) -> None:
     api = sim_thread.api_url
     status, _, body = _call(f"{api}/api/v1/pods", MEDIA_TYPE)
@@ -233,6 +241,7 @@ def test_lists_and_errors_are_protobuf_too(sim_thread: SimEndpoints) -> None:
     }
 
 
+@pytest.mark.realtime
 def test_an_accept_the_sim_cannot_serve_is_406(sim_thread: SimEndpoints) -> None:
     url = f"{sim_thread.api_url}/api/v1/namespaces/default/configmaps"
     status, _, body = _call(url, "text/html")
@@ -242,6 +251,7 @@ def test_an_accept_the_sim_cannot_serve_is_406(sim_thread: SimEndpoints) -> None
     assert status == 406  # watch streams are JSON only
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize(
     ("ctype", "body", "code"),
     [
@@ -275,21 +285,12 @@ def test_create_reads_the_body_by_content_type(
 
 @pytest.mark.needs_kubectl
 @pytest.mark.realtime
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+@kubectl_installed
 def test_kubectl_creates_with_its_default_protobuf_bodies(
     sim_thread: SimEndpoints, tmp_path: Path
 ) -> None:
-    assert KUBECTL is not None
-
     def k(*args: str) -> str:
-        out = subprocess.run(
-            [KUBECTL, "--server", sim_thread.api_url, "--cache-dir", str(tmp_path), *args],
-            env={**os.environ, "KUBECONFIG": "/dev/null"},
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
+        out = run_kubectl(*args, cache=tmp_path, server=sim_thread.api_url)
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -300,6 +301,7 @@ def test_kubectl_creates_with_its_default_protobuf_bodies(
     assert k("get", "namespace", "y", "-o", "jsonpath={.metadata.name}") == "y"
 
 
+@pytest.mark.realtime
 def test_delete_reads_protobuf_delete_options(sim_thread: SimEndpoints) -> None:
     """client-go's typed Delete sends its DeleteOptions as a protobuf body."""
     url = f"{sim_thread.api_url}/api/v1/namespaces/default/configmaps/kube-root-ca.crt"

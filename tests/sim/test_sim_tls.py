@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import os
-import shutil
 import socket
 import ssl
 import stat
@@ -31,7 +29,11 @@ from kubernetes_asyncio import client, config
 
 from loadlab.sim.process import SimProcess, start_sim_process
 from loadlab.sim.tls import issue_serving_certificate
+from tests.sim.helpers import kubectl_installed, run_kubectl
 from tests.sim.secured import (
+    REVIEW,
+    REVIEW_PATH,
+    UNAUTHORIZED,
     ca_of,
     call,
     read_kubeconfig,
@@ -42,20 +44,9 @@ from tests.sim.secured import (
 
 pytestmark = pytest.mark.realtime
 
-KUBECTL = shutil.which("kubectl")
 NODES = 5
-UNAUTHORIZED = {
-    "kind": "Status",
-    "apiVersion": "v1",
-    "metadata": {},
-    "status": "Failure",
-    "message": "Unauthorized",
-    "reason": "Unauthorized",
-    "code": 401,
-}
 TELEMETRY = "system:serviceaccount:monitoring:telemetry"
 COREDNS = "system:serviceaccount:kube-system:coredns"
-SELF_SUBJECT_REVIEW = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
 
 
 @dataclass(frozen=True)
@@ -209,11 +200,11 @@ def test_node_token_is_served_as_that_node(secured: SecuredSim) -> None:
     token = secured.token("system:node:node-3")
     listed = call(f"{secured.url}/api/v1/nodes", token=token, ca_pem=secured.ca_pem)
     review = call(
-        f"{secured.url}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        f"{secured.url}{REVIEW_PATH}",
         token=token,
         ca_pem=secured.ca_pem,
         method="POST",
-        data=SELF_SUBJECT_REVIEW,
+        data=REVIEW,
     )
     assert listed.status == 200
     assert len(listed.json()["items"]) == NODES
@@ -251,20 +242,7 @@ def test_cluster_dns_syncs_through_the_secured_api(secured: SecuredSim) -> None:
 
 
 def kubectl(kubeconfig: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    assert KUBECTL is not None
-    return subprocess.run(
-        [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache), *args],
-        env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
-kubectl_installed = pytest.mark.skipif(
-    KUBECTL is None, reason="kubectl is not installed (Debian: kubernetes-client)"
-)
+    return run_kubectl(*args, cache=cache, kubeconfig=kubeconfig)
 
 
 @pytest.mark.needs_kubectl
