@@ -1,4 +1,5 @@
-"""Starting an event loop: one home, so every entry point runs on uvloop the same way.
+"""Starting an event loop: one home, so every entry point (the generator and the sim) runs on
+uvloop the same way, with the open files its sockets need.
 
 uvloop is a dependency, but loadlab stays runnable without it (plain asyncio). It is never
 installed as a policy: ``asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())`` and
@@ -9,6 +10,8 @@ a loop factory handed to ``asyncio.Runner`` is the supported way, and nothing ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -33,3 +36,18 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion on a new uvloop event loop (``asyncio.run`` semantics)."""
     with runner() as r:
         return r.run(main)
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit (RLIMIT_NOFILE) to the hard one; return the new soft limit.
+
+    Every watch is a socket, and 10,000 simulated nodes' watches pass the usual soft limit of
+    1,024 long before they pass the hard one (in the generator and in the sim alike). An
+    unlimited hard limit is not a number the kernel accepts for files (it caps them at
+    ``fs.nr_open``), so then the soft limit is left as it is.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

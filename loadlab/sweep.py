@@ -31,7 +31,6 @@ from loadlab.engine.agents import (
     AgentRunner,
     check_agent_sockets,
     ops_by_kind,
-    raise_nofile_limit,
 )
 from loadlab.engine.selfmon import GeneratorMonitor, LoopLagProbe
 from loadlab.metrics.hlog import TargetHlogs
@@ -41,6 +40,7 @@ from loadlab.metrics.stats import window_stats
 from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import Profile
 from loadlab.progress import IntervalView, ProgressSink
+from loadlab.runloop import raise_open_file_limit
 from loadlab.scenario import Phases, Placement, api_op_bounds, build_agents
 from loadlab.sweep_watch import OnsetWatch
 from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
@@ -125,7 +125,7 @@ async def run_size(
         with_pod_dns=dns_addr is not None,
     )
     run.agents = agents
-    raise_nofile_limit()
+    raise_open_file_limit()
     check_agent_sockets(agents, pool_connections=POOL_CONNECTIONS, dns_sockets=DNS_SOCKETS)
     ops = ops_by_kind(agents)
     agent_count = Counter(a.kind for a in agents)

@@ -34,7 +34,6 @@ hold a fast reply behind a slow one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
 import resource
@@ -151,20 +150,6 @@ class DeclaresWatches(Protocol):
     watches: int
 
 
-def raise_nofile_limit() -> int:
-    """Raise the soft open-file limit (RLIMIT_NOFILE) to the hard one; return the new soft limit.
-
-    Every watch is a socket, and 10,000 agents' watches pass the usual soft limit of 1,024 long
-    before they pass the hard one. An unlimited hard limit is not a number the kernel accepts for
-    files (it caps them at ``fs.nr_open``), so then the soft limit is left as it is.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 def sockets_needed(
     agents: Sequence[Agent], *, pool_connections: int = 0, dns_sockets: int = 0
 ) -> int:
@@ -193,8 +178,8 @@ def check_agent_sockets(
     limit: int | None = None,
 ) -> int:
     """Raise ``UsageError`` when the open-file limit (``limit``, default the soft RLIMIT_NOFILE;
-    call ``raise_nofile_limit`` first) cannot hold the sockets of ``agents`` plus ``FD_MARGIN``.
-    Returns the sockets needed."""
+    call ``loadlab.runloop.raise_open_file_limit`` first) cannot hold the sockets of ``agents``
+    plus ``FD_MARGIN``. Returns the sockets needed."""
     needed = sockets_needed(agents, pool_connections=pool_connections, dns_sockets=dns_sockets)
     if limit is None:
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import resource
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -239,16 +238,5 @@ def run_sim(
     config: SimConfig, *, ready_json: bool = False, access: ApiAccess | None = None
 ) -> None:
     """Run the sim in the foreground until SIGINT/SIGTERM (uvloop when available)."""
-    raise_open_file_limit()
+    runloop.raise_open_file_limit()
     runloop.run(_main(config, ready_json, access if access is not None else ApiAccess()))
-
-
-def raise_open_file_limit() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit and return it: every watch of a
-    simulated node holds a connection, and 10,000 nodes need more than the usual soft 1,024."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    return soft

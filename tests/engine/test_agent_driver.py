@@ -35,12 +35,12 @@ from loadlab.clock import NS_PER_MS, NS_PER_S, NS_PER_US, FakeClock
 from loadlab.engine.agents import (
     AgentRunner,
     check_agent_sockets,
-    raise_nofile_limit,
     recorders_for,
     sockets_needed,
 )
 from loadlab.errors import UsageError
 from loadlab.metrics.recorder import IntervalSnapshot, Recorder
+from loadlab.runloop import raise_open_file_limit
 from loadlab.targets.base import FD_MARGIN, Outcome
 
 NODE = Identity("system:node:node-1", "kubelet/v1.32 (loadlab) node-1")
@@ -449,10 +449,10 @@ def test_socket_check_names_agents_sockets_and_limit_in_one_line() -> None:
     assert "--workers" in message
 
 
-def test_raise_nofile_limit_returns_the_soft_limit_now_in_force() -> None:
+def test_raise_open_file_limit_returns_the_soft_limit_now_in_force() -> None:
     import resource
 
-    soft = raise_nofile_limit()
+    soft = raise_open_file_limit()
     now_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert soft == now_soft
     assert hard == resource.RLIM_INFINITY or soft == hard
