@@ -141,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument(
+        "--workers",
+        metavar="N",
+        default="1",
+        help=(
+            "generator processes (default 1; 'auto': one per usable core). Each sends its share "
+            "of the rate over its own connections; their histograms are merged into one set of "
+            "results and one knee (request-mix profiles)"
+        ),
+    )
+    run.add_argument(
         "--no-report",
         dest="report",
         action="store_false",
@@ -301,6 +311,7 @@ def _run(args: argparse.Namespace) -> int:
             quick=args.quick,
             gate=args.gate,
             report=args.report,
+            workers=args.workers,
             cluster=ClusterArgs(
                 kubeconfig=args.kubeconfig,
                 context=args.context,

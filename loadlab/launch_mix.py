@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,12 +20,14 @@ from typing import Any
 from loadlab.analysis.slo import windows
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.cluster.rails import Abort, Rails
+from loadlab.engine.mix import OpMix
 from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.errors import (
     EXIT_INTERRUPTED,
     Aborted,
     LoadlabError,
     ResultsWriteError,
+    UsageError,
 )
 from loadlab.launch_cluster import (
     Targets,
@@ -40,7 +43,7 @@ from loadlab.progress import ProgressSink
 from loadlab.results import (
     write_json_atomic,
 )
-from loadlab.session import Session, cancel_quietly
+from loadlab.session import Rig, Session, cancel_quietly
 from loadlab.stopping import SIGNAL_EXIT, Stopper, stop_on_signals
 from loadlab.summary import RunVerdict, TargetOutcome, build_summary, judge_run
 from loadlab.targets.base import PROBE_TIMEOUT_S
@@ -48,9 +51,15 @@ from loadlab.targets.dns import probe_dns
 from loadlab.targets.http import probe_http
 from loadlab.wiring import (
     RunTargets,
+    op_mixes,
     open_rigs,
     resolved_profile,
+    rig_specs,
 )
+from loadlab.workers.pool import PoolMonitor, WorkerPool, pooled_rigs
+
+MAX_WORKERS = 64
+"""A sanity cap on ``--workers``, not a measured limit: more processes than cores only compete."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,7 @@ async def run_profile(
     progress: ProgressSink,
     run_id: str,
     targets: Targets | None = None,
+    workers: int = 1,
 ) -> RunOutcome:
     """Probe, run and summarise; files are written as the run goes. SIGINT and SIGTERM stop the
     load within a second and still write the (partial) summary."""
@@ -107,6 +117,7 @@ async def run_profile(
                 run_id=run_id,
                 stopper=stopper,
                 targets=targets,
+                workers=workers,
             )
         except asyncio.CancelledError:
             if stopper.reason is None:
@@ -125,6 +136,7 @@ async def _run(
     run_id: str,
     stopper: Stopper,
     targets: Targets,
+    workers: int = 1,
 ) -> RunOutcome:
     access = targets.access
     if api_url is not None:
@@ -139,7 +151,9 @@ async def _run(
     except OSError as exc:
         raise ResultsWriteError(f"cannot write to {out_dir} ({exc.strerror})") from None
     async with run_namespace(targets, run_id):
-        return await _session(profile, run_targets, targets, out_dir, progress, run_id, stopper)
+        return await _session(
+            profile, run_targets, targets, out_dir, progress, run_id, stopper, workers
+        )
 
 
 async def _session(
@@ -150,13 +164,14 @@ async def _session(
     progress: ProgressSink,
     run_id: str,
     stopper: Stopper,
+    workers: int = 1,
 ) -> RunOutcome:
     clock = MonotonicClock()
     start_ns = clock.now_ns()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    rigs, mixes = await open_rigs(
-        profile, run_targets, clock=clock, start_ns=start_ns, epoch_s=time.time(), out_dir=out_dir
-    )
+    interval_ns = int(profile.interval_s * NS_PER_S)
+    pool = WorkerPool(workers, clock, interval_ns=interval_ns) if workers > 1 else None
+    rigs, mixes = await _open(profile, run_targets, clock, start_ns, out_dir, pool)
     timeline = TimelineWriter(
         out_dir / "timeline.csv",
         [r.name for r in rigs],
@@ -169,12 +184,15 @@ async def _session(
         timeline=timeline,
         out_dir=out_dir,
         progress=progress,
-        monitor=GeneratorMonitor(clock),
+        monitor=GeneratorMonitor(clock) if pool is None else PoolMonitor(pool, clock),
         start_ns=start_ns,
-        interval_ns=int(profile.interval_s * NS_PER_S),
+        interval_ns=interval_ns,
         mixes=mixes,
         abort=stopper.stop,
+        pool=pool,
     )
+    if pool is not None:
+        pool.on_failure.append(session.fail)
     rails = None
     if rails_on(profile, targets) and targets.access is not None:
         rails = Rails(
@@ -205,6 +223,8 @@ async def _session(
             await rails.stop()
         # Close the targets first: what is still in flight completes (as a timeout) into the
         # recorders, and the last rotation writes it out.
+        if pool is not None:
+            await pool.close()  # the workers close theirs and send their last intervals
         for rig in rigs:
             with contextlib.suppress(Exception):
                 await rig.target.close()
@@ -221,6 +241,85 @@ async def _session(
         stopped_by=stopper.reason,
         abort=rails.fired if rails is not None else None,
     )
+
+
+def parse_workers(value: str) -> int:
+    """``--workers``: a count from 1 to MAX_WORKERS, or ``auto`` (one per usable core)."""
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise UsageError(
+            f"--workers {value!r}: expected a whole number from 1 to {MAX_WORKERS}, or 'auto'"
+        )
+    return count
+
+
+def check_workers(workers: int, profile: Profile, targets: Targets) -> None:
+    """What ``--workers`` above 1 cannot do yet, said before anything starts."""
+    if workers == 1:
+        return
+    if profile.agents is not None:
+        raise UsageError(
+            f"--workers {workers}: agent scenarios (profile '{profile.name}' has agents:) run in "
+            "one process for now; use --workers 1"
+        )
+    if targets.real:
+        raise UsageError(
+            f"--workers {workers}: runs against a kubeconfig context use one process for now "
+            "(the workers would need its credentials); use --workers 1"
+        )
+
+
+async def _open(
+    profile: Profile,
+    run_targets: RunTargets,
+    clock: MonotonicClock,
+    start_ns: int,
+    out_dir: Path,
+    pool: WorkerPool | None,
+) -> tuple[list[Rig], dict[str, OpMix]]:
+    """The run's rigs: its own targets, or, with workers, stand-ins for theirs."""
+    if pool is None:
+        return await open_rigs(
+            profile,
+            run_targets,
+            clock=clock,
+            start_ns=start_ns,
+            epoch_s=time.time(),
+            out_dir=out_dir,
+        )
+    try:
+        return await start_pool(pool, profile, run_targets, start_ns=start_ns, out_dir=out_dir)
+    except BaseException:
+        await pool.kill()
+        raise
+
+
+async def start_pool(
+    pool: WorkerPool,
+    profile: Profile,
+    run_targets: RunTargets,
+    *,
+    start_ns: int,
+    out_dir: Path,
+) -> tuple[list[Rig], dict[str, OpMix]]:
+    """Start the workers, each opening its share of the targets; the leader's rigs stand for
+    them. The workers write their own interval files under ``workers/<i>/``."""
+    epoch_s = time.time()
+    specs = rig_specs(profile, run_targets)
+    op_names = await pool.start(
+        profile=resolved_profile(profile, run_targets),
+        targets=run_targets,
+        origin_ns=start_ns,
+        epoch_s=epoch_s,
+        out_dir=out_dir,
+    )
+    rigs = pooled_rigs(pool, specs, op_names, start_ns=start_ns, epoch_s=epoch_s, out_dir=out_dir)
+    return rigs, op_mixes(profile, specs)
 
 
 def finish(

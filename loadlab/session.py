@@ -36,6 +36,7 @@ from loadlab.profile import Profile
 from loadlab.progress import IntervalView, ProgressSink, StepView
 from loadlab.results import append_jsonl, rounded
 from loadlab.targets.base import CompletionSink, Outcome, Target
+from loadlab.workers.segment import Segment
 
 # Between ramp steps, wait this long at most for the previous step's requests to finish.
 DRAIN_BETWEEN_STEPS_S = 5.0
@@ -100,6 +101,21 @@ class RailsObserver(Protocol):
     def observe(self, figures: IntervalFigures) -> None: ...
 
 
+class LoadPool(Protocol):
+    """The workers of ``--workers N`` (``loadlab.workers.pool``), as the leader's session uses
+    them: they send every phase's load; the leader only decides, merges and writes."""
+
+    async def collect(self, boundary_ns: int) -> None:
+        """Wait (briefly) until every worker has sent its intervals up to ``boundary_ns``."""
+        ...
+
+    async def open_loop(
+        self, target: str, rate_per_s: float, start_ns: int, end_ns: int
+    ) -> None: ...
+
+    async def closed(self, target: str, end_ns: int) -> None: ...
+
+
 @dataclass
 class Session:
     profile: Profile
@@ -124,6 +140,10 @@ class Session:
     """What made the session abort, for the summary and the one-line message."""
     rails: RailsObserver | None = None
     """Against a real cluster: told each interval's API figures (``loadlab.cluster.rails``)."""
+    segment: Segment | None = None
+    """In a worker of ``--workers N``: the part of every phase's load this process sends."""
+    pool: LoadPool | None = None
+    """In the leader of ``--workers N``: the workers that send the load."""
 
     # -- the interval ticker -------------------------------------------------------------------
 
@@ -137,6 +157,8 @@ class Session:
         while self.fatal is None:
             boundary = self.next_boundary_ns(self.clock.now_ns())
             await self.clock.sleep_until(boundary)
+            if self.pool is not None:
+                await self.pool.collect(boundary)
             self.write_safely(lambda: self.rotate_all(self.clock.now_ns()))
             self._check_descriptors()
 
@@ -221,6 +243,10 @@ class Session:
     # -- phases ------------------------------------------------------------------------------
 
     def _schedule(self, rate_per_s: float, start_ns: int, end_ns: int) -> Schedule:
+        if self.segment is not None:
+            if self.profile.traffic.arrival != "poisson":
+                start_ns += self.segment.offset_ns(rate_per_s)
+            rate_per_s = self.segment.rate(rate_per_s)
         if self.profile.traffic.arrival == "poisson":
             return PoissonArrivals(
                 rate_per_s, start_ns=start_ns, end_ns=end_ns, seed=self.profile.traffic.seed
@@ -229,6 +255,13 @@ class Session:
 
     async def open_loop(self, rig: Rig, rate_per_s: float, start_ns: int, end_ns: int) -> None:
         self.offered_per_s[rig.name] = rate_per_s
+        if self.pool is not None:
+            try:
+                await self.pool.open_loop(rig.name, rate_per_s, start_ns, end_ns)
+                await self.clock.sleep_until(end_ns)
+            finally:
+                self.offered_per_s[rig.name] = 0.0
+            return
         runner = OpenLoopRunner(
             self.clock,
             rig.target,
@@ -427,12 +460,21 @@ class Session:
             self.judge(rig, start_ns, end_ns + self.interval_ns, offered_per_s=offered)
 
     async def _closed(self, rig: Rig, end_ns: int) -> None:
+        if self.pool is not None:
+            await self.pool.closed(rig.name, end_ns)
+            return
+        concurrency = self.profile.traffic.concurrency
+        if self.segment is not None:
+            concurrency = self.segment.share(concurrency)
+            if concurrency == 0:  # more workers than requests in flight: this one sends none
+                await self.clock.sleep_until(end_ns)
+                return
         runner = ClosedLoopRunner(
             self.clock,
             rig.target,
             self.mixes[rig.name],
             rig.recorder,
-            concurrency=self.profile.traffic.concurrency,
+            concurrency=concurrency,
             end_ns=end_ns,
         )
         rig.sink.to = runner.sink

@@ -61,44 +61,48 @@ def resolved_profile(profile: Profile, targets: RunTargets) -> dict[str, Any]:
     return resolved
 
 
-async def open_rigs(
-    profile: Profile,
-    targets: RunTargets,
-    *,
-    clock: Clock,
-    start_ns: int,
-    epoch_s: float,
-    out_dir: Path,
-) -> tuple[list[Rig], dict[str, OpMix]]:
-    """Open one target per section of ``profile`` that has an address, each onto a new recorder
-    and hlog files; return the rigs and the operation mix of each, by target name."""
-    rigs: list[Rig] = []
-    mixes: dict[str, OpMix] = {}
+@dataclass(frozen=True)
+class RigSpec:
+    """One target of a run before anything is opened: its name, address and operations."""
 
-    async def add_rig(
-        target: Target, ops: Sequence[tuple[str, float, float | None]], address: str
-    ) -> None:
-        """``ops`` are (name, weight, SLO p99 ms)."""
-        recorder = Recorder(target.name, [name for name, _, _ in ops], start_ns=start_ns)
-        sink = SwitchableSink(recorder)
-        await target.open(sink)
-        mixes[target.name] = OpMix([weight for _, weight, _ in ops], seed=profile.traffic.seed)
-        rigs.append(
-            Rig(
-                target=target,
-                recorder=recorder,
-                sink=sink,
-                address=address,
-                slo_p99_ms={name: slo for name, _, slo in ops if slo is not None},
-                hlogs=TargetHlogs(out_dir, target.name, start_time_epoch_s=epoch_s),
-                max_backlog=MAX_BACKLOG,
-                # clusterloader2's DNS median bound; the API has no median SLO.
-                slo_p50_ms=profile.slo.dns.p50_ms if target.name == "dns" else None,
-            )
-        )
+    name: str
+    """``api`` or ``dns``."""
+    address: str
+    ops: tuple[tuple[str, float, float | None], ...]
+    """(operation name, weight, SLO p99 ms or None)."""
+    slo_p50_ms: float | None
+    """The target's median bound (DNS: clusterloader2's), or None (the API has none)."""
 
+    @property
+    def op_names(self) -> list[str]:
+        return [name for name, _, _ in self.ops]
+
+
+def rig_specs(profile: Profile, targets: RunTargets) -> list[RigSpec]:
+    """The targets of ``profile`` that have an address, in the order they run."""
+    specs = []
     if profile.api is not None and targets.api_url is not None:
-        http = FastHttpTarget(
+        ops = tuple(
+            (o.name, o.weight, http_op_bound(profile.slo, o.name, o.method, o.path, o.slo_p99_ms))
+            for o in profile.api.mix
+        )
+        specs.append(RigSpec("api", targets.api_url, ops, None))
+    if profile.dns is not None and targets.dns_addr is not None:
+        # The DNS target itself reports an expected NXDOMAIN as OK.
+        queries = tuple(
+            (q.op_name, q.weight, dns_op_bound(profile.slo, q.op_name, q.slo_p99_ms))
+            for q in profile.dns.queries
+        )
+        specs.append(RigSpec("dns", targets.dns_addr, queries, profile.slo.dns.p50_ms))
+    return specs
+
+
+def make_target(spec: RigSpec, profile: Profile, targets: RunTargets, clock: Clock) -> Target:
+    """The real target of ``spec``: the lean HTTP client or the DNS client, not yet opened."""
+    if spec.name == "api":
+        assert profile.api is not None
+        assert targets.api_url is not None
+        return FastHttpTarget(
             targets.api_url,
             http_operations(profile),
             connections=profile.api.connections,
@@ -111,28 +115,73 @@ async def open_rigs(
             access=targets.access,
             clock=clock,
         )
-        ops = [
-            (o.name, o.weight, http_op_bound(profile.slo, o.name, o.method, o.path, o.slo_p99_ms))
-            for o in profile.api.mix
-        ]
-        await add_rig(http, ops, targets.api_url)
-    if profile.dns is not None and targets.dns_addr is not None:
-        host, port = parse_host_port(targets.dns_addr, default_port=DNS_DEFAULT_PORT)
-        dns = DnsTarget(
-            host,
-            port,
-            dns_queries(profile.dns),
-            sockets=profile.dns.sockets,
-            timeout_s=profile.dns.timeout_s,
-            clock=clock,
+    assert profile.dns is not None
+    assert targets.dns_addr is not None
+    host, port = parse_host_port(targets.dns_addr, default_port=DNS_DEFAULT_PORT)
+    return DnsTarget(
+        host,
+        port,
+        dns_queries(profile.dns),
+        sockets=profile.dns.sockets,
+        timeout_s=profile.dns.timeout_s,
+        clock=clock,
+    )
+
+
+def assemble_rig(
+    spec: RigSpec,
+    target: Target,
+    recorder: Recorder,
+    *,
+    epoch_s: float,
+    out_dir: Path,
+) -> Rig:
+    """A target (opened or to be opened onto ``rig.sink``) with its recorder and hlog files."""
+    return Rig(
+        target=target,
+        recorder=recorder,
+        sink=SwitchableSink(recorder),
+        address=spec.address,
+        slo_p99_ms={name: slo for name, _, slo in spec.ops if slo is not None},
+        hlogs=TargetHlogs(out_dir, spec.name, start_time_epoch_s=epoch_s),
+        max_backlog=MAX_BACKLOG,
+        slo_p50_ms=spec.slo_p50_ms,
+    )
+
+
+def op_mixes(profile: Profile, specs: Sequence[RigSpec]) -> dict[str, OpMix]:
+    """The operation mix of each target, by name."""
+    return {
+        spec.name: OpMix([weight for _, weight, _ in spec.ops], seed=profile.traffic.seed)
+        for spec in specs
+    }
+
+
+async def open_rigs(
+    profile: Profile,
+    targets: RunTargets,
+    *,
+    clock: Clock,
+    start_ns: int,
+    epoch_s: float,
+    out_dir: Path,
+) -> tuple[list[Rig], dict[str, OpMix]]:
+    """Open one target per section of ``profile`` that has an address, each onto a new recorder
+    and hlog files; return the rigs and the operation mix of each, by target name."""
+    specs = rig_specs(profile, targets)
+    rigs: list[Rig] = []
+    for spec in specs:
+        recorder = Recorder(spec.name, spec.op_names, start_ns=start_ns)
+        rig = assemble_rig(
+            spec,
+            make_target(spec, profile, targets, clock),
+            recorder,
+            epoch_s=epoch_s,
+            out_dir=out_dir,
         )
-        # The DNS target itself reports an expected NXDOMAIN as OK.
-        queries = [
-            (q.op_name, q.weight, dns_op_bound(profile.slo, q.op_name, q.slo_p99_ms))
-            for q in profile.dns.queries
-        ]
-        await add_rig(dns, queries, targets.dns_addr)
-    return rigs, mixes
+        await rig.target.open(rig.sink)
+        rigs.append(rig)
+    return rigs, op_mixes(profile, specs)
 
 
 def http_operations(profile: Profile) -> list[HttpOperation]:

@@ -1,0 +1,126 @@
+"""``loadlab run --workers N`` end to end: real worker processes against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loadlab.metrics.hlog import read_hlog
+from loadlab.testing.cli_output import assert_one_clear_line
+from tests.acceptance.helpers import capacity_server, loadlab, read_summary
+
+pytestmark = pytest.mark.realtime
+
+SLOTS, SERVICE_MS, QUEUE = 20, 20.0, 100  # 1,000 req/s by construction
+
+FIXED_PROFILE = """
+name: fixed-open
+api:
+  connections: 8
+  mix:
+    - {name: get-lease, method: GET, path: /apis/coordination.k8s.io/v1/namespaces/x/leases/y}
+load: {mode: open, rate_per_s: 200, duration_s: 30}
+"""
+
+
+def _count(path: Path) -> int:
+    return sum(i.histogram.get_total_count() for i in read_hlog(path))
+
+
+@pytest.mark.slow
+def test_two_workers_find_one_knee_and_their_histograms_add_up(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with capacity_server(SLOTS, SERVICE_MS, QUEUE) as url:
+        result = loadlab(
+            "run", "http-knee", "--api", url, "--workers", "2", "--out", str(out), "--no-report",
+            "--set", "load.ramp.start_per_s=250", "--set", "load.ramp.max_per_s=4000",
+            "--set", "load.ramp.step_s=3", "--set", "load.ramp.warmup_s=1", "--quiet",
+            timeout_s=240,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(out)
+    knee = summary["knee"]["api"]
+    assert knee is not None, summary["steps"]
+    # The server's capacity is 1,000/s by construction; the two workers' merged steps find it.
+    assert 850 <= knee["offered"] <= 1150, summary["steps"]
+    assert summary["generator"]["limited"] is False
+    # Every completion either worker recorded is in the merged log, once.
+    for log in ("api.hlog", "api.uncorrected.hlog"):
+        parts = [_count(out / "workers" / str(i) / log) for i in range(2)]
+        assert all(p > 0 for p in parts), parts
+        assert _count(out / log) == sum(parts)
+    # Each worker sent about half of every step.
+    sent = [
+        sum(
+            float(row["api_sent_per_s"]) for row in _rows(out / "workers" / str(i) / "timeline.csv")
+        )
+        for i in range(2)
+    ]
+    assert abs(sent[0] - sent[1]) <= 0.05 * sum(sent), sent
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_worker_killed_mid_run_fails_the_run_in_one_line(tmp_path: Path) -> None:
+    profile = tmp_path / "fixed.yaml"
+    profile.write_text(FIXED_PROFILE)
+    out = tmp_path / "run"
+    with capacity_server(SLOTS, SERVICE_MS, QUEUE) as url:
+        cmd = [sys.executable, "-m", "loadlab", "run", str(profile), "--api", url]
+        cmd += ["--workers", "2", "--out", str(out), "--quiet", "--no-report"]
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        try:
+            # Wait for the workers' first intervals, then kill one as the OOM killer would.
+            deadline = time.monotonic() + 30
+            logs = [out / "workers" / str(i) / "api.hlog" for i in range(2)]
+            while time.monotonic() < deadline and not all(
+                p.exists() and p.stat().st_size > 400 for p in logs
+            ):
+                time.sleep(0.1)
+            workers = [
+                c
+                for c in psutil.Process(proc.pid).children()
+                if "loadlab.workers" in " ".join(c.cmdline())
+            ]
+            assert len(workers) == 2
+            os.kill(workers[1].pid, signal.SIGKILL)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 4, stderr
+    line = assert_one_clear_line(stderr.split("results:")[0] if "results:" in stderr else stderr)
+    assert "worker" in line
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"]["passed"] is False
+    assert summary["complete"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["http-knee", "--workers", "0"], "--workers '0'"),
+        (["http-knee", "--workers", "many"], "--workers 'many'"),
+        (["kubelet-baseline", "--workers", "2"], "agent scenarios"),
+    ],
+)
+def test_bad_worker_counts_are_one_line_usage_errors(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = loadlab("run", *args, "--out", str(tmp_path / "x"), "--quiet", timeout_s=60)
+    assert result.returncode == 2, result.stderr
+    assert needle in assert_one_clear_line(result.stderr)
