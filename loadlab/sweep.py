@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from loadlab.engine.agents import (
     check_agent_sockets,
     ops_by_kind,
 )
+from loadlab.engine.quietgc import QuietGc
 from loadlab.engine.selfmon import GeneratorMonitor, LoopLagProbe
 from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.ledger import SendSecondLedger
@@ -57,10 +57,9 @@ DNS_SOCKETS = 4
 x 10 pods resolving every 10 s ask a few hundred questions a second, far below one socket's IDs;
 four spread the kernel's per-socket receive buffer so a burst of answers is not dropped."""
 LOOKUP_OP = "lookup"
-GC_GEN0_THRESHOLD = 20_000
-"""Allocations between young collections during an agent run (CPython's default is 700). Not from
-a reference: measured here, the default made the collector run dozens of times a second under
-thousands of agents; this keeps young collections rare and short."""
+SETTLE_BEFORE_WARM_NS = 2 * NS_PER_S
+"""How long before the warm-up ends the generator's heap is frozen (``QuietGc.settled``): its
+one full collection, about a second at 10,000 nodes, ends before the measuring starts."""
 API_TIMEOUT_S = 60.0
 """kube-apiserver's own --request-timeout."""
 
@@ -191,11 +190,14 @@ async def run_size(
                     )
                 )
 
+        quiet_gc = QuietGc()
+
         async def tick() -> None:
             k = 1
             while True:
                 await clock.sleep_until(start_ns + k * interval_ns)
                 rotate(clock.now_ns())
+                quiet_gc.tick(monitor.samples[-1].rss_mb if monitor.samples else 0.0)
                 k += 1
 
         ticker = asyncio.ensure_future(tick())
@@ -204,13 +206,17 @@ async def run_size(
 
         async def forget_warmup() -> None:
             # The generator is judged, like the server, on the steady state after the warm-up.
+            # Freeze what the warm-up built a little before it ends, so that the collection
+            # this takes is over before the steady state is measured.
+            await clock.sleep_until(max(start_ns, warm_ns - SETTLE_BEFORE_WARM_NS))
+            quiet_gc.settled()
             await clock.sleep_until(warm_ns)
             lag.reset()
             monitor.samples.clear()
 
         warmup = asyncio.ensure_future(forget_warmup())
         try:
-            with _quiet_gc():
+            with quiet_gc:
                 await runner.run(until_ns)
             run.complete = True
         finally:
@@ -226,23 +232,6 @@ async def run_size(
             for writer in hlogs.values():
                 writer.close()
             timeline.close()
-
-
-@contextlib.contextmanager
-def _quiet_gc() -> Iterator[None]:
-    """Keep the cyclic garbage collector from stalling the event loop: everything built before
-    the run (agents, recorders: hundreds of thousands of long-lived objects at 10,000 nodes) is
-    frozen out of its scans, and young collections run less often. A full collection over that
-    heap is a pause of the order of a second, which every agent's timer would feel as lag."""
-    gc.collect()
-    gc.freeze()
-    threshold = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, *threshold[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 def _recorders(

@@ -19,6 +19,7 @@ import psutil
 from hdrh.histogram import HdrHistogram
 
 from loadlab.clock import NS_PER_MS, NS_PER_S, NS_PER_US, Clock
+from loadlab.metrics.recorder import unlinked
 
 BYTES_PER_MB = 1024 * 1024
 MAX_SAMPLES = 86_400
@@ -129,7 +130,7 @@ class LoopLagProbe:
             raise ValueError(f"period must be positive, got {period_ns}")
         self._clock = clock
         self._period_ns = period_ns
-        self.histogram = HdrHistogram(1, 3_600_000_000, 3)
+        self.histogram = unlinked(HdrHistogram(1, 3_600_000_000, 3))
 
     async def run(self, until_ns: int) -> None:
         """Wake every period until ``until_ns``, recording each wake's lateness."""

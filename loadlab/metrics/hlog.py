@@ -27,7 +27,7 @@ from typing import NamedTuple, TextIO
 from hdrh.histogram import HdrHistogram
 
 from loadlab.clock import US_PER_MS
-from loadlab.metrics.recorder import IntervalSnapshot
+from loadlab.metrics.recorder import IntervalSnapshot, decode_histogram
 
 FORMAT_VERSION = "1.3"
 _LEGEND = '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"'
@@ -71,7 +71,7 @@ class HlogWriter:
         for key in sorted(blobs):  # (op index, Outcome): an IntEnum, so ordered by value
             payload = blobs[key]
             # The line carries the interval max; decoding (~0.1 ms) beats carrying it around.
-            max_us = HdrHistogram.decode(payload).get_max_value()
+            max_us = decode_histogram(payload).get_max_value()
             self._write_line(
                 snapshot.tag(key), snapshot.start_s, snapshot.duration_s, payload, max_us
             )
@@ -178,7 +178,7 @@ def read_hlog(path: str | os.PathLike[str]) -> list[HlogInterval]:
         try:
             start_txt, length_txt, _max, payload = line.split(",", 3)
             absolute_start_s = float(start_txt) + base_time_s
-            histogram = HdrHistogram.decode(payload.encode("ascii"))
+            histogram = decode_histogram(payload.encode("ascii"))
             length_s = float(length_txt)
         except Exception as exc:  # hdrh raises TypeError, zlib.error, its own cookie errors
             raise ValueError(f"{path}:{lineno}: not an interval line ({exc})") from exc

@@ -10,6 +10,7 @@ linear scan (~0.9 ms, docs/peers.md), so ``loadlab.metrics.stats`` computes them
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,14 +35,30 @@ HistKey = tuple[int, Outcome]
 
 def new_histogram() -> HdrHistogram:
     """An empty latency histogram in microseconds, 1 us .. 1 h, 3 significant digits."""
-    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+    return unlinked(HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS))
+
+
+def decode_histogram(blob: bytes) -> HdrHistogram:
+    """``HdrHistogram.decode``, with the histogram freed as soon as it is dropped (``unlinked``)."""
+    return unlinked(HdrHistogram.decode(blob))
+
+
+def unlinked(hist: HdrHistogram) -> HdrHistogram:
+    """Break hdrh's histogram <-> encoder reference cycle, so that reference counting frees a
+    dropped histogram (and its 188 KB counts array) at once instead of leaving it to the cyclic
+    collector. Measured here: an agent run rotating and judging every second created ~35 such
+    cycles a second; with the collector paused (``loadlab.engine.quietgc``) they were almost all
+    of its garbage, hundreds of megabytes a minute. The encoder keeps a weak reference: it lives
+    only as long as its histogram."""
+    hist.encoder.histogram = weakref.proxy(hist)
+    return hist
 
 
 def merge_blobs(blobs: Iterable[bytes]) -> HdrHistogram:
     """Decode ``encode()`` blobs and add them into one fresh histogram (``HdrHistogram.add``)."""
     merged = new_histogram()
     for blob in blobs:
-        merged.add(HdrHistogram.decode(blob))
+        merged.add(decode_histogram(blob))
     return merged
 
 

@@ -20,6 +20,7 @@ from loadlab.metrics.recorder import (
     HIGHEST_US,
     LOWEST_US,
     IntervalSnapshot,
+    decode_histogram,
     merge_blobs,
     new_histogram,
 )
@@ -198,7 +199,7 @@ def window_stats(
     by_op: dict[int, HdrHistogram] = {}
     for snap in snapshots:
         for (op, _), blob in snap.corrected.items():
-            by_op.setdefault(op, new_histogram()).add(HdrHistogram.decode(blob))
+            by_op.setdefault(op, new_histogram()).add(decode_histogram(blob))
     for op, age_us in unanswered:
         by_op.setdefault(op, new_histogram()).record_value(min(max(age_us, LOWEST_US), HIGHEST_US))
     all_ops = new_histogram()
