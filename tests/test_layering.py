@@ -144,6 +144,18 @@ RULES: tuple[Rule, ...] = (
         ),
         "the API server is the HTTP face of the rooms below it, and knows no DNS",
     ),
+    Rule(
+        "loadlab.sim.controllers",
+        ("loadlab",),
+        (
+            "loadlab.sim.controllers",
+            *SIM_ROOMS,
+            "loadlab.sim.promtext",
+            "loadlab.sim.config",
+            *SHARED,
+        ),
+        "the controllers are clients of the store, beside the API server, not behind it",
+    ),
 )
 
 

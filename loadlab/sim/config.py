@@ -72,6 +72,10 @@ class SimConfig(BaseModel):
     endpoints_per_service: int = Field(default=3, ge=0)
     headless_services: int = Field(default=2, ge=0)
     """How many of those services are headless (clusterIP None, per-endpoint DNS records)."""
+    pod_start_s: float = Field(default=1.0, ge=0, le=600)
+    """How long a created pod waits, once bound to a node, before it is Running and Ready
+    (the sim's stand-in for the kubelet pulling a cached image and starting its containers).
+    Not from a reference: about what a small pod with a cached image takes."""
     host: str = "127.0.0.1"
     """Where the API server and DNS listen. Anything but loopback (``is_loopback_host``) opens an
     unauthenticated DNS (and API, without ``--tls`` or ``--tokens``) to the network, so

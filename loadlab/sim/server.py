@@ -22,6 +22,8 @@ from loadlab.sim import tls
 from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.apiserver.authn import ADMIN_USER, BearerTokens, sim_identities
 from loadlab.sim.config import SimConfig
+from loadlab.sim.controllers.endpointslices import sync_endpoint_slices
+from loadlab.sim.controllers.loops import ControlLoops
 from loadlab.sim.credentials import ApiAccess, write_kubeconfig, write_private
 from loadlab.sim.dns.metrics import MetricsEndpoint
 from loadlab.sim.dns.nameserver import DEFAULT_TOKEN, ClusterDns
@@ -75,6 +77,7 @@ def seeded_store(config: SimConfig) -> Store:
             api_port=config.api_port,
         )
     )
+    sync_endpoint_slices(store)  # the EndpointSlice controller's first sync
     return store
 
 
@@ -86,7 +89,8 @@ async def serve(
     access: ApiAccess | None = None,
     degrade_on_sigusr1: bool = False,
 ) -> None:
-    """Seed, start the API server and the DNS, call ``ready``, and run until cancelled.
+    """Seed, start the API server, its controllers (``loadlab.sim.controllers``) and the DNS,
+    call ``ready``, and run until cancelled.
 
     ``access`` secures the API (TLS, tokens) and names the files to write for clients;
     ``degrade_on_sigusr1`` (main thread only) makes SIGUSR1 toggle the slow-down.
@@ -104,6 +108,13 @@ async def serve(
         ssl_context=tls.server_context(certificate) if certificate is not None else None,
     )
     await api.start()
+    loops = ControlLoops(
+        api.store,
+        clock,
+        pod_start_s=config.pod_start_s,
+        first_pod_ip=config.nodes * config.pods_per_node,
+    )
+    loops.start()
     try:
         kubeconfig, tokens_file = _write_client_files(access, api.url, certificate, tokens)
         dns = ClusterDns(
@@ -131,6 +142,7 @@ async def serve(
             await dns_metrics.stop()
             await dns.stop()
     finally:
+        await loops.stop()
         await api.stop()
 
 

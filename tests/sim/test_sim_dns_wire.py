@@ -35,6 +35,9 @@ def sim() -> Iterator[SimEndpoints]:
         headless_services=1,
         endpoints_per_service=ENDPOINTS,
         namespaces=1,
+        # Endpoints are real pods matching each Service's selector: 2 x 60 need the pods.
+        nodes=8,
+        pods_per_node=15,
         dns={"metrics_port": 0, "tcp_read_timeout_s": 0.5, "tcp_idle_timeout_s": 0.5},
     )
     with sim_in_thread(config) as endpoints:

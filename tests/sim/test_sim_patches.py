@@ -164,9 +164,3 @@ def test_strategic_merge_without_the_merge_key_is_a_500(run_with_api: RunWithApi
     code, body = _patch(run_with_api, STRATEGIC, {"spec": {"containers": [{"image": "x"}]}})
     assert (code, body["reason"]) == (500, "InternalError")
     assert "does not contain declared merge key: name" in body["message"]
-
-
-def test_server_side_apply_is_415_naming_the_sim(run_with_api: RunWithApi) -> None:
-    code, body = _patch(run_with_api, {"Content-Type": "application/apply-patch+yaml"}, {})
-    assert code == 415
-    assert "not supported by the sim" in body["message"]

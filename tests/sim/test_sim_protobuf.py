@@ -31,14 +31,19 @@ TIMEOUT_S = 30.0
 JSON = "application/json"
 
 
-def _without_zeros(value: Any) -> Any:
+MAP_FIELDS = frozenset({"labels", "annotations", "data", "nodeSelector", "matchLabels"})
+"""Fields that are protobuf maps, not messages: an entry whose value is "" is on the wire."""
+
+
+def _without_zeros(value: Any, *, is_map: bool = False) -> Any:
     """``value`` less what the wire cannot tell from unset: "", 0, false, [] and {} scalars'
-    containers. Empty objects stay: a message field that is present reads back as {}."""
+    containers. Empty objects stay: a message field that is present reads back as {}. A map's
+    entries all stay (the key is on the wire even when the value is "")."""
     if isinstance(value, dict):
         return {
-            k: _without_zeros(v)
+            k: _without_zeros(v, is_map=k in MAP_FIELDS)
             for k, v in value.items()
-            if isinstance(v, dict) or v not in ("", 0, False, [])
+            if is_map or isinstance(v, dict) or v not in ("", 0, False, [])
         }
     if isinstance(value, list):
         return [_without_zeros(v) for v in value]

@@ -122,3 +122,21 @@ def rendered(response: web.StreamResponse, media: str) -> web.StreamResponse:
     response.body = body
     response.content_type = media
     return response
+
+
+def read_apply_body(raw: bytes) -> JsonObj:
+    """The body of a server-side apply: YAML (JSON being YAML) holding one object, read as
+    handlers/patch.go's applyPatcher reads it (sigs.k8s.io/yaml); anything else is 400."""
+    if raw.lstrip()[:1] == b"{":
+        return decode_body(raw)
+    try:
+        loaded: Any = yaml.load(raw, Loader=_StringTimes) if raw.strip() else {}
+    except yaml.YAMLError as exc:
+        raise bad_request(f"error decoding YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        shown = "array" if isinstance(loaded, list) else "string" if loaded else "null"
+        raise bad_request(
+            "error decoding YAML: error unmarshaling JSON: while decoding JSON: json: cannot "
+            f"unmarshal {shown} into Go value of type map[string]interface {{}}"
+        )
+    return decode_body(json.dumps(loaded).encode())

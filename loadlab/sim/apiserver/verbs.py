@@ -15,6 +15,13 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from loadlab.clock import NS_PER_S, Clock
+from loadlab.sim.apiserver.consistency import (
+    list_version,
+    refuse_too_large,
+    send_initial_events,
+    version_of,
+    wait_until_fresh,
+)
 from loadlab.sim.apiserver.media import (
     APPLY_PATCH,
     JSON,
@@ -25,6 +32,7 @@ from loadlab.sim.apiserver.media import (
     STRATEGIC_PATCH,
     negotiate,
     not_acceptable,
+    read_apply_body,
     read_object,
     rendered,
 )
@@ -32,11 +40,15 @@ from loadlab.sim.apiserver.reaper import NamespaceReaper
 from loadlab.sim.apiserver.routing import RequestInfo, check_resource_version, list_options
 from loadlab.sim.apiserver.tables import table, wants_table
 from loadlab.sim.config import ApiServerConfig
-from loadlab.sim.k8s.objects import NAMESPACES, JsonObj
+from loadlab.sim.k8s.apply import apply_patch, track_update
+from loadlab.sim.k8s.managedfields import field_manager, force_option
+from loadlab.sim.k8s.objects import NAMESPACES, SERVICES, JsonObj, now_timestamp
 from loadlab.sim.k8s.patches import json_patch, merge_patch
+from loadlab.sim.k8s.preconditions import check_preconditions, preconditions_of
 from loadlab.sim.k8s.protobuf import encode_object
 from loadlab.sim.k8s.schemas import field_validation
 from loadlab.sim.k8s.strategic import strategic_merge
+from loadlab.sim.k8s.strategies import cluster_ips_in_use, prepare_create, prepare_update
 from loadlab.sim.k8s.validation import (
     ApiError,
     FieldError,
@@ -50,7 +62,15 @@ from loadlab.sim.k8s.validation import (
 from loadlab.sim.overload.cost import RequestAttributes, count_list_objects
 from loadlab.sim.overload.model import OverloadModel
 from loadlab.sim.storage.selection import FieldSelector, LabelSelector, SelectorError
-from loadlab.sim.storage.store import Expired, Invalid, Store, StoreError
+from loadlab.sim.storage.store import (
+    ContinueExpired,
+    Expired,
+    Invalid,
+    NotFound,
+    Store,
+    StoreError,
+    TooLargeResourceVersion,
+)
 from loadlab.sim.storage.watch import Watcher, WatchEvent, encode_json
 
 # handlers/patch.go: the patch types, in the order its 415 message lists them.
@@ -155,6 +175,7 @@ class ResourceVerbs:
     ) -> web.StreamResponse:
         assert info.name is not None
         check_resource_version(request.query.get("resourceVersion", ""))
+        at_least = version_of(request.query.get("resourceVersion", ""))
         from_cache = request.query.get("resourceVersion", "") != ""
         est = self._model.estimate(
             attrs,
@@ -165,6 +186,11 @@ class ResourceVerbs:
         )
         async with self._model.admit(attrs, est):
             await self._model.serve(est)
+            if at_least is not None:  # cacher Get: WaitUntilFreshAndGet
+                try:
+                    await wait_until_fresh(self._store, self._clock, at_least)
+                except TooLargeResourceVersion as exc:
+                    return _read_refusal(exc)
             obj = self._store.get(info.rtype, info.namespace or "", info.name)
             if wants_table(request.headers.get("Accept", "")):
                 tbl = table(
@@ -183,7 +209,8 @@ class ResourceVerbs:
         opts = list_options(q, watch=False)
         rv, token, limit = opts.resource_version, opts.continue_token, opts.limit
         labels = LabelSelector.parse(q.get("labelSelector"))
-        fields = FieldSelector.parse(q.get("fieldSelector"))
+        fields = FieldSelector.parse(q.get("fieldSelector")).for_kind(info.rtype.kind)
+        version = list_version(opts)
         # docs/control-plane-model.md: rv=0 -> cache; rv="" -> etcd (consistent); continue -> etcd.
         from_cache = rv != "" and token is None and q.get("resourceVersionMatch") != "Exact"
         scanned, returned = self._store.estimate_list(
@@ -205,14 +232,22 @@ class ResourceVerbs:
             await self._model.serve(est)
             # Scanned only once admitted: a rejected LIST costs the sim nothing, as in a real
             # API server, so a flood of 429s cannot make the sim's CPU the knee.
-            result = self._store.list_objects(
-                info.rtype,
-                info.namespace,
-                labels=labels,
-                fields=fields,
-                limit=limit,
-                continue_token=token,
-            )
+            try:
+                if version.at_least is not None and version.waits:
+                    await wait_until_fresh(self._store, self._clock, version.at_least)
+                elif version.at_least is not None:
+                    refuse_too_large(self._store, version.at_least)
+                result = self._store.list_objects(
+                    info.rtype,
+                    info.namespace,
+                    labels=labels,
+                    fields=fields,
+                    limit=limit,
+                    continue_token=token,
+                    resource_version=version.exact,
+                )
+            except (ContinueExpired, TooLargeResourceVersion) as exc:
+                return _read_refusal(exc)
             if wants_table(request.headers.get("Accept", "")):
                 tbl = table(
                     info.rtype,
@@ -254,13 +289,12 @@ class ResourceVerbs:
                 f"include: {accepted}",
             )
         if info.verb == "patch" and ctype == APPLY_PATCH:
-            return status_response(
-                415, "UnsupportedMediaType", "server-side apply is not supported by the sim"
-            )
+            return await self._apply(request, info, attrs)
         raw = await _read_body(request)
         if isinstance(raw, web.Response):
             return raw
         dry_run = _dry_run(request, info, raw)
+        manager = "" if info.verb == "delete" else _field_manager(request, info, apply=False)
         directive = request.query.get("fieldValidation")
         warnings: list[str] = []
         if info.verb == "patch":
@@ -282,21 +316,35 @@ class ResourceVerbs:
         async with self._model.admit(attrs, est):
             await self._model.serve(est)
             store, rt, ns, name = self._store, info.rtype, info.namespace or "", info.name or ""
+            now = now_timestamp()  # of the managedFields entry the write records
             if info.verb == "create":
+                body = track_update(None, body, rt, manager=manager, now=now)
+                body = prepare_create(rt, body, self._cluster_ips() if rt is SERVICES else ())
                 created = store.create(rt, body, dry_run=dry_run)
                 return _warned(json_response(encode_json(created), status=201), warnings)
             if info.verb == "update":
+                live, sub = store.get(rt, ns, name), info.subresource
+                body = track_update(live, body, rt, manager=manager, now=now, subresource=sub)
+                body = prepare_update(rt, body, live, subresource=sub)
                 obj = store.update(rt, body, subresource=info.subresource, dry_run=dry_run)
             elif info.verb == "patch":
                 obj = store.patch(
                     rt,
                     ns,
                     name,
-                    lambda current: self._patched(info, ctype, raw, current),
+                    lambda current: track_update(
+                        current,
+                        self._patched(info, ctype, raw, current),
+                        rt,
+                        manager=manager,
+                        now=now,
+                        subresource=info.subresource,
+                    ),
                     subresource=info.subresource,
                     dry_run=dry_run,
                 )
             else:
+                check_preconditions(rt, store.get(rt, ns, name), _preconditions(request, raw))
                 obj = store.delete(rt, ns, name, dry_run=dry_run)
                 if rt is NAMESPACES and not dry_run:
                     self.reaper.schedule(name)
@@ -315,7 +363,62 @@ class ResourceVerbs:
         _check_identity(info, patched.get("metadata") or {})
         if info.subresource != "status":  # a status write keeps the stored metadata
             validate_object(info.rtype, patched, creating=False)
-        return patched
+        return prepare_update(info.rtype, patched, old, subresource=info.subresource)
+
+    def _cluster_ips(self) -> set[str]:
+        """The ClusterIPs in use, which a new Service's may not be (the allocator's bitmap)."""
+        return cluster_ips_in_use(self._store.list_objects(SERVICES, None).items)
+
+    async def _apply(
+        self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
+    ) -> web.StreamResponse:
+        """Server-side apply (``k8s.apply``): the configuration merged into the object, or the
+        object created from it when there is none (201), as handlers/patch.go's applyPatcher.
+        Options and body are refused before admission; conflicts after, as the merge needs the
+        stored object."""
+        raw = await _read_body(request)
+        if isinstance(raw, web.Response):
+            return raw
+        manager = _field_manager(request, info, apply=True)
+        force = force_option(request.query)
+        dry_run = _dry_run(request, info, raw)
+        config = read_apply_body(raw)
+        est = self._model.estimate(
+            attrs,
+            objects_scanned=1,
+            response_bytes=self._store.approx_object_bytes(info.rtype),
+            from_cache=False,
+            watchers=self._store.watcher_count(info.rtype),
+        )
+        async with self._model.admit(attrs, est):
+            await self._model.serve(est)
+            store, rt, ns, name = self._store, info.rtype, info.namespace or "", info.name or ""
+            now = now_timestamp()
+
+            def applied(current: JsonObj | None) -> JsonObj:
+                obj = apply_patch(
+                    current,
+                    config,
+                    rt,
+                    manager=manager,
+                    force=force,
+                    now=now,
+                    subresource=info.subresource,
+                )
+                obj = _checked_apply(info, obj, creating=current is None)
+                if current is None:  # then the registry's strategy, as for any create or update
+                    return prepare_create(rt, obj, self._cluster_ips() if rt is SERVICES else ())
+                return prepare_update(rt, obj, current, subresource=info.subresource)
+
+            try:
+                store.get(rt, ns, name)
+            except NotFound:
+                if info.subresource:
+                    raise
+                created = store.create(rt, applied(None), dry_run=dry_run)
+                return json_response(encode_json(created), status=201)
+            obj = store.patch(rt, ns, name, applied, subresource=info.subresource, dry_run=dry_run)
+            return json_response(encode_json(obj))
 
     # -- watch -------------------------------------------------------------------------------
 
@@ -328,8 +431,9 @@ class ResourceVerbs:
             return error_response(not_acceptable())
         try:
             opts = list_options(q, watch=True)
+            initial = send_initial_events(q, opts)
             labels = LabelSelector.parse(q.get("labelSelector"))
-            fields = FieldSelector.parse(q.get("fieldSelector"))
+            fields = FieldSelector.parse(q.get("fieldSelector")).for_kind(info.rtype.kind)
         except ApiError as exc:
             return error_response(exc)
         except SelectorError as exc:
@@ -343,18 +447,24 @@ class ResourceVerbs:
         )
         watcher: Watcher | None = None
         error: JsonObj | None = None
+        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+        at_least = version_of(opts.resource_version)
         async with self._model.admit(attrs, est):
             await self._model.serve(est)
             try:
+                if initial and at_least is not None:  # cacher: waitUntilFreshAndBlock
+                    await wait_until_fresh(self._store, self._clock, at_least)
                 watcher = self._store.watch(
                     info.rtype,
                     info.namespace,
                     labels=labels,
                     fields=fields,
                     resource_version=opts.resource_version,
+                    send_initial_events=initial,
+                    initial_events_end=bool(initial) and bookmarks,
                 )
-            except Expired as exc:
-                error = status_obj(410, "Expired", str(exc))
+            except (Expired, TooLargeResourceVersion) as exc:
+                error = status_obj(exc.code, exc.reason, str(exc), exc.details)
             except Invalid as exc:
                 return status_response(400, "BadRequest", str(exc))
         resp = web.StreamResponse(
@@ -364,11 +474,12 @@ class ResourceVerbs:
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         if watcher is None:
-            # A too-old resourceVersion: one ERROR event carrying 410 Expired, then the end.
+            # A too-old resourceVersion (410 Expired), or a sendInitialEvents watch whose version
+            # never came (504): one ERROR event, then the end, as the cacher's errWatcher.
             await resp.write(encode_json({"type": "ERROR", "object": error}) + b"\n")
             await resp.write_eof()
             return resp
-        self._arm(watcher, opts.timeout_s, q.get("allowWatchBookmarks") in ("true", "1"))
+        self._arm(watcher, opts.timeout_s, bookmarks)
         as_table = wants_table(request.headers.get("Accept", ""))
         include = q.get("includeObject", "Metadata")
         try:
@@ -435,6 +546,21 @@ class ResourceVerbs:
         return encode_json({"type": event.type, "object": tbl}) + b"\n"
 
 
+def _read_refusal(exc: ContinueExpired | TooLargeResourceVersion) -> web.Response:
+    """The Status of a read refused for its version: an expired continue token's carries a
+    token that resumes at the latest version in its ListMeta (etcd3 errors.go), a too-large
+    version's a Retry-After header when it has one (responsewriters.ErrorNegotiated)."""
+    body = status_obj(exc.code, exc.reason, str(exc), exc.details)
+    headers: dict[str, str] = {}
+    if isinstance(exc, ContinueExpired):
+        body["metadata"] = {"continue": exc.continue_token}
+    elif exc.retry_after_s > 0:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return web.Response(
+        status=exc.code, body=encode_json(body), content_type="application/json", headers=headers
+    )
+
+
 def _warned(response: web.Response, warnings: list[str]) -> web.Response:
     """``Warning`` headers, as kube-apiserver sends field-validation warnings (RFC 7234 form)."""
     for warning in warnings:
@@ -456,6 +582,33 @@ def _check_identity(info: RequestInfo, meta: Mapping[str, object]) -> None:
         )
 
 
+def _field_manager(request: web.BaseRequest, info: RequestInfo, *, apply: bool) -> str:
+    """The write's field manager (``k8s.apply.field_manager``): 422 for bad options."""
+    return field_manager(
+        request.query,
+        request.headers.get("User-Agent"),
+        options_kind=_OPTIONS_KIND[info.verb],
+        apply=apply,
+    )
+
+
+def _checked_apply(info: RequestInfo, obj: JsonObj, *, creating: bool) -> JsonObj:
+    """An applied object refused as a patched one is (decode 422, identity 400, values 422); one
+    that creates loses the system fields a client sent (rest.WipeObjectMetaSystemFields) and
+    takes the URL's namespace."""
+    check_patch_result(info.rtype, obj)
+    meta = obj.setdefault("metadata", {})
+    _check_identity(info, meta)
+    if creating:
+        for system in ("uid", "creationTimestamp", "resourceVersion", "deletionTimestamp"):
+            meta.pop(system, None)
+        if info.namespace is not None:
+            meta["namespace"] = info.namespace
+    if info.subresource != "status":
+        validate_object(info.rtype, obj, creating=creating)
+    return obj
+
+
 def _check_body(info: RequestInfo, body: JsonObj) -> None:
     """Create and update: decode (400), then identity (400), then values (422), as
     handlers/create.go and update.go order them. The namespace on the URL fills in the body's;
@@ -470,6 +623,13 @@ def _check_body(info: RequestInfo, body: JsonObj) -> None:
         meta.pop("creationTimestamp", None)
     if info.subresource != "status":  # a status write keeps the stored metadata
         validate_object(info.rtype, body, creating=creating)
+
+
+def _preconditions(request: web.BaseRequest, raw: bytes) -> dict[str, str]:
+    """A DELETE's preconditions, from its DeleteOptions body (none without a body)."""
+    if not raw.strip():
+        return {}
+    return preconditions_of(read_object(raw, request.headers.get("Content-Type")))
 
 
 def _dry_run(request: web.BaseRequest, info: RequestInfo, raw: bytes) -> bool:

@@ -26,6 +26,9 @@ KUBERNETES_SERVICE_IP = "192.0.2.1"
 KUBE_DNS_SERVICE_IP = "192.0.2.10"
 # The label tying an EndpointSlice to its Service (discovery.k8s.io/v1).
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+# The recommended label a seeded Service selects, besides ``app``, to pick its serving pods.
+COMPONENT_LABEL = "app.kubernetes.io/component"
+SERVING_COMPONENT = "server"
 COREDNS_SERVICE_ACCOUNT = "system:serviceaccount:kube-system:coredns"
 """Whom the cluster DNS watches the API as (also its token when the sim takes tokens as names)."""
 GROUP_PACKAGES = {"": "core", "coordination.k8s.io": "coord", "discovery.k8s.io": "discovery"}
@@ -212,17 +215,34 @@ _POD_CONTAINERS: list[JsonObj] = [
 ]
 
 
-def pod_obj(name: str, namespace: str, node_name: str, ip: str, host_ip: str, app: str) -> JsonObj:
+def pod_obj(
+    name: str,
+    namespace: str,
+    node_name: str,
+    ip: str,
+    host_ip: str,
+    app: str,
+    hostname: str | None = None,
+) -> JsonObj:
+    """A bound, Running, Ready pod labelled ``app``. A ``hostname`` makes it one of the serving
+    pods of the Service ``app``: the component label its selector asks for, and the stable DNS
+    name a StatefulSet's pod has (spec.hostname, and spec.subdomain naming the Service)."""
+    spec: JsonObj = {
+        "nodeName": node_name,
+        "containers": _POD_CONTAINERS,
+        "restartPolicy": "Always",
+        "schedulerName": "default-scheduler",
+    }
+    labels = {"app": app}
+    if hostname is not None:
+        spec["hostname"] = hostname
+        spec["subdomain"] = app
+        labels[COMPONENT_LABEL] = SERVING_COMPONENT
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _meta(name, namespace, {"app": app}),
-        "spec": {
-            "nodeName": node_name,
-            "containers": _POD_CONTAINERS,
-            "restartPolicy": "Always",
-            "schedulerName": "default-scheduler",
-        },
+        "metadata": _meta(name, namespace, labels),
+        "spec": spec,
         "status": {
             "phase": "Running",
             "hostIP": host_ip,
@@ -300,6 +320,19 @@ def workload_namespaces(count: int) -> list[str]:
     return ["default", *(f"app-{i}" for i in range(max(count, 1) - 1))]
 
 
+def serving_slot(pod_index: int, pods: int, services: int, per_service: int) -> tuple[int, int]:
+    """Which seeded Service pod ``pod_index`` (of ``pods``) serves, and its rank there, or
+    ``(-1, -1)`` for a pod that serves none.
+
+    The last ``services x per_service`` pods (all of them when there are fewer) serve, dealt
+    ``per_service`` at a time: svc-0 gets the first ``per_service`` of them, so with no more
+    pods than that, svc-i's endpoints are ``pod_ip(i x per_service + j)``."""
+    first = max(pods - services * per_service, 0)
+    if pod_index < first or not per_service:
+        return -1, -1
+    return divmod(pod_index - first, per_service)
+
+
 def seed_objects(
     *,
     nodes: int,
@@ -310,7 +343,14 @@ def seed_objects(
     headless_services: int,
     api_port: int,
 ) -> Iterator[tuple[ResourceType, JsonObj]]:
-    """Every object of a fresh cluster, in creation order (namespaces first)."""
+    """Every object of a fresh cluster, in creation order (namespaces first).
+
+    ``svc-<i>`` selects ``app=svc-<i>,app.kubernetes.io/component=server``: its serving pods
+    (``serving_slot``), with hostnames ``svc-<i>-<j>``. The other pods, ``app=svc-<k>``
+    round-robin like an application's batch pods, serve nothing, so slices stay as small as
+    ``endpoints_per_service`` at any size. Pods live in their Service's namespace. Those slices
+    come from the EndpointSlice controller's first sync (``loadlab.sim.controllers``), not from
+    here; ``kubernetes`` and ``kube-dns`` (no pods behind them) keep seeded loopback slices."""
     created = now_timestamp()
     renew = now_micro_timestamp()
     spaces = workload_namespaces(namespaces)
@@ -325,10 +365,7 @@ def seed_objects(
         endpointslice_obj("kubernetes", "default", [("127.0.0.1", "")], [_port("https", api_port)]),
     )
     dns_ports = [_port("dns", 53, "UDP"), _port("dns-tcp", 53), _port("metrics", 9153)]
-    yield (
-        SERVICES,
-        service_obj("kube-dns", "kube-system", KUBE_DNS_SERVICE_IP, dns_ports, {"k8s-app": "dns"}),
-    )
+    yield SERVICES, service_obj("kube-dns", "kube-system", KUBE_DNS_SERVICE_IP, dns_ports, {})
     yield (
         ENDPOINTSLICES,
         endpointslice_obj("kube-dns", "kube-system", [("127.0.0.1", "coredns-0")], dns_ports),
@@ -336,18 +373,11 @@ def seed_objects(
     yield CONFIGMAPS, configmap_obj("kube-root-ca.crt", "default", {"ca.crt": "simulated"})
     for i in range(services):
         name = f"svc-{i}"
-        ns = spaces[i % len(spaces)]
-        headless = i < headless_services
+        ip = None if i < headless_services else cluster_ip(i)
         ports = [_port("http", 80, target=8080)]
-        yield (
-            SERVICES,
-            service_obj(name, ns, None if headless else cluster_ip(i), ports, {"app": name}),
-        )
-        addrs = [
-            (pod_ip(i * endpoints_per_service + j), f"{name}-{j}")
-            for j in range(endpoints_per_service)
-        ]
-        yield ENDPOINTSLICES, endpointslice_obj(name, ns, addrs, [_port("http", 8080)])
+        selector = {"app": name, COMPONENT_LABEL: SERVING_COMPONENT}
+        yield SERVICES, service_obj(name, spaces[i % len(spaces)], ip, ports, selector)
+    pods = nodes * pods_per_node
     pod_index = 0
     for n in range(nodes):
         node = node_obj(n, created)
@@ -356,8 +386,17 @@ def seed_objects(
         yield LEASES, lease_obj(node_name, renew)
         host_ip = node_ip(n)
         for p in range(pods_per_node):
-            ns = spaces[pod_index % len(spaces)]
-            app = f"svc-{pod_index % services}" if services else "app"
             name = f"{node_name}-pod-{p}"
-            yield PODS, pod_obj(name, ns, node_name, pod_ip(pod_index), host_ip, app)
+            ip = pod_ip(pod_index)
+            svc, rank = serving_slot(pod_index, pods, services, endpoints_per_service)
+            if svc >= 0:
+                ns, app = spaces[svc % len(spaces)], f"svc-{svc}"
+                yield PODS, pod_obj(name, ns, node_name, ip, host_ip, app, f"{app}-{rank}")
+            elif services:
+                svc = pod_index % services
+                ns, app = spaces[svc % len(spaces)], f"svc-{svc}"
+                yield PODS, pod_obj(name, ns, node_name, ip, host_ip, app)
+            else:
+                ns = spaces[pod_index % len(spaces)]
+                yield PODS, pod_obj(name, ns, node_name, ip, host_ip, "app")
             pod_index += 1

@@ -8,6 +8,7 @@ change reaches only the watchers that can care about it.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from loadlab.sim.storage.watch import Change, Watcher
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped resources
 NAME_TRIGGER = "metadata.name"
+_KEY_MAX = "\U0010ffff"
 # Not from a reference: a first guess at one object's JSON size, about a seeded pod's (~700 B) or
 # node's, until sampled writes refine it (Store._commit).
 INITIAL_APPROX_OBJECT_BYTES = 1024
@@ -90,6 +92,28 @@ class Collection:
             if value is not None:
                 return path, value
         return None
+
+    def candidates(self, namespace: str | None, fields: FieldSelector) -> list[Key]:
+        """The sorted keys a LIST must look at: those an index or metadata.name narrows
+        ``fields`` to, else every key in ``namespace`` (None: all)."""
+        trigger = self.trigger(fields)
+        if trigger is not None:
+            path, value = trigger
+            index = self.indexes.get(path)
+            if index is not None:
+                hits = index.get(value, set())
+                return sorted(k for k in hits if namespace is None or k[0] == namespace)
+            name = value  # metadata.name: at most one object per namespace
+            if namespace is not None or not self.rtype.namespaced:
+                key = (namespace or "", name)
+                return [key] if key in self.objects else []
+            return sorted(k for k in self.objects if k[1] == name)
+        keys = self.sorted_keys()
+        if namespace is None:
+            return keys
+        lo = bisect.bisect_left(keys, (namespace, ""))
+        hi = bisect.bisect_left(keys, (namespace, _KEY_MAX))
+        return keys[lo:hi]
 
     def add_watcher(self, watcher: Watcher) -> None:
         trigger = self.trigger(watcher.fields)

@@ -2,7 +2,8 @@
 
 Label selectors: ``a=b``, ``a==b``, ``a!=b``, ``a in (x,y)``, ``a notin (x,y)``, ``a``, ``!a``.
 Field selectors: ``path=value``, ``path==value``, ``path!=value`` over dotted paths
-(``spec.nodeName``, ``metadata.name``, ``metadata.namespace``, ``status.phase``...).
+(``spec.nodeName``, ``metadata.name``, ``metadata.namespace``, ``status.phase``...), limited per
+kind to the fields the real API server selects on (``FieldSelector.for_kind``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,40 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loadlab.sim.k8s.validation import go_quote
+
 _LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
 _SET_RE = re.compile(rf"^\s*({_LABEL_NAME})\s+(in|notin)\s*\(([^)]*)\)\s*$")
 _CMP_RE = re.compile(rf"^\s*({_LABEL_NAME})\s*(==|!=|=)\s*([-A-Za-z0-9_.]*)\s*$")
 _EXISTS_RE = re.compile(rf"^\s*(!?)\s*({_LABEL_NAME})\s*$")
+
+# kubernetes pkg/apis/core/v1/conversion.go: the field labels each core kind converts; any other
+# label is "field label not supported". Kinds without their own function (ConfigMap, Lease,
+# EndpointSlice) take apimachinery runtime DefaultMetaV1FieldSelectorConversion's two.
+FIELD_LABELS: dict[str, frozenset[str]] = {
+    "Pod": frozenset(
+        {
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        }
+    ),
+    "Node": frozenset({"metadata.name", "spec.unschedulable"}),
+    "Namespace": frozenset({"metadata.name", "status.phase"}),
+    "Service": frozenset({"metadata.name", "metadata.namespace", "spec.clusterIP", "spec.type"}),
+}
+_FIELD_LABEL_ALIASES = {("Pod", "spec.host"): "spec.nodeName"}  # for old v1 clients
+# The value a selectable field has when the object leaves it out (pod strategy.go and node
+# strategy.go format these bools with strconv.FormatBool, so an unset one is "false").
+_ABSENT_FIELD_VALUES = {"spec.hostNetwork": "false", "spec.unschedulable": "false"}
 
 
 class SelectorError(ValueError):
@@ -111,7 +142,7 @@ def field_value(obj: Mapping[str, Any], path: str) -> str:
             return ""
         node = node.get(part)
     if node is None:
-        return ""
+        return _ABSENT_FIELD_VALUES.get(path, "")
     if isinstance(node, bool):
         return "true" if node else "false"
     return str(node)
@@ -146,6 +177,25 @@ class FieldSelector:
     @property
     def empty(self) -> bool:
         return not self.requirements
+
+    def for_kind(self, kind: str) -> FieldSelector:
+        """This selector as the API server takes it for ``kind`` (handlers/get.go converts every
+        field label before listing): aliases resolved; a field it cannot select on is a
+        ``SelectorError`` with the real message (a 400)."""
+        supported = FIELD_LABELS.get(kind)
+        reqs: list[FieldRequirement] = []
+        for r in self.requirements:
+            path = _FIELD_LABEL_ALIASES.get((kind, r.path), r.path)
+            if supported is None:
+                if path not in ("metadata.name", "metadata.namespace"):
+                    raise SelectorError(
+                        f"{go_quote(path)} is not a known field selector: only "
+                        '"metadata.name", "metadata.namespace"'
+                    )
+            elif path not in supported:
+                raise SelectorError(f"field label not supported: {path}")
+            reqs.append(r if path == r.path else FieldRequirement(path, r.value, r.equal))
+        return FieldSelector(tuple(reqs))
 
     def equality(self, path: str) -> str | None:
         """The value this selector requires ``path`` to equal, if it says so."""

@@ -12,29 +12,42 @@ subtrees), so a list response may hold references without copying.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import bisect
 import itertools
-import json
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 from loadlab.sim.k8s.objects import NAMESPACES, RESOURCE_TYPES, JsonObj, ResourceType, now_timestamp
 from loadlab.sim.k8s.patches import merge_patch
 from loadlab.sim.storage import namespaces
 from loadlab.sim.storage.collection import Collection, Key
+from loadlab.sim.storage.errors import AlreadyExists as AlreadyExists
+from loadlab.sim.storage.errors import Conflict as Conflict
+from loadlab.sim.storage.errors import ContinueExpired as ContinueExpired
+from loadlab.sim.storage.errors import Expired as Expired
+from loadlab.sim.storage.errors import Forbidden as Forbidden
+from loadlab.sim.storage.errors import Invalid as Invalid
+from loadlab.sim.storage.errors import NotFound as NotFound
+from loadlab.sim.storage.errors import StoreError as StoreError
+from loadlab.sim.storage.errors import TooLargeResourceVersion as TooLargeResourceVersion
 from loadlab.sim.storage.selection import (
     EVERYTHING_FIELDS,
     EVERYTHING_LABELS,
     FieldSelector,
     LabelSelector,
 )
-from loadlab.sim.storage.watch import Change, Watcher, WatchEvent, encode_json
+from loadlab.sim.storage.snapshot import (
+    CONTINUE_TOO_OLD,
+    LATEST,
+    LIST_TOO_OLD,
+    ListResult,
+    decode_continue,
+    encode_continue,
+    read_page,
+    undone_since,
+)
+from loadlab.sim.storage.watch import Change, Watcher, WatchEvent, bookmark_event, encode_json
 
-_KEY_MAX = "\U0010ffff"
 # Not from a reference: encoding every written object just to size it would double a write's cost,
 # so one write in 64 is sampled, into a moving average where the new sample weighs 1/4.
 SIZE_SAMPLE_EVERY = 64
@@ -42,59 +55,6 @@ SIZE_AVERAGE_WEIGHT = 4
 # k8s.io/apiserver pkg/storage/names/generate.go: generateName gets 5 random characters appended
 # (randomLength = 5); the sim's are hex.
 GENERATED_NAME_SUFFIX_CHARS = 5
-
-
-class StoreError(Exception):
-    """A request the store refuses; the API server turns it into a Status object."""
-
-    reason = "InternalError"
-    code = 500
-
-    def __init__(self, message: str, details: JsonObj | None = None) -> None:
-        super().__init__(message)
-        self.details = details
-        """The Status ``details`` (name, kind, causes), as the real error carries them."""
-
-
-class NotFound(StoreError):
-    reason = "NotFound"
-    code = 404
-
-
-class AlreadyExists(StoreError):
-    reason = "AlreadyExists"
-    code = 409
-
-
-class Conflict(StoreError):
-    reason = "Conflict"
-    code = 409
-
-
-class Expired(StoreError):
-    """The resourceVersion (or continue token) is older than the event log reaches: 410 Gone."""
-
-    reason = "Expired"
-    code = 410
-
-
-class Invalid(StoreError):
-    reason = "BadRequest"
-    code = 400
-
-
-class Forbidden(StoreError):
-    reason = "Forbidden"
-    code = 403
-
-
-@dataclass(frozen=True)
-class ListResult:
-    items: list[JsonObj]
-    resource_version: int
-    continue_token: str | None
-    remaining: int | None
-    """Objects left after this page (an upper bound), when paging."""
 
 
 def _key_of(rtype: ResourceType, obj: JsonObj) -> Key:
@@ -185,28 +145,38 @@ class Store:
         fields: FieldSelector = EVERYTHING_FIELDS,
         limit: int = 0,
         continue_token: str | None = None,
+        resource_version: int | None = None,
     ) -> ListResult:
+        """A page of objects: at the version its continue token carries (every page of a list
+        is the state its first page saw, ``snapshot``), else at ``resource_version`` exactly
+        (Exact), else now. 410 ``Expired`` once that version has left the event window (a
+        continue token then gets one that resumes at the latest version); a version newer than
+        the store's is ``TooLargeResourceVersion``, at once, as etcd answers a future revision."""
         table = self._tables[rtype]
-        rv = self._rv
-        start: Key | None = None
+        rv, start = self._rv, None
         if continue_token:
-            rv, start = self._decode_continue(table, continue_token)
-        candidates = self._candidates(table, namespace, fields)
-        pos = bisect.bisect_right(candidates, start) if start is not None else 0
-        items: list[JsonObj] = []
-        objects = table.objects
-        last: Key | None = None
-        for i in range(pos, len(candidates)):
-            key = candidates[i]
-            obj = objects.get(key)
-            if obj is None or not labels.matches(obj) or not fields.matches(obj):
-                continue
-            if limit and len(items) == limit:
-                token = self._encode_continue(rv, last) if last is not None else None
-                return ListResult(items, rv, token, len(candidates) - i)
-            items.append(obj)
-            last = key
-        return ListResult(items, rv, None, None)
+            rv, start = decode_continue(continue_token)
+            if rv < 0:
+                rv = self._rv
+            elif rv < table.floor_rv:
+                raise ContinueExpired(CONTINUE_TOO_OLD, encode_continue(LATEST, start))
+        elif resource_version is not None:
+            rv = resource_version
+            if rv < table.floor_rv:
+                raise Expired(LIST_TOO_OLD)
+        if rv > self._rv:
+            raise TooLargeResourceVersion(rv, self._rv, retry_after_s=0)
+        undone = undone_since(table, rv) if rv < self._rv else {}
+        return read_page(
+            table,
+            namespace,
+            labels=labels,
+            fields=fields,
+            limit=limit,
+            start=start,
+            rv=rv,
+            undone=undone,
+        )
 
     def estimate_list(
         self,
@@ -232,53 +202,6 @@ class Store:
         if limit:
             returned = min(returned, limit)
         return scope, returned
-
-    def _candidates(
-        self, table: Collection, namespace: str | None, fields: FieldSelector
-    ) -> list[Key]:
-        trigger = table.trigger(fields)
-        if trigger is not None:
-            path, value = trigger
-            index = table.indexes.get(path)
-            if index is not None:
-                hits = index.get(value, set())
-                return sorted(k for k in hits if namespace is None or k[0] == namespace)
-            name = value  # metadata.name: at most one object per namespace
-            if namespace is not None or not table.rtype.namespaced:
-                key = (namespace or "", name)
-                return [key] if key in table.objects else []
-            return sorted(k for k in table.objects if k[1] == name)
-        keys = table.sorted_keys()
-        if namespace is None:
-            return keys
-        lo = bisect.bisect_left(keys, (namespace, ""))
-        hi = bisect.bisect_left(keys, (namespace, _KEY_MAX))
-        return keys[lo:hi]
-
-    def _encode_continue(self, rv: int, last: Key) -> str:
-        raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": list(last)}).encode()
-        return base64.urlsafe_b64encode(raw).decode()
-
-    def _decode_continue(self, table: Collection, token: str) -> tuple[int, Key]:
-        try:
-            data = json.loads(base64.urlsafe_b64decode(token.encode()))
-            rv, start = int(data["rv"]), (str(data["start"][0]), str(data["start"][1]))
-        except (
-            ValueError,
-            KeyError,
-            IndexError,
-            TypeError,
-            binascii.Error,
-            OverflowError,  # {"rv": 1e999}
-            RecursionError,  # a token of deeply nested JSON
-        ) as exc:
-            raise Invalid(f"invalid continue token: {exc}") from exc
-        if rv < table.floor_rv:
-            raise Expired(
-                "The provided continue parameter is too old to display a consistent list "
-                "result. You can start a new list without the continue parameter."
-            )
-        return rv, start
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -447,7 +370,7 @@ class Store:
         for rtype, table in self._tables.items():
             if not rtype.namespaced or not table.ns_counts.get(name):
                 continue
-            keys = self._candidates(table, name, EVERYTHING_FIELDS)
+            keys = table.candidates(name, EVERYTHING_FIELDS)
             for key in keys[: batch - removed]:
                 self.delete(rtype, key[0], key[1])
                 removed += 1
@@ -478,18 +401,29 @@ class Store:
         labels: LabelSelector = EVERYTHING_LABELS,
         fields: FieldSelector = EVERYTHING_FIELDS,
         resource_version: str = "",
+        send_initial_events: bool | None = None,
+        initial_events_end: bool = False,
     ) -> Watcher:
-        """Subscribe. rv "" or "0": synthetic ADDED for current objects, then changes; a
-        numeric rv: every change after it (``Expired`` if the event log no longer reaches it)."""
+        """Subscribe, starting where the cacher does. With ``send_initial_events``, or rv "" or
+        "0" and no such option: a synthetic ADDED per current object (then, with
+        ``initial_events_end``, a BOOKMARK annotated ``k8s.io/initial-events-end``), then the
+        changes. ``send_initial_events=False`` with rv "" or "0": the changes from now. A
+        numeric rv: every change after it (``Expired`` once the event log no longer reaches
+        it); a version the store has not reached yet is accepted and only newer changes are
+        sent (cache_watcher.go: "only send events newer than resourceVersion")."""
         table = self._tables[rtype]
-        if resource_version in ("", "0"):
-            snapshot = self.list_objects(rtype, namespace, labels=labels, fields=fields).items
+        if send_initial_events or (send_initial_events is None and resource_version in ("", "0")):
+            items = self.list_objects(rtype, namespace, labels=labels, fields=fields).items
             limit = self._queue_limit
-            if len(snapshot) >= limit:
-                limit += len(snapshot)  # room for the whole snapshot, then the usual backlog
-            watcher = Watcher(rtype, namespace, labels, fields, limit)
-            for obj in snapshot:
+            if len(items) >= limit:
+                limit += len(items) + 1  # room for the whole state, then the usual backlog
+            watcher = Watcher(rtype, namespace, labels, fields, limit, after_rv=self._rv)
+            for obj in items:
                 watcher.offer(WatchEvent("ADDED", obj, int(obj["metadata"]["resourceVersion"])))
+            if initial_events_end:
+                watcher.offer(bookmark_event(rtype, self._rv, initial_events_end=True))
+        elif resource_version in ("", "0"):
+            watcher = Watcher(rtype, namespace, labels, fields, self._queue_limit, self._rv)
         else:
             try:
                 since = int(resource_version)
@@ -497,7 +431,7 @@ class Store:
                 raise Invalid(f"invalid resourceVersion {resource_version!r}") from exc
             if since < table.floor_rv:
                 raise Expired(f"too old resource version: {since} ({table.floor_rv})")
-            watcher = Watcher(rtype, namespace, labels, fields, self._queue_limit)
+            watcher = Watcher(rtype, namespace, labels, fields, self._queue_limit, since)
             replay: list[Change] = []
             for change in reversed(table.log):
                 if change.rv <= since:

@@ -16,6 +16,9 @@ from typing import Any
 from loadlab.sim.k8s.objects import JsonObj, ResourceType
 from loadlab.sim.storage.selection import FieldSelector, LabelSelector
 
+# apimachinery pkg/apis/meta/v1 types.go InitialEventsAnnotationKey.
+INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
+
 
 def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
@@ -69,6 +72,7 @@ class Watcher:
         labels: LabelSelector,
         fields: FieldSelector,
         queue_limit: int,
+        after_rv: int = 0,
     ) -> None:
         self.rtype = rtype
         self.namespace = namespace
@@ -83,6 +87,9 @@ class Watcher:
         self.bookmark_every_ns = 0
         """0: no bookmarks; else the period of BOOKMARK events (allowWatchBookmarks)."""
         self.next_bookmark_ns = 0
+        self.after_rv = after_rv
+        """Changes at or before this version are never sent: a watch from a version the store
+        has not reached yet skips the changes until it (cache_watcher.go ``process``)."""
 
     def matches(self, obj: JsonObj | None) -> bool:
         if obj is None:
@@ -109,6 +116,8 @@ class Watcher:
         self.queue.put_nowait(None)
 
     def deliver(self, change: Change) -> None:
+        if change.rv <= self.after_rv:
+            return
         was = self.matches(change.old)
         now = change.type != "DELETED" and self.matches(change.obj)
         if change.type == "DELETED":
@@ -122,11 +131,12 @@ class Watcher:
             self.offer(change.event("DELETED"))
 
 
-def bookmark_event(rtype: ResourceType, rv: int) -> WatchEvent:
-    """A BOOKMARK event: only kind, apiVersion and metadata.resourceVersion are set."""
-    obj = {
-        "kind": rtype.kind,
-        "apiVersion": rtype.api_version,
-        "metadata": {"resourceVersion": str(rv)},
-    }
+def bookmark_event(rtype: ResourceType, rv: int, *, initial_events_end: bool = False) -> WatchEvent:
+    """A BOOKMARK event: only kind, apiVersion and metadata.resourceVersion are set; the one
+    that ends a watch's initial events (sendInitialEvents) also carries the annotation
+    ``k8s.io/initial-events-end: "true"`` (storage.AnnotateInitialEventsEndBookmark)."""
+    meta: JsonObj = {"resourceVersion": str(rv)}
+    if initial_events_end:
+        meta["annotations"] = {INITIAL_EVENTS_END_ANNOTATION: "true"}
+    obj = {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": meta}
     return WatchEvent("BOOKMARK", obj, rv)
