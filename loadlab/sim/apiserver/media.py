@@ -3,6 +3,7 @@
 Requests are read by their Content-Type (415 for one the sim cannot read); answers are written in
 the first media type of the client's Accept the sim can write, by q then order (406 when none), as
 apimachinery's negotiation picks them. Handlers build JSON; ``rendered`` re-encodes it at the end.
+A watch streams JSON or protobuf (``negotiate_watch``; the framing is ``watchstream``'s).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ JSON = "application/json"
 YAML = "application/yaml"
 PROTOBUF = protobuf.MEDIA_TYPE
 SERVED = (JSON, YAML, PROTOBUF)
+STREAMED = (JSON, PROTOBUF)
+"""What a watch can stream: the media types with a stream serializer (apimachinery
+codec_factory.go; YAML has none)."""
 # The bodies of a PATCH, one per patch type (k8s.io/apimachinery pkg/types/patch.go).
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -44,8 +48,7 @@ _StringTimes.yaml_implicit_resolvers = {
 
 
 def negotiate(accept: str | None, served: tuple[str, ...] = SERVED) -> str | None:
-    """The media type to answer in, or None (406). No Accept means JSON. Watches pass
-    ``served=(JSON,)``: their streams are JSON, which kubectl and client-go both read."""
+    """The media type to answer in, or None (406). No Accept means JSON."""
     if not accept or not accept.strip():
         return JSON
     ranked: list[tuple[float, int, str]] = []
@@ -66,11 +69,25 @@ def negotiate(accept: str | None, served: tuple[str, ...] = SERVED) -> str | Non
     return min(ranked)[2] if ranked else None
 
 
-def not_acceptable() -> ApiError:
+def negotiate_watch(accept: str | None, *, table: bool = False) -> str:
+    """The media type a watch streams in, JSON or protobuf; else ApiError 406. Decided as
+    ListResource then serveWatchHandler decide (apiserver handlers/get.go, watch.go): first as
+    for any read (406 listing the three types when Accept names none of them), then the choice
+    must have a stream serializer, which YAML lacks (406 listing the stream types). A Table watch
+    is JSON: kubectl asks for its Tables in JSON, and the sim writes no Table message."""
+    media = negotiate(accept, (JSON,) if table else SERVED)
+    if media is None:
+        raise not_acceptable()
+    if media not in STREAMED:
+        raise not_acceptable(tuple(f"{m};stream=watch" for m in STREAMED))
+    return media
+
+
+def not_acceptable(accepted: tuple[str, ...] = SERVED) -> ApiError:
     return ApiError(
         406,
         "NotAcceptable",
-        "only the following media types are accepted: " + ", ".join(SERVED),
+        "only the following media types are accepted: " + ", ".join(accepted),
     )
 
 

@@ -24,7 +24,6 @@ from loadlab.sim.apiserver.consistency import (
 )
 from loadlab.sim.apiserver.media import (
     APPLY_PATCH,
-    JSON,
     JSON_PATCH,
     MEDIA_KEY,
     MERGE_PATCH,
@@ -39,6 +38,7 @@ from loadlab.sim.apiserver.media import (
 from loadlab.sim.apiserver.reaper import NamespaceReaper
 from loadlab.sim.apiserver.routing import RequestInfo, check_resource_version, list_options
 from loadlab.sim.apiserver.tables import table, wants_table
+from loadlab.sim.apiserver.watchstream import ProtobufFrames, watch_stream
 from loadlab.sim.config import ApiServerConfig
 from loadlab.sim.k8s.apply import apply_patch, track_update
 from loadlab.sim.k8s.managedfields import field_manager, force_option
@@ -71,7 +71,7 @@ from loadlab.sim.storage.store import (
     StoreError,
     TooLargeResourceVersion,
 )
-from loadlab.sim.storage.watch import Watcher, WatchEvent, encode_json
+from loadlab.sim.storage.watch import Watcher, encode_json
 
 # handlers/patch.go: the patch types, in the order its 415 message lists them.
 _PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, APPLY_PATCH, STRATEGIC_PATCH)
@@ -82,9 +82,6 @@ _OPTIONS_KIND = {
     "delete": "DeleteOptions",
 }
 DRY_RUN_ALL = "All"
-# Not from a reference: events written per chunk at most, so one busy watch cannot hog the loop.
-_WATCH_BATCH = 256
-_NOT_TABLES = frozenset({"ERROR", "BOOKMARK"})  # events sent as they are, even to a Table watch
 
 
 def status_obj(code: int, reason: str, message: str, details: JsonObj | None = None) -> JsonObj:
@@ -142,6 +139,7 @@ class ResourceVerbs:
         self._rng = random.Random(config.seed)
         self.reaper = NamespaceReaper(store, clock, config.namespace_finalize_s)
         """Purges deleted namespaces; ``close()`` it when the server stops."""
+        self._frames = ProtobufFrames()
 
     async def unary(
         self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
@@ -425,19 +423,28 @@ class ResourceVerbs:
     async def watch(
         self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
     ) -> web.StreamResponse:
-        """Admit (a watch holds its seat only while initialising), subscribe, then stream."""
+        """Admit (a watch holds its seat only while initialising), subscribe, then stream in the
+        format the client's Accept asks for (``watchstream``); a refusal before the stream
+        starts is a Status in that format too."""
         q = request.query
-        if negotiate(request.headers.get("Accept"), (JSON,)) is None:
-            return error_response(not_acceptable())
+        try:
+            stream = watch_stream(
+                request.headers.get("Accept"),
+                info.rtype,
+                self._frames,
+                include_object=q.get("includeObject", "Metadata"),
+            )
+        except ApiError as exc:
+            return error_response(exc)
         try:
             opts = list_options(q, watch=True)
             initial = send_initial_events(q, opts)
             labels = LabelSelector.parse(q.get("labelSelector"))
             fields = FieldSelector.parse(q.get("fieldSelector")).for_kind(info.rtype.kind)
         except ApiError as exc:
-            return error_response(exc)
+            return rendered(error_response(exc), stream.media)
         except SelectorError as exc:
-            return status_response(400, "BadRequest", str(exc))
+            return rendered(status_response(400, "BadRequest", str(exc)), stream.media)
         est = self._model.estimate(
             attrs,
             objects_scanned=0,
@@ -466,24 +473,18 @@ class ResourceVerbs:
             except (Expired, TooLargeResourceVersion) as exc:
                 error = status_obj(exc.code, exc.reason, str(exc), exc.details)
             except Invalid as exc:
-                return status_response(400, "BadRequest", str(exc))
-        resp = web.StreamResponse(
-            status=200,
-            headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"},
-        )
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
+                return rendered(status_response(400, "BadRequest", str(exc)), stream.media)
+        resp = await stream.open(request)
         if watcher is None:
             # A too-old resourceVersion (410 Expired), or a sendInitialEvents watch whose version
             # never came (504): one ERROR event, then the end, as the cacher's errWatcher.
-            await resp.write(encode_json({"type": "ERROR", "object": error}) + b"\n")
+            assert error is not None
+            await resp.write(stream.error(error))
             await resp.write_eof()
             return resp
         self._arm(watcher, opts.timeout_s, bookmarks)
-        as_table = wants_table(request.headers.get("Accept", ""))
-        include = q.get("includeObject", "Metadata")
         try:
-            await self._stream(resp, watcher, as_table, include)
+            await stream.send(resp, watcher)
         except (ConnectionError, RuntimeError):
             return resp  # the client went away
         finally:
@@ -504,46 +505,6 @@ class ResourceVerbs:
         if bookmarks:
             watcher.bookmark_every_ns = int(self._config.bookmark_interval_s * NS_PER_S)
             watcher.next_bookmark_ns = now_ns + watcher.bookmark_every_ns
-
-    async def _stream(
-        self, resp: web.StreamResponse, watcher: Watcher, as_table: bool, include: str
-    ) -> None:
-        queue = watcher.queue
-        headers = True  # a Table watch sends columnDefinitions with its first table only
-        while True:
-            event = await queue.get()
-            batch: list[WatchEvent] = []
-            while event is not None:
-                batch.append(event)
-                if len(batch) >= _WATCH_BATCH or queue.empty():
-                    break
-                event = queue.get_nowait()
-            if batch:
-                if as_table:
-                    lines = []
-                    for e in batch:
-                        lines.append(self._table_line(e, watcher, include, headers))
-                        headers = headers and e.type in _NOT_TABLES
-                    chunk = b"".join(lines)
-                else:
-                    chunk = b"".join(e.line() for e in batch)
-                await resp.write(chunk)
-            if event is None:
-                return
-
-    def _table_line(
-        self, event: WatchEvent, watcher: Watcher, include: str, headers: bool
-    ) -> bytes:
-        if event.type in _NOT_TABLES:
-            return event.line()
-        tbl = table(
-            watcher.rtype,
-            [event.obj],
-            resource_version=str(event.rv),
-            include_object=include,
-            headers=headers,
-        )
-        return encode_json({"type": event.type, "object": tbl}) + b"\n"
 
 
 def _read_refusal(exc: ContinueExpired | TooLargeResourceVersion) -> web.Response:

@@ -6,7 +6,9 @@ on 415, so the sim has to read them. One generic encoder and decoder walk ``prot
 their own (Time, MicroTime, Quantity, IntOrString, FieldsV1, RawExtension) are coded here by hand.
 
 A body is the 4-byte magic ``k8s\\0`` then a ``runtime.Unknown`` whose typeMeta names the kind and
-whose ``raw`` holds the kind's message (apimachinery runtime/serializer/protobuf).
+whose ``raw`` holds the kind's message (apimachinery runtime/serializer/protobuf). A watch stream
+is a series of length-prefixed frames, each a bare ``meta.v1.WatchEvent`` whose object is such a
+whole body (``encode_watch_event``, ``frame``).
 
 What the wire cannot carry, so a round trip loses it:
 - a zero scalar ("", 0, false) and an empty list or map read back as absent: gogo-protobuf writes
@@ -97,6 +99,16 @@ def message_for(api_version: str, kind: str) -> str:
     if name not in MESSAGES:
         raise ProtobufError(f"no protobuf message for kind {kind!r} of {api_version!r}")
     return name
+
+
+def has_message(api_version: str, kind: str) -> bool:
+    """Whether the sim can write ``kind`` as protobuf (every served kind can; checked up front so
+    a watch never starts a stream it cannot write)."""
+    try:
+        message_for(api_version, kind)
+    except ProtobufError:
+        return False
+    return True
 
 
 # -- the wire ----------------------------------------------------------------------------------
@@ -363,3 +375,27 @@ def decode_object(data: bytes) -> JsonObj:
     api_version, kind = type_meta.get("apiVersion", ""), type_meta.get("kind", "")
     body = decode_message(message_for(api_version, kind), raw)
     return {"kind": kind, "apiVersion": api_version, **body}
+
+
+# -- watch streams -----------------------------------------------------------------------------
+
+
+def encode_watch_event(event_type: str, embedded: bytes) -> bytes:
+    """A meta.v1.WatchEvent as a protobuf watch stream carries it: written by the RawSerializer
+    (no magic, no runtime.Unknown: the stream's Content-Type says what it holds), its ``object`` a
+    RawExtension whose raw is ``embedded``, the object as a whole body (``encode_object``), as
+    apiserver handlers/watch.go's watchEncoder nests it (codec_factory.go: protobuf's
+    StreamSerializer is the RawSerializer, its Serializer the enveloping one)."""
+    return _delimited(1, event_type.encode()) + _delimited(2, _delimited(1, embedded))
+
+
+def frame(message: bytes) -> bytes:
+    """One frame of a length-delimited stream: a 4-byte big-endian length, then the message
+    (apimachinery util/framer LengthDelimitedFrameWriter)."""
+    return len(message).to_bytes(4, "big") + message
+
+
+def decode_watch_event(message: bytes) -> JsonObj:
+    """One frame's event as its JSON form, ``{"type": ..., "object": {...}}`` (what a client does
+    with a frame: client-go rest/watch decoder, then the embedded decoder on object.raw)."""
+    return decode_message("meta.WatchEvent", message)
