@@ -44,7 +44,7 @@ from loadlab.runloop import raise_open_file_limit
 from loadlab.scenario import Phases, Placement, api_op_bounds, build_agents
 from loadlab.sweep_watch import OnsetWatch
 from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
-from loadlab.targets.agent_http import AgentHttpClient
+from loadlab.targets.agent_fast_http import FastAgentHttpClient
 from loadlab.targets.cluster import ClusterAccess
 from loadlab.targets.dns_client import DnsClient
 
@@ -278,11 +278,11 @@ async def _transports(
     dns_addr: str | None,
     clock: Clock,
     access: ClusterAccess | None = None,
-) -> tuple[AgentHttpClient | None, DnsClient | None]:
+) -> tuple[FastAgentHttpClient | None, DnsClient | None]:
     """The HTTP client when an agent kind talks to the API, the DNS client when pods resolve."""
     http = None
     if api_url is not None and any(k != "pod-dns" for k in ops):
-        http = AgentHttpClient(
+        http = FastAgentHttpClient(
             api_url,
             pool_connections=POOL_CONNECTIONS,
             timeout_s=API_TIMEOUT_S,

@@ -73,7 +73,7 @@ MAX_DISCARDED_BODY_BYTES = 1 << 30
 against a server that never ends one: 1 GiB, above an unpaged LIST of 150,000 pods (~1 KB each)."""
 
 
-def _headers(
+def agent_headers(
     identity: Identity, content_type: str | None, credentials: Credentials
 ) -> dict[str, str]:
     headers = {"User-Agent": identity.user_agent, "Accept": "application/json"}
@@ -85,7 +85,7 @@ def _headers(
     return headers
 
 
-def _json_object(data: bytes | bytearray) -> JsonObj | None:
+def json_object(data: bytes | bytearray) -> JsonObj | None:
     """``data`` decoded as a JSON object, or None when it is not one."""
     try:
         decoded = json.loads(data)
@@ -112,7 +112,7 @@ async def _decode(
         return Outcome.TOO_LARGE, None
     if not body or not _is_json(resp):
         return outcome, None
-    decoded = _json_object(body)
+    decoded = json_object(body)
     if decoded is None and outcome is Outcome.OK:
         return Outcome.MALFORMED, None
     return outcome, decoded
@@ -195,7 +195,7 @@ class AgentHttpClient:
         """Send ``call`` as ``identity``; the reply's ``now_ns`` is this client's clock."""
         data = None if call.body is None else json.dumps(call.body).encode()
         content_type = call.content_type if data is not None else None
-        headers = _headers(identity, content_type, self._credentials)
+        headers = agent_headers(identity, content_type, self._credentials)
         timeout = aiohttp.ClientTimeout(total=min(call.timeout_s, self._timeout_s))
         status, retry_after = 0, None
         try:
@@ -233,7 +233,7 @@ class AgentHttpClient:
                     "GET",
                     self.base_url + watch.path,
                     params=params,
-                    headers=_headers(identity, None, self._credentials),
+                    headers=agent_headers(identity, None, self._credentials),
                     allow_redirects=False,
                     server_hostname=self._server_hostname,
                     # The stream lasts minutes; only connecting and the head are bounded (above).
@@ -346,7 +346,7 @@ class HttpWatchStream:
         """The event on ``line``; None for a blank line (keep reading)."""
         if not line.strip():
             return None
-        decoded = _json_object(line)
+        decoded = json_object(line)
         kind: Any = decoded.get("type") if decoded is not None else None
         obj: Any = decoded.get("object") if decoded is not None else None
         if not isinstance(kind, str) or not isinstance(obj, Mapping):

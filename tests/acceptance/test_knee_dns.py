@@ -32,7 +32,7 @@ def test_dns_knee_finds_the_unbound_ratelimit_within_fifteen_percent(tmp_path: P
             "--out",
             str(tmp_path / "run"),
             "--set",
-            "load.ramp.start_per_s=200",
+            "load.ramp.start_per_s=400",
             *FAST_RAMP,
             timeout_s=180,
         )

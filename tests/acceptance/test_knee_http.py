@@ -44,7 +44,7 @@ def test_http_knee_is_within_ten_percent_of_wrk_capacity(tmp_path: Path) -> None
             "--out",
             str(tmp_path / "run"),
             "--set",
-            "load.ramp.start_per_s=250",
+            "load.ramp.start_per_s=500",
             *FAST_RAMP,
             timeout_s=180,
         )

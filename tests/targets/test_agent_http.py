@@ -1,4 +1,7 @@
-"""AgentHttpClient over real HTTP on loopback: the embedded sim API server, and hostile servers."""
+"""Both agent clients over real HTTP on loopback: the embedded sim API server and hostile servers.
+``FastAgentHttpClient`` and ``AgentHttpClient`` (aiohttp) must say the same about every answer
+(scripted answers on the wire: ``test_agent_http_wire``); ``test_agent_fast_http`` covers what only
+the lean one has."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from loadlab.clock import NS_PER_MS, NS_PER_S, MonotonicClock
 from loadlab.sim.apiserver.app import SimApiServer
 from loadlab.sim.config import SimConfig
 from loadlab.sim.server import seeded_store
+from loadlab.targets.agent_fast_http import FastAgentHttpClient
 from loadlab.targets.agent_http import AgentHttpClient
 from loadlab.targets.base import Outcome
 from loadlab.testing.hostile import HostileHttpServer, HttpBehaviour
@@ -30,7 +34,15 @@ POLL_S = 0.01
 POLLS = 500
 """At most 5 s for something the server does within a second."""
 
-ClientBody = Callable[[SimApiServer, AgentHttpClient], Awaitable[None]]
+AgentClient = FastAgentHttpClient | AgentHttpClient
+AgentClientType = type[FastAgentHttpClient] | type[AgentHttpClient]
+AGENT_CLIENTS = pytest.mark.parametrize(
+    "client_type",
+    [pytest.param(FastAgentHttpClient, id="fast"), pytest.param(AgentHttpClient, id="aiohttp")],
+)
+"""Both agent clients, for every test of behaviour they share."""
+
+ClientBody = Callable[[SimApiServer, AgentClient], Awaitable[None]]
 HostileBody = Callable[[HostileHttpServer], Awaitable[None]]
 
 
@@ -43,7 +55,9 @@ async def wait_for(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"gave up waiting for {what}")
 
 
-def with_sim(body: ClientBody, config: SimConfig | None = None) -> None:
+def with_sim(
+    client_type: AgentClientType, body: ClientBody, config: SimConfig | None = None
+) -> None:
     """Run ``body`` against an in-process sim API server (same event loop) and a client of it."""
 
     async def main() -> None:
@@ -51,7 +65,7 @@ def with_sim(body: ClientBody, config: SimConfig | None = None) -> None:
         api = SimApiServer(cfg, seeded_store(cfg), clock=MonotonicClock())
         await api.start()
         try:
-            async with AgentHttpClient(api.url, pool_connections=4, timeout_s=TIMEOUT_S) as client:
+            async with client_type(api.url, pool_connections=4, timeout_s=TIMEOUT_S) as client:
                 await asyncio.wait_for(body(api, client), TIMEOUT_S * 2)
         finally:
             await api.stop()
@@ -64,11 +78,14 @@ def executing(api: SimApiServer, level: str) -> int:
     return int(levels[level]["executing_requests"])
 
 
-def test_get_node_as_the_node_is_served_in_the_node_high_priority_level() -> None:
+@AGENT_CLIENTS
+def test_get_node_as_the_node_is_served_in_the_node_high_priority_level(
+    client_type: AgentClientType,
+) -> None:
     # A GET held 0.5 s by the sim, so the test can see which APF level it occupies meanwhile.
     config = small_sim_config(overload={"cost": {"get_hold_s": 0.5, "etcd_get_s": 0.5}})
 
-    async def body(api: SimApiServer, client: AgentHttpClient) -> None:
+    async def body(api: SimApiServer, client: AgentClient) -> None:
         call = asyncio.ensure_future(
             client.call(NODE_1, ApiCall("get-node", "GET", "/api/v1/nodes/node-1"))
         )
@@ -79,21 +96,25 @@ def test_get_node_as_the_node_is_served_in_the_node_high_priority_level() -> Non
         assert reply.body is not None
         assert (reply.body["kind"], reply.body["metadata"]["name"]) == ("Node", "node-1")
 
-    with_sim(body, config)
+    with_sim(client_type, body, config)
 
 
-def test_missing_object_is_a_404_with_its_status_body() -> None:
-    async def body(api: SimApiServer, client: AgentHttpClient) -> None:
+@AGENT_CLIENTS
+def test_missing_object_is_a_404_with_its_status_body(client_type: AgentClientType) -> None:
+    async def body(api: SimApiServer, client: AgentClient) -> None:
         reply = await client.call(NODE_1, ApiCall("get-node", "GET", "/api/v1/nodes/no-such-node"))
         assert (reply.status, reply.outcome) == (404, Outcome.CLIENT_ERROR)
         assert reply.body is not None
         assert (reply.body["kind"], reply.body["code"]) == ("Status", 404)
 
-    with_sim(body)
+    with_sim(client_type, body)
 
 
-def test_watch_yields_the_event_of_a_put_then_waits_to_its_deadline() -> None:
-    async def body(api: SimApiServer, client: AgentHttpClient) -> None:
+@AGENT_CLIENTS
+def test_watch_yields_the_event_of_a_put_then_waits_to_its_deadline(
+    client_type: AgentClientType,
+) -> None:
+    async def body(api: SimApiServer, client: AgentClient) -> None:
         got = await client.call(NODE_1, ApiCall("get-lease", "GET", LEASE_PATH))
         assert got.body is not None
         lease = got.body
@@ -121,11 +142,12 @@ def test_watch_yields_the_event_of_a_put_then_waits_to_its_deadline() -> None:
         assert isinstance(after, WatchEnd)
         assert after.reason == "closed"
 
-    with_sim(body)
+    with_sim(client_type, body)
 
 
-def test_each_watch_holds_a_connection_of_its_own() -> None:
-    async def body(api: SimApiServer, client: AgentHttpClient) -> None:
+@AGENT_CLIENTS
+def test_each_watch_holds_a_connection_of_its_own(client_type: AgentClientType) -> None:
+    async def body(api: SimApiServer, client: AgentClient) -> None:
         streams = [
             await client.open_watch(NODE_1, WatchOpen("watch-pods", "/api/v1/pods"))
             for _ in range(6)
@@ -139,7 +161,7 @@ def test_each_watch_holds_a_connection_of_its_own() -> None:
             for stream in streams:
                 await stream.close()
 
-    with_sim(body)
+    with_sim(client_type, body)
 
 
 def hostile(
@@ -152,9 +174,10 @@ def hostile(
     asyncio.run(main())
 
 
-def test_429_carries_its_retry_after_and_is_not_retried() -> None:
+@AGENT_CLIENTS
+def test_429_carries_its_retry_after_and_is_not_retried(client_type: AgentClientType) -> None:
     async def body(server: HostileHttpServer) -> None:
-        async with AgentHttpClient(server.url, pool_connections=2, timeout_s=TIMEOUT_S) as client:
+        async with client_type(server.url, pool_connections=2, timeout_s=TIMEOUT_S) as client:
             reply = await client.call(NODE_1, ApiCall("list-pods", "GET", "/api/v1/pods"))
         assert (reply.status, reply.outcome, reply.retry_after_s) == (429, Outcome.THROTTLED, 7.0)
         assert reply.body is not None
@@ -164,9 +187,10 @@ def test_429_carries_its_retry_after_and_is_not_retried() -> None:
     hostile(HttpBehaviour.STATUS_429, body, retry_after_s=7)
 
 
-def test_watch_refused_with_429_reports_its_head_and_ends() -> None:
+@AGENT_CLIENTS
+def test_watch_refused_with_429_reports_its_head_and_ends(client_type: AgentClientType) -> None:
     async def body(server: HostileHttpServer) -> None:
-        async with AgentHttpClient(server.url, pool_connections=2, timeout_s=TIMEOUT_S) as client:
+        async with client_type(server.url, pool_connections=2, timeout_s=TIMEOUT_S) as client:
             stream = await client.open_watch(NODE_1, WatchOpen("watch-pods", "/api/v1/pods"))
             end = await stream.next(MonotonicClock().now_ns() + NS_PER_S)
         assert (stream.head.status, stream.head.retry_after_s) == (429, 3.0)
@@ -176,11 +200,14 @@ def test_watch_refused_with_429_reports_its_head_and_ends() -> None:
     hostile(HttpBehaviour.STATUS_429, body, retry_after_s=3)
 
 
-def test_reset_on_a_reused_connection_is_one_conn_error_never_a_resend() -> None:
+@AGENT_CLIENTS
+def test_reset_on_a_reused_connection_is_one_conn_error_never_a_resend(
+    client_type: AgentClientType,
+) -> None:
     # aiohttp resends an idempotent request whose reused keep-alive connection turns out closed;
     # the client must not: the first GET leaves a pooled connection, the second is reset on it.
     async def body(server: HostileHttpServer) -> None:
-        async with AgentHttpClient(server.url, pool_connections=1, timeout_s=TIMEOUT_S) as client:
+        async with client_type(server.url, pool_connections=1, timeout_s=TIMEOUT_S) as client:
             first = await client.call(NODE_1, ApiCall("get-lease", "GET", LEASE_PATH))
             second = await client.call(NODE_1, ApiCall("get-lease", "GET", LEASE_PATH))
         assert (first.status, first.outcome) == (200, Outcome.OK)
@@ -190,9 +217,10 @@ def test_reset_on_a_reused_connection_is_one_conn_error_never_a_resend() -> None
     hostile(HttpBehaviour.RESET, body, good_for_requests=1)
 
 
-def test_silent_server_times_out_within_the_call_timeout() -> None:
+@AGENT_CLIENTS
+def test_silent_server_times_out_within_the_call_timeout(client_type: AgentClientType) -> None:
     async def body(server: HostileHttpServer) -> None:
-        async with AgentHttpClient(server.url, pool_connections=1, timeout_s=TIMEOUT_S) as client:
+        async with client_type(server.url, pool_connections=1, timeout_s=TIMEOUT_S) as client:
             call = ApiCall("get-lease", "GET", LEASE_PATH, timeout_s=0.2)
             reply = await client.call(NODE_1, call)
         assert (reply.status, reply.outcome) == (0, Outcome.TIMEOUT)
@@ -200,9 +228,10 @@ def test_silent_server_times_out_within_the_call_timeout() -> None:
     hostile(HttpBehaviour.SILENCE, body)
 
 
-def test_body_over_the_limit_is_too_large_and_not_kept() -> None:
+@AGENT_CLIENTS
+def test_body_over_the_limit_is_too_large_and_not_kept(client_type: AgentClientType) -> None:
     async def body(server: HostileHttpServer) -> None:
-        async with AgentHttpClient(
+        async with client_type(
             server.url, pool_connections=1, timeout_s=TIMEOUT_S, max_body_bytes=1024
         ) as client:
             reply = await client.call(NODE_1, ApiCall("list-pods", "GET", "/api/v1/pods"))
@@ -211,11 +240,14 @@ def test_body_over_the_limit_is_too_large_and_not_kept() -> None:
     hostile(HttpBehaviour.HUGE_BODY, body, body_bytes=64 * 1024)
 
 
-def test_a_body_the_agent_does_not_keep_is_read_and_dropped_whatever_its_size() -> None:
+@AGENT_CLIENTS
+def test_a_body_the_agent_does_not_keep_is_read_and_dropped_whatever_its_size(
+    client_type: AgentClientType,
+) -> None:
     # An unpaged LIST of a big cluster: the client reads it to the end (the server did the work)
     # but neither holds nor decodes it, so the small max_body_bytes does not apply.
     async def body(server: HostileHttpServer) -> None:
-        async with AgentHttpClient(
+        async with client_type(
             server.url, pool_connections=1, timeout_s=TIMEOUT_S, max_body_bytes=1024
         ) as client:
             call = ApiCall("list-pods", "GET", "/api/v1/pods", keep_body=False)
@@ -228,7 +260,10 @@ def test_a_body_the_agent_does_not_keep_is_read_and_dropped_whatever_its_size() 
     hostile(HttpBehaviour.HUGE_BODY, body, body_bytes=4 * 1024 * 1024)
 
 
-def test_identity_goes_as_bearer_token_and_user_agent_and_the_body_as_json() -> None:
+@AGENT_CLIENTS
+def test_identity_goes_as_bearer_token_and_user_agent_and_the_body_as_json(
+    client_type: AgentClientType,
+) -> None:
     seen: list[tuple[str, str, str, str, bytes]] = []
 
     async def record(request: web.Request) -> web.Response:
@@ -252,7 +287,7 @@ def test_identity_goes_as_bearer_token_and_user_agent_and_the_body_as_json() -> 
         await site.start()
         port = runner.addresses[0][1]
         try:
-            async with AgentHttpClient(
+            async with client_type(
                 f"http://127.0.0.1:{port}", pool_connections=1, timeout_s=TIMEOUT_S
             ) as client:
                 call = ApiCall(
@@ -278,3 +313,30 @@ def test_identity_goes_as_bearer_token_and_user_agent_and_the_body_as_json() -> 
             b'{"status": {"phase": "Running"}}',
         )
     ]
+
+
+@AGENT_CLIENTS
+@pytest.mark.parametrize(
+    ("behaviour", "status", "outcome"),
+    [
+        pytest.param(HttpBehaviour.STATUS_500, 500, Outcome.SERVER_ERROR, id="500"),
+        pytest.param(HttpBehaviour.GARBAGE, 0, Outcome.MALFORMED, id="garbage"),
+        pytest.param(HttpBehaviour.TRICKLE, 200, Outcome.TIMEOUT, id="trickle-past-timeout"),
+    ],
+)
+def test_a_lying_server_is_one_request_and_one_outcome(
+    behaviour: HttpBehaviour, status: int, outcome: Outcome, client_type: AgentClientType
+) -> None:
+    async def body(server: HostileHttpServer) -> None:
+        async with client_type(server.url, pool_connections=1, timeout_s=TIMEOUT_S) as client:
+            call = ApiCall("get-lease", "GET", LEASE_PATH, timeout_s=0.3)
+            reply = await client.call(NODE_1, call)
+        assert (reply.status, reply.outcome) == (status, outcome)
+        if outcome is Outcome.SERVER_ERROR:
+            assert reply.body is not None
+            assert (reply.body["kind"], reply.body["code"]) == ("Status", 500)
+        else:
+            assert reply.body is None
+        assert server.stats().requests == 1
+
+    hostile(behaviour, body, trickle_interval_s=1.0)

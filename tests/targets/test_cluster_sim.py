@@ -15,12 +15,12 @@ import yaml
 from loadlab.agents.base import ApiCall, Identity
 from loadlab.errors import EXIT_UNREACHABLE, TargetUnreachable, UsageError
 from loadlab.sim.process import SimProcess, start_sim_process
-from loadlab.targets.agent_http import AgentHttpClient
 from loadlab.targets.base import Outcome
 from loadlab.targets.cluster import ClusterAccess, load_kubeconfig, with_token_file
 from loadlab.targets.credentials import read_token_file
 from loadlab.targets.fast_http import FastHttpTarget
 from loadlab.targets.http import HttpOperation, probe_http
+from tests.targets.test_agent_http import AGENT_CLIENTS, AgentClientType
 from tests.targets.test_cluster_tls import MIX_TARGETS, MixTarget, send
 
 pytestmark = pytest.mark.realtime
@@ -101,13 +101,16 @@ def test_a_token_the_sim_rejects_is_exit_3_naming_the_context_and_the_401(
     asyncio.run(body())
 
 
-def test_each_agent_is_its_own_node_to_the_sim(sim: SimProcess) -> None:
+@AGENT_CLIENTS
+def test_each_agent_is_its_own_node_to_the_sim(
+    sim: SimProcess, client_type: AgentClientType
+) -> None:
     node_3 = Identity("system:node:node-3", "kubelet/v1.32 (loadlab) node-3")
     review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
 
     async def body() -> None:
         access = await sim_access(sim)
-        async with AgentHttpClient(access.server, access=access) as client:
+        async with client_type(access.server, access=access) as client:
             reply = await client.call(node_3, ApiCall("review", "POST", REVIEW_PATH, body=review))
         assert reply.outcome is Outcome.OK, reply
         assert reply.body is not None

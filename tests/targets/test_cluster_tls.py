@@ -18,7 +18,6 @@ from aiohttp import web
 from loadlab.agents.base import ApiCall, Identity, WatchOpen
 from loadlab.clock import NS_PER_S, MonotonicClock
 from loadlab.errors import EXIT_UNREACHABLE, TargetMisbehaving, TargetUnreachable
-from loadlab.targets.agent_http import AgentHttpClient
 from loadlab.targets.base import Outcome, Target
 from loadlab.targets.cluster import ClusterAccess, load_kubeconfig, with_token_file
 from loadlab.targets.credentials import KubeconfigCredentials
@@ -27,6 +26,7 @@ from loadlab.targets.http import HttpOperation, HttpTarget, probe_http
 from loadlab.testing.fakes import FakeRecorder
 from tests.targets.helpers import send_and_drain
 from tests.targets.pki import CertificateAuthority, b64, kubeconfig
+from tests.targets.test_agent_http import AGENT_CLIENTS, AgentClientType
 
 pytestmark = pytest.mark.realtime
 
@@ -256,15 +256,16 @@ def test_http_target_sends_the_renewed_token_after_a_refresh(
     run(body)
 
 
+@AGENT_CLIENTS
 def test_agent_client_sends_the_node_token_and_its_user_agent(
-    tmp_path: Path, ca: CertificateAuthority
+    tmp_path: Path, ca: CertificateAuthority, client_type: AgentClientType
 ) -> None:
     async def body() -> None:
         async with api_server(ca.server_context(tmp_path), ("node-1-token",)) as (url, seen):
             access = with_token_file(
                 await kubeconfig_access(tmp_path, ca, url), {NODE_1.user: "node-1-token"}
             )
-            async with AgentHttpClient(access.server, access=access) as client:
+            async with client_type(access.server, access=access) as client:
                 reply = await client.call(NODE_1, ApiCall("get-node", "GET", "/api/v1/nodes/n"))
                 watch = await client.open_watch(NODE_1, WatchOpen("watch", "/api/v1/pods"))
                 await watch.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from hdrh.histogram import HdrHistogram
@@ -131,3 +132,22 @@ def test_pending_requests_travel_grouped_by_millisecond() -> None:
     pending = [(0, 1_000_400), (0, 1_000_900), (1, 5_000_000), (0, 2_000_000)]
     back = pending_from_wire(json.loads(json.dumps(pending_to_wire(pending, 0))))
     assert sorted(back) == [(0, 1_000_000), (0, 1_000_000), (0, 2_000_000), (1, 5_000_000)]
+
+
+def test_the_generator_figure_of_a_pool_is_its_busiest_worker() -> None:
+    from typing import Any, cast
+
+    from loadlab.clock import FakeClock
+    from loadlab.workers.pool import PoolMonitor, WorkerPool, _Link
+
+    clock = FakeClock()
+    pool = WorkerPool(2, clock, interval_ns=1_000_000_000)
+    for index, (cpu, rss) in enumerate([(35.0, 100.0), (97.0, 120.0)]):
+        link = _Link(index, cast(Any, None), Path("/nonexistent"))
+        link.cpu_percent, link.rss_mb = cpu, rss
+        pool.links.append(link)
+    monitor = PoolMonitor(pool, clock)
+    sample = monitor.sample()
+    # One saturated worker limits the run as one saturated process would.
+    assert (sample.cpu_percent, sample.rss_mb) == (97.0, 220.0)
+    assert monitor.summary().cpu_percent_max == 97.0

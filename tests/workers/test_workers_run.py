@@ -41,8 +41,8 @@ def test_two_workers_find_one_knee_and_their_histograms_add_up(tmp_path: Path) -
     with capacity_server(SLOTS, SERVICE_MS, QUEUE) as url:
         result = loadlab(
             "run", "http-knee", "--api", url, "--workers", "2", "--out", str(out), "--no-report",
-            "--set", "load.ramp.start_per_s=250", "--set", "load.ramp.max_per_s=4000",
-            "--set", "load.ramp.step_s=3", "--set", "load.ramp.warmup_s=1", "--quiet",
+            "--set", "load.ramp.start_per_s=500", "--set", "load.ramp.max_per_s=2000",
+            "--set", "load.ramp.step_s=2", "--set", "load.ramp.warmup_s=1", "--quiet",
             timeout_s=240,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
