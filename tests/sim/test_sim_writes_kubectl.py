@@ -72,3 +72,33 @@ def test_kubectl_writes_behave_as_against_a_real_server(
         k("wait", "--for=delete", "namespace/doomed", f"--timeout={GONE_TIMEOUT}")
         assert "NotFound" in k("get", "namespace", "doomed", ok=False)
         assert k("get", "configmaps", "-n", "doomed", "-o", "name").strip() == ""
+
+
+def test_kubectl_diff_shows_the_change_and_leaves_the_live_object_alone(
+    sim_thread_factory: SimFactory, tmp_path: Path
+) -> None:
+    def manifest(value: str) -> Path:
+        path = tmp_path / f"cm-{value}.yaml"
+        path.write_text(
+            "apiVersion: v1\nkind: ConfigMap\n"
+            f"metadata: {{name: diffed, namespace: default}}\ndata: {{mode: {value}}}\n"
+        )
+        return path
+
+    with sim_thread_factory(small_sim_config()) as sim:
+
+        def k(*args: str, ok: bool = True) -> str:
+            return kubectl(sim, tmp_path, *args, ok=ok)
+
+        k("apply", "-f", str(manifest("old")))
+        before = json.loads(k("get", "configmap", "diffed", "-o", "json"))
+        # kubectl diff exits 1 when it found a difference: a server dry run of the apply.
+        for extra in ((), ("--server-side", "--force-conflicts")):
+            shown = k("diff", "-f", str(manifest("new")), *extra, ok=False)
+            assert "-  mode: old" in shown, shown
+            assert "+  mode: new" in shown, shown
+            after = json.loads(k("get", "configmap", "diffed", "-o", "json"))
+            assert after["data"] == {"mode": "old"}
+            assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+        # No difference: exit 0.
+        k("diff", "-f", str(manifest("old")))
