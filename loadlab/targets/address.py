@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from loadlab.errors import UsageError
 
@@ -181,6 +181,15 @@ def _split_url(url: str, flag: str) -> tuple[str, str, int, str]:
     host, port_text = _split_netloc(parts.netloc, shown=url, expected="a URL like http://HOST:PORT")
     port = SCHEME_PORTS[scheme] if port_text is None else _port(port_text, url)
     return scheme, host, port, parts.path.rstrip("/")
+
+
+def client_endpoint(base_url: str) -> tuple[str, int, SplitResult]:
+    """(host, port, parts) of a base URL the command line already checked, as a client connects
+    to it; ValueError when it is not one (a programming error, not a user's)."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in SCHEME_PORTS or not parts.hostname:
+        raise ValueError(f"base_url {base_url}: expected http://HOST[:PORT] or https://")
+    return parts.hostname, parts.port or SCHEME_PORTS[parts.scheme], parts
 
 
 def _canonical_host(host: str) -> str:

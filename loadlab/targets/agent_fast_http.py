@@ -33,11 +33,11 @@ import json
 import ssl
 from types import TracebackType
 from typing import Self
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from loadlab.agents.base import ApiCall, ApiReply, Identity, WatchOpen
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
-from loadlab.targets.address import SCHEME_PORTS
+from loadlab.targets.address import client_endpoint
 from loadlab.targets.agent_http import (
     DEFAULT_POOL_CONNECTIONS,
     RETRY_AFTER_STATUSES,
@@ -91,13 +91,9 @@ class FastAgentHttpClient:
         )
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        parts = urlsplit(base_url)
-        if parts.scheme not in SCHEME_PORTS or not parts.hostname:
-            raise ValueError(f"base_url {base_url}: expected http://HOST[:PORT] or https://")
+        self._host, self._port, parts = client_endpoint(base_url)
         self.base_url = base_url.rstrip("/")
         self.pool_connections = pool_connections
-        self._host = parts.hostname
-        self._port = parts.port or SCHEME_PORTS[parts.scheme]
         self._host_header = parts.netloc.rpartition("@")[2]
         self._path_prefix = parts.path.rstrip("/")
         self._ssl: ssl.SSLContext | None = None

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
-from loadlab.targets.address import SCHEME_PORTS
+from loadlab.targets.address import client_endpoint
 from loadlab.targets.base import (
     FD_ERRNOS,
     CompletionSink,
@@ -331,15 +331,11 @@ class FastHttpTarget:
         )
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        parts = urlsplit(base_url)
-        if parts.scheme not in SCHEME_PORTS or not parts.hostname:
-            raise ValueError(f"base_url {base_url}: expected http://HOST[:PORT] or https://")
+        self.host, self.port, parts = client_endpoint(base_url)
         self.name = name
         self.op_names: tuple[str, ...] = tuple(op.name for op in operations)
         self.weights: tuple[float, ...] = tuple(op.weight for op in operations)
         self.base_url = base_url
-        self.host = parts.hostname
-        self.port = parts.port or SCHEME_PORTS[parts.scheme]
         self._operations = tuple(operations)
         self._bearer_token = bearer_token
         self._credentials: Credentials = access.credentials if access else SimIdentity()

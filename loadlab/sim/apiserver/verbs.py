@@ -60,7 +60,7 @@ from loadlab.sim.k8s.validation import (
     validate_object,
 )
 from loadlab.sim.overload.cost import RequestAttributes, count_list_objects
-from loadlab.sim.overload.model import OverloadModel
+from loadlab.sim.overload.model import OverloadModel, WorkEstimate
 from loadlab.sim.storage.selection import FieldSelector, LabelSelector, SelectorError
 from loadlab.sim.storage.store import (
     ContinueExpired,
@@ -304,13 +304,7 @@ class ResourceVerbs:
             body = read_object(raw, request.headers.get("Content-Type"))
             _check_body(info, body)
             warnings = field_validation(info.rtype, body, directive)
-        est = self._model.estimate(
-            attrs,
-            objects_scanned=1,
-            response_bytes=self._store.approx_object_bytes(info.rtype),
-            from_cache=False,
-            watchers=self._store.watcher_count(info.rtype),
-        )
+        est = self._write_estimate(attrs, info)
         async with self._model.admit(attrs, est):
             await self._model.serve(est)
             store, rt, ns, name = self._store, info.rtype, info.namespace or "", info.name or ""
@@ -381,13 +375,7 @@ class ResourceVerbs:
         force = force_option(request.query)
         dry_run = _dry_run(request, info, raw)
         config = read_apply_body(raw)
-        est = self._model.estimate(
-            attrs,
-            objects_scanned=1,
-            response_bytes=self._store.approx_object_bytes(info.rtype),
-            from_cache=False,
-            watchers=self._store.watcher_count(info.rtype),
-        )
+        est = self._write_estimate(attrs, info)
         async with self._model.admit(attrs, est):
             await self._model.serve(est)
             store, rt, ns, name = self._store, info.rtype, info.namespace or "", info.name or ""
@@ -419,6 +407,17 @@ class ResourceVerbs:
             return json_response(encode_json(obj))
 
     # -- watch -------------------------------------------------------------------------------
+
+    def _write_estimate(self, attrs: RequestAttributes, info: RequestInfo) -> WorkEstimate:
+        """What one object's write costs the model: one object touched (etcd, not the cache),
+        its size sent back, and every watcher of its kind told."""
+        return self._model.estimate(
+            attrs,
+            objects_scanned=1,
+            response_bytes=self._store.approx_object_bytes(info.rtype),
+            from_cache=False,
+            watchers=self._store.watcher_count(info.rtype),
+        )
 
     async def watch(
         self, request: web.BaseRequest, info: RequestInfo, attrs: RequestAttributes
