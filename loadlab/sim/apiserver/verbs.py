@@ -39,24 +39,28 @@ from loadlab.sim.apiserver.reaper import NamespaceReaper
 from loadlab.sim.apiserver.routing import RequestInfo, check_resource_version, list_options
 from loadlab.sim.apiserver.tables import table, wants_table
 from loadlab.sim.apiserver.watchstream import ProtobufFrames, watch_stream
+from loadlab.sim.apiserver.writechecks import (
+    check_body,
+    check_identity,
+    checked_apply,
+    delete_preconditions,
+    is_dry_run,
+    write_field_manager,
+)
 from loadlab.sim.config import ApiServerConfig
 from loadlab.sim.k8s.apply import apply_patch, track_update
-from loadlab.sim.k8s.managedfields import field_manager, force_option
+from loadlab.sim.k8s.managedfields import force_option
 from loadlab.sim.k8s.objects import NAMESPACES, SERVICES, JsonObj, now_timestamp
 from loadlab.sim.k8s.patches import json_patch, merge_patch
-from loadlab.sim.k8s.preconditions import check_preconditions, preconditions_of
+from loadlab.sim.k8s.preconditions import check_preconditions
 from loadlab.sim.k8s.protobuf import encode_object
 from loadlab.sim.k8s.schemas import field_validation
 from loadlab.sim.k8s.strategic import strategic_merge
 from loadlab.sim.k8s.strategies import cluster_ips_in_use, prepare_create, prepare_update
 from loadlab.sim.k8s.validation import (
     ApiError,
-    FieldError,
-    bad_request,
-    check_decodes,
     check_patch_result,
     decode_body,
-    invalid,
     validate_object,
 )
 from loadlab.sim.overload.cost import RequestAttributes, count_list_objects
@@ -75,13 +79,6 @@ from loadlab.sim.storage.watch import Watcher, encode_json
 
 # handlers/patch.go: the patch types, in the order its 415 message lists them.
 _PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, APPLY_PATCH, STRATEGIC_PATCH)
-_OPTIONS_KIND = {
-    "create": "CreateOptions",
-    "update": "UpdateOptions",
-    "patch": "PatchOptions",
-    "delete": "DeleteOptions",
-}
-DRY_RUN_ALL = "All"
 
 
 def status_obj(code: int, reason: str, message: str, details: JsonObj | None = None) -> JsonObj:
@@ -291,8 +288,8 @@ class ResourceVerbs:
         raw = await _read_body(request)
         if isinstance(raw, web.Response):
             return raw
-        dry_run = _dry_run(request, info, raw)
-        manager = "" if info.verb == "delete" else _field_manager(request, info, apply=False)
+        dry_run = is_dry_run(request, info, raw)
+        manager = "" if info.verb == "delete" else write_field_manager(request, info, apply=False)
         directive = request.query.get("fieldValidation")
         warnings: list[str] = []
         if info.verb == "patch":
@@ -302,7 +299,7 @@ class ResourceVerbs:
             warnings = field_validation(info.rtype, patched, directive, patch=True)
         elif info.verb != "delete":
             body = read_object(raw, request.headers.get("Content-Type"))
-            _check_body(info, body)
+            check_body(info, body)
             warnings = field_validation(info.rtype, body, directive)
         est = self._write_estimate(attrs, info)
         async with self._model.admit(attrs, est):
@@ -336,7 +333,7 @@ class ResourceVerbs:
                     dry_run=dry_run,
                 )
             else:
-                check_preconditions(rt, store.get(rt, ns, name), _preconditions(request, raw))
+                check_preconditions(rt, store.get(rt, ns, name), delete_preconditions(request, raw))
                 obj = store.delete(rt, ns, name, dry_run=dry_run)
                 if rt is NAMESPACES and not dry_run:
                     self.reaper.schedule(name)
@@ -352,7 +349,7 @@ class ResourceVerbs:
         else:
             patched = merge_patch(old, decode_body(raw))
         check_patch_result(info.rtype, patched)
-        _check_identity(info, patched.get("metadata") or {})
+        check_identity(info, patched.get("metadata") or {})
         if info.subresource != "status":  # a status write keeps the stored metadata
             validate_object(info.rtype, patched, creating=False)
         return prepare_update(info.rtype, patched, old, subresource=info.subresource)
@@ -371,9 +368,9 @@ class ResourceVerbs:
         raw = await _read_body(request)
         if isinstance(raw, web.Response):
             return raw
-        manager = _field_manager(request, info, apply=True)
+        manager = write_field_manager(request, info, apply=True)
         force = force_option(request.query)
-        dry_run = _dry_run(request, info, raw)
+        dry_run = is_dry_run(request, info, raw)
         config = read_apply_body(raw)
         est = self._write_estimate(attrs, info)
         async with self._model.admit(attrs, est):
@@ -391,7 +388,7 @@ class ResourceVerbs:
                     now=now,
                     subresource=info.subresource,
                 )
-                obj = _checked_apply(info, obj, creating=current is None)
+                obj = checked_apply(info, obj, creating=current is None)
                 if current is None:  # then the registry's strategy, as for any create or update
                     return prepare_create(rt, obj, self._cluster_ips() if rt is SERVICES else ())
                 return prepare_update(rt, obj, current, subresource=info.subresource)
@@ -526,94 +523,6 @@ def _warned(response: web.Response, warnings: list[str]) -> web.Response:
     for warning in warnings:
         response.headers.add("Warning", warning)
     return response
-
-
-def _check_identity(info: RequestInfo, meta: Mapping[str, object]) -> None:
-    """handlers/rest.go checkName and EnsureObjectNamespaceMatchesRequestNamespace: 400s."""
-    namespace = meta.get("namespace")
-    if info.namespace is not None and namespace and namespace != info.namespace:
-        raise bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request"
-        )
-    if info.name is not None and meta.get("name") != info.name:
-        raise bad_request(
-            f"the name of the object ({meta.get('name') or ''}) does not match the name on the "
-            f"URL ({info.name})"
-        )
-
-
-def _field_manager(request: web.BaseRequest, info: RequestInfo, *, apply: bool) -> str:
-    """The write's field manager (``k8s.apply.field_manager``): 422 for bad options."""
-    return field_manager(
-        request.query,
-        request.headers.get("User-Agent"),
-        options_kind=_OPTIONS_KIND[info.verb],
-        apply=apply,
-    )
-
-
-def _checked_apply(info: RequestInfo, obj: JsonObj, *, creating: bool) -> JsonObj:
-    """An applied object refused as a patched one is (decode 422, identity 400, values 422); one
-    that creates loses the system fields a client sent (rest.WipeObjectMetaSystemFields) and
-    takes the URL's namespace."""
-    check_patch_result(info.rtype, obj)
-    meta = obj.setdefault("metadata", {})
-    _check_identity(info, meta)
-    if creating:
-        for system in ("uid", "creationTimestamp", "resourceVersion", "deletionTimestamp"):
-            meta.pop(system, None)
-        if info.namespace is not None:
-            meta["namespace"] = info.namespace
-    if info.subresource != "status":
-        validate_object(info.rtype, obj, creating=creating)
-    return obj
-
-
-def _check_body(info: RequestInfo, body: JsonObj) -> None:
-    """Create and update: decode (400), then identity (400), then values (422), as
-    handlers/create.go and update.go order them. The namespace on the URL fills in the body's;
-    a client's creationTimestamp is dropped (rest.BeforeCreate sets the server's own)."""
-    check_decodes(info.rtype, body)
-    meta = body.setdefault("metadata", {})
-    _check_identity(info, meta)
-    if info.namespace is not None:
-        meta["namespace"] = info.namespace
-    creating = info.verb == "create"
-    if creating:
-        meta.pop("creationTimestamp", None)
-    if info.subresource != "status":  # a status write keeps the stored metadata
-        validate_object(info.rtype, body, creating=creating)
-
-
-def _preconditions(request: web.BaseRequest, raw: bytes) -> dict[str, str]:
-    """A DELETE's preconditions, from its DeleteOptions body (none without a body)."""
-    if not raw.strip():
-        return {}
-    return preconditions_of(read_object(raw, request.headers.get("Content-Type")))
-
-
-def _dry_run(request: web.BaseRequest, info: RequestInfo, raw: bytes) -> bool:
-    """Whether the write is a dry run (``dryRun=All``). A DELETE takes its options from the
-    body when it has one, else from the query (handlers/delete.go); any value but All is 422,
-    as metainternalversion validation ValidateDryRun words it."""
-    values: list[str] = list(request.query.getall("dryRun", []))
-    if info.verb == "delete" and raw.strip():
-        options = read_object(raw, request.headers.get("Content-Type"))
-        given = options.get("dryRun") or []
-        if not isinstance(given, list) or not all(isinstance(v, str) for v in given):
-            raise bad_request(
-                "json: cannot unmarshal into Go struct field DeleteOptions.dryRun of type []string"
-            )
-        values = given
-    if all(v == DRY_RUN_ALL for v in values):
-        return bool(values)
-    shown = "[]string{" + ", ".join(f'"{v}"' for v in values) + "}"
-    cause = FieldError(
-        "FieldValueNotSupported",
-        "dryRun",
-        f'Unsupported value: {shown}: supported values: "{DRY_RUN_ALL}"',
-    )
-    raise invalid("meta.k8s.io", _OPTIONS_KIND[info.verb], "", [cause])
 
 
 async def _read_body(request: web.BaseRequest) -> bytes | web.Response:
