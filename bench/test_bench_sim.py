@@ -72,3 +72,40 @@ def test_bench_get_pod(benchmark: Any, store: Store) -> None:
     meta = pod["metadata"]
     got = benchmark(store.get, PODS, meta["namespace"], meta["name"])
     assert got is pod
+
+
+DNS_ENDPOINTS = 5000
+DNS_SLICES = 50  # 100 endpoints a slice: kube-controller-manager --max-endpoints-per-slice
+
+
+def test_bench_dns_build_one_headless_service_5000_endpoints_50_slices(benchmark: Any) -> None:
+    """The cluster DNS building one big headless Service as its slices arrive one watch event at
+    a time (what start-up and a rollout look like): a name, an A and an SRV record per endpoint.
+    Each slice adds its own records only; re-reading the whole Service per slice made this
+    quadratic (minutes at this size)."""
+    from loadlab.sim.dns.records import RecordTable
+    from loadlab.sim.k8s.objects import SERVICE_NAME_LABEL
+
+    per_slice = DNS_ENDPOINTS // DNS_SLICES
+    port = {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}
+    service = {"metadata": {"name": "big"}, "spec": {"clusterIP": "None", "ports": [port]}}
+    slices = [
+        {
+            "metadata": {"name": f"big-{s}", "labels": {SERVICE_NAME_LABEL: "big"}},
+            "endpoints": [
+                {"addresses": [f"127.0.{i // 250}.{i % 250 + 1}"], "hostname": f"big-{i}"}
+                for i in range(s * per_slice, (s + 1) * per_slice)
+            ],
+        }
+        for s in range(DNS_SLICES)
+    ]
+
+    def build() -> RecordTable:
+        table = RecordTable()
+        table.upsert_service(service)
+        for endpoint_slice in slices:
+            table.upsert_endpoint_slice(endpoint_slice)
+        return table
+
+    table = benchmark.pedantic(build, rounds=3, iterations=1)
+    assert table.record_count == 3 * DNS_ENDPOINTS

@@ -173,13 +173,20 @@ class HttpApiSource:
 
 
 async def _events(resp: aiohttp.ClientResponse, path: str) -> AsyncGenerator[StreamEvent, None]:
-    buffer = b""
+    # Split on newlines by hand: aiohttp's readline caps line length, objects need not fit. Each
+    # chunk is searched once and the lines it completes are cut off together, so a big object
+    # in many chunks, or many events in one chunk, costs its size, not its size squared.
+    buffer = bytearray()
     try:
-        # Split on newlines by hand: aiohttp's readline caps line length, objects need not fit.
         async for chunk in resp.content.iter_any():
+            searched = len(buffer)
             buffer += chunk
-            while (end := buffer.find(b"\n")) >= 0:
-                line, buffer = buffer[:end], buffer[end + 1 :]
+            last = buffer.rfind(b"\n", searched)
+            if last < 0:
+                continue
+            complete = bytes(buffer[:last])
+            del buffer[: last + 1]
+            for line in complete.split(b"\n"):
                 if line.strip():
                     raw = json.loads(line)
                     yield StreamEvent(str(raw.get("type")), raw.get("object") or {})

@@ -17,57 +17,81 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.PTR
-import dns.reversename
 import dns.rrset
 
-ReversePair = tuple[str, dns.name.Name]  # (address, the name it points back to)
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+ReversePair = tuple[IpAddress, dns.name.Name]  # (address, the name it points back to)
+
+
+def reverse_name(address: IpAddress) -> dns.name.Name:
+    """``d.c.b.a.in-addr.arpa.`` (or the ip6.arpa nibbles): ``dns.reversename.from_address``'s
+    name, without parsing the address again. Built when a pair is added or removed rather than
+    kept with it: one name per endpoint would cost ~400 bytes each."""
+    return dns.name.Name((*address.reverse_pointer.encode("ascii").split(b"."), b""))
 
 
 class ReverseIndex:
-    """Address -> names, for ClusterIPs and for endpoints, each counted so Services can come
-    and go in any order."""
+    """Reverse name -> names, for ClusterIPs and for endpoints, each counted so Services and
+    slices can come and go in any order at a cost per pair, not per name already held there
+    (in the sim, hundreds of endpoints share a pod address)."""
 
     def __init__(self) -> None:
-        self._services: dict[dns.name.Name, list[dns.name.Name]] = {}
-        self._endpoints: dict[dns.name.Name, list[dns.name.Name]] = {}
+        self._services: dict[dns.name.Name, dict[dns.name.Name, int]] = {}
+        self._endpoints: dict[dns.name.Name, dict[dns.name.Name, int]] = {}
+        self._ptrs: dict[dns.name.Name, tuple[int, dns.rrset.RRset]] = {}
+        """PTR RRsets built since their name last changed, with their TTL."""
 
     def add(self, services: Iterable[ReversePair], endpoints: Iterable[ReversePair]) -> None:
         for index, pairs in ((self._services, services), (self._endpoints, endpoints)):
             for address, target in pairs:
-                index.setdefault(dns.reversename.from_address(address), []).append(target)
+                owner = reverse_name(address)
+                targets = index.setdefault(owner, {})
+                targets[target] = targets.get(target, 0) + 1
+                self._ptrs.pop(owner, None)
 
     def remove(self, services: Iterable[ReversePair], endpoints: Iterable[ReversePair]) -> None:
         for index, pairs in ((self._services, services), (self._endpoints, endpoints)):
             for address, target in pairs:
-                owner = dns.reversename.from_address(address)
+                owner = reverse_name(address)
                 targets = index.get(owner)
-                if targets is None or target not in targets:
+                count = targets.get(target) if targets is not None else None
+                if targets is None or count is None:
                     continue
-                targets.remove(target)
+                if count > 1:
+                    targets[target] = count - 1
+                    continue
+                del targets[target]
                 if not targets:
                     del index[owner]
+                self._ptrs.pop(owner, None)
 
     def clear(self) -> None:
         self._services.clear()
         self._endpoints.clear()
+        self._ptrs.clear()
 
     def __contains__(self, qname: dns.name.Name) -> bool:
         return qname in self._services or qname in self._endpoints
 
     def ptr(self, qname: dns.name.Name, ttl_s: int) -> dns.rrset.RRset | None:
         """The PTR RRset for a reverse name, or None when neither index holds it."""
-        targets = self._services.get(qname)
-        if targets:
-            targets = targets[:1]  # CoreDNS returns the first Service and stops
+        built = self._ptrs.get(qname)
+        if built is not None and built[0] == ttl_s:
+            return built[1]
+        services = self._services.get(qname)
+        if services:
+            targets = [next(iter(services))]  # CoreDNS returns the first Service and stops
         else:
-            targets = list(dict.fromkeys(self._endpoints.get(qname, ())))
+            targets = list(self._endpoints.get(qname, ()))
         if not targets:
             return None
         rdatas = [
             dns.rdtypes.ANY.PTR.PTR(dns.rdataclass.IN, dns.rdatatype.PTR, target)  # type: ignore[no-untyped-call]
             for target in targets
         ]
-        return dns.rrset.from_rdata_list(qname, ttl_s, rdatas)
+        rrset = dns.rrset.from_rdata_list(qname, ttl_s, rdatas)
+        self._ptrs[qname] = (ttl_s, rrset)
+        return rrset
 
 
 def pod_address(qname: dns.name.Name, pod_origin: dns.name.Name) -> str | None:
