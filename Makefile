@@ -12,6 +12,9 @@ RUNFLAGS ?=
 # Debian packages the tests start for real: a DNS resolver, a reference HTTP load generator, a
 # browser that opens the HTML reports.
 TEST_DEBS := unbound wrk dnsperf chromium
+# Debian packages `make bench` starts: the servers (nginx, unbound) and the reference load
+# generators (wrk, dnsperf) measured beside loadlab. Any nginx will do for nginx-light.
+BENCH_DEBS := nginx-light unbound wrk dnsperf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The tests that need no Debian package and no wall clock: logic on fake clocks and fake wires.
@@ -64,8 +67,21 @@ check: lint typecheck fast
 
 test: lint typecheck unit
 
-bench: $(VENV)/.installed-test debs
+# Micro-benchmarks of the hot paths, then loadlab's throughput profiles beside wrk (against nginx)
+# and dnsperf (against unbound), A B A B; each writes bench/results/<date>-{http,dns}.json.
+bench: $(VENV)/.installed-test
+	@missing=""; \
+	for p in $(BENCH_DEBS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || command -v $${p%-light} >/dev/null || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 	$(BIN)/pytest bench --benchmark-only -p no:cacheprovider
+	$(BIN)/python -m bench.sidebyside_http
+	$(BIN)/python -m bench.sidebyside_dns
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Hot paths of the engine and the targets (pytest-benchmark; not part of the test suite).
+"""Hot paths of the engine (pytest-benchmark; not part of the test suite): schedules, the mix,
+and the closed loop's dispatch of one completion.
 
 Run: ``.venv/bin/pytest bench/test_bench_engine.py --benchmark-only``.
 """
@@ -6,19 +7,74 @@ Run: ``.venv/bin/pytest bench/test_bench_engine.py --benchmark-only``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
-import dns.message
-import dns.rcode
-
-from loadlab.clock import NS_PER_S
+from loadlab.clock import NS_PER_S, FakeClock
 from loadlab.engine.mix import OpMix
+from loadlab.engine.runner import ClosedLoopRunner
 from loadlab.engine.schedule import ConstantRate, JitteredAgents, PoissonArrivals
-from loadlab.targets.base import Outcome
-from loadlab.targets.dns_wire import DnsQuery, classify, encode_query, with_id
+from loadlab.metrics.recorder import Recorder
+from loadlab.session import SwitchableSink
+from loadlab.targets.base import CompletionSink, Outcome
 from loadlab.targets.http import HttpOperation, HttpTarget
 
 FOREVER_NS = 10**6 * NS_PER_S
+
+
+class _Sender:
+    """A target whose ``submit`` only counts: the runner's own cost, without a wire."""
+
+    name = "dns"
+    op_names: tuple[str, ...] = ("a",)
+    fd_exhausted = False
+    stray = 0
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    async def open(self, sink: CompletionSink) -> None:
+        pass
+
+    def submit(self, op: int, intended_ns: int) -> None:
+        self.submitted += 1
+
+    @property
+    def in_flight(self) -> int:
+        return 0
+
+    def pending_intended_ns(self) -> list[tuple[int, int]]:
+        return []
+
+    async def drain(self, deadline_ns: int) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def test_bench_closed_loop_dispatch_of_one_completion(benchmark: Any) -> None:
+    """A completion as ``loadlab run``'s closed loop takes it: the session's switchable sink,
+    the runner recording it and dispatching the next request (a clock read, the mix, the
+    dispatch record, ``submit``)."""
+
+    async def main() -> int:
+        clock = FakeClock(1)
+        target = _Sender()
+        recorder = Recorder("dns", target.op_names, start_ns=0)
+        runner = ClosedLoopRunner(
+            clock, target, OpMix([1.0], seed=1), recorder, concurrency=100, end_ns=FOREVER_NS
+        )
+        sink = SwitchableSink(runner.sink)
+        running = asyncio.ensure_future(runner.run())
+        await asyncio.sleep(0)  # the runner is running: its first 100 sent
+        benchmark(sink.complete, 0, Outcome.OK, 0, 0, 1)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        return target.submitted
+
+    assert asyncio.run(main()) > 100  # one submit per completion after the first 100
 
 
 def test_bench_constant_rate_tick(benchmark: Any) -> None:
@@ -36,25 +92,6 @@ def test_bench_jittered_agents_tick(benchmark: Any) -> None:
 
 def test_bench_mix_next_op(benchmark: Any) -> None:
     benchmark(OpMix([5, 3, 1, 1], seed=1).next_op)
-
-
-def test_bench_dns_encode_with_id(benchmark: Any) -> None:
-    encoded = encode_query(DnsQuery("kubernetes.default.svc.cluster.local"))
-    benchmark(with_id, 0xABCD, encoded)
-
-
-def test_bench_dns_classify_answer(benchmark: Any) -> None:
-    encoded = encode_query(DnsQuery("kubernetes.default.svc.cluster.local"))
-    response = dns.message.make_response(dns.message.from_wire(with_id(1, encoded)))
-    response.set_rcode(dns.rcode.NOERROR)
-    wire = response.to_wire()
-    assert benchmark(classify, wire, encoded) is Outcome.OK
-
-
-def test_bench_dnspython_parse_for_comparison(benchmark: Any) -> None:
-    encoded = encode_query(DnsQuery("kubernetes.default.svc.cluster.local"))
-    wire = dns.message.make_response(dns.message.from_wire(with_id(1, encoded))).to_wire()
-    benchmark(dns.message.from_wire, wire)
 
 
 def test_bench_http_target_submit(benchmark: Any) -> None:

@@ -1,20 +1,28 @@
-"""The DNS target: a query mix over UDP (one DatagramProtocol per socket), TCP on truncation.
+"""The DNS target: a query mix over UDP (bare non-blocking sockets), TCP on truncation.
 
-Hot path per query: pick a socket round-robin, take the next free 16-bit ID of that socket, prepend
-it to the pre-encoded wire, ``sendto``. An answer completes the query waiting on its ID only if it
-also echoes that query's question (``answers``; RFC 5452 section 3); any other answer is counted in
-``stray`` and completes nothing, so its query still times out unless the right answer comes.
-Matched answers are classified from header bytes and completed to the sink. Timeouts come from one
-periodic sweep, not a timer per query. This shape reaches ~196k qps on one core here, against
-~7.5k qps for dnspython's per-query ``asyncquery.udp`` (docs/peers.md, measured on this
-machine), which is never used here.
+Hot path, the shape of the lean HTTP client (``fast_http``). Per query: take the next socket in
+turn and its next free 16-bit ID, write the ID into the op's pre-built wire, ``send``; one clock
+read stamps the send. Per answer: the socket is read by the target itself, every datagram waiting
+at a wake-up in one callback (no protocol call, future or task per datagram); one clock read
+stamps it; its ID indexes the socket's 65,536-slot table (a list, no dict) and it completes the
+query there only if it also echoes that query's question (``is_plain_ok``, else ``answers``;
+RFC 5452 section 3). Any other answer is counted in ``stray`` and completes nothing, so its query
+still times out unless the right answer comes. A completion is one ``sink.complete`` (the
+recorder files it with one list append per latency, ``loadlab.metrics.recorder``). A query sent
+from within a completion (the closed loop refilling) takes the answer's clock reading, or its own
+intended time if later, as its send time: both were read before the send, so the latency from send
+is never understated, and the clock is read once per answer instead of twice. Timeouts come from
+one periodic sweep, not a timer per query. dnspython's per-query ``asyncquery.udp`` reaches ~7.5k
+qps on one core here (docs/peers.md) and is never used here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 from loadlab.clock import NS_PER_S, Clock, MonotonicClock
 from loadlab.errors import TargetMisbehaving, TargetUnreachable
@@ -26,17 +34,19 @@ from loadlab.targets.base import (
     sweep_timeouts,
     wait_until_idle,
 )
-from loadlab.targets.dns_channels import Pending, TcpChannel, UdpChannel
+from loadlab.targets.dns_channels import Pending, TcpChannel, UdpSocket
 from loadlab.targets.dns_wire import (
+    HEADER_LEN,
     ID_SPACE,
+    MAX_UDP_ANSWER,
     DnsQuery,
     EncodedQuery,
     answer_id,
     answers,
     classify,
     encode_query,
+    is_plain_ok,
     is_truncated,
-    next_free_id,
     with_id,
 )
 
@@ -48,6 +58,13 @@ MAX_SOCKETS = 64
 """A sanity cap, not a measured limit (the profile's ``dns.sockets`` has the same bound): 64 sockets
 already allow 64 x 65536 = 4.2M outstanding queries, far more than a resolver holds, and each
 socket costs a file descriptor."""
+READS_PER_WAKE = range(64)
+"""Datagrams read per wake-up at most, so that timers and other sockets get their turn; the rest
+wait for the next turn of the loop. libuv reads up to 32 per wake-up (``uv__udp_recvmsg``); a read
+here is cheaper than a turn of the loop, so twice that."""
+READ_SIZE = MAX_UDP_ANSWER + 1
+"""One byte over the UDP limit: a datagram filling it is longer than a UDP answer may be."""
+_OK = Outcome.OK
 
 
 class DnsTarget:
@@ -73,16 +90,25 @@ class DnsTarget:
         self.weights: tuple[float, ...] = tuple(q.weight for q in queries)
         self.address = (host, port)
         self._encoded: tuple[EncodedQuery, ...] = tuple(encode_query(q) for q in queries)
+        self._wires = [bytearray(with_id(0, e)) for e in self._encoded]
+        """Per op, the query's wire; each send writes its ID into bytes 0-1 and sends it."""
         self._socket_count = sockets
         self._timeout_ns = int(timeout_s * NS_PER_S)
         self._clock: Clock = clock if clock is not None else MonotonicClock()
-        self._udp: list[UdpChannel] = []
-        self._rr = 0
+        # MonotonicClock.now_ns is time.monotonic_ns: calling the builtin saves a Python frame
+        # on every stamp. Any other clock (a FakeClock, a subclass) is asked as it is.
+        self._now_ns: Callable[[], int] = (
+            time.monotonic_ns if type(self._clock) is MonotonicClock else self._clock.now_ns
+        )
+        self._udp: list[UdpSocket] = []
+        self._next_udp: Iterator[UdpSocket] = _Unopened()
         self._tcp: TcpChannel | None = None
         self._sink: CompletionSink | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._in_flight = 0
         """Submitted and not yet completed (over UDP, or retried over TCP)."""
+        self._answer_ns = 0
+        """While an answer is being completed, its clock reading; else 0."""
         self.fd_exhausted = False
         """Set (and never cleared) when the TCP fallback could not connect for EMFILE/ENFILE."""
         self.last_os_error: OSError | None = None
@@ -94,64 +120,105 @@ class DnsTarget:
 
     async def open(self, sink: CompletionSink) -> None:
         self._sink = sink
-        loop = asyncio.get_running_loop()
         for _ in range(self._socket_count):
-            channel = UdpChannel(self._on_udp_answer)
-            await loop.create_datagram_endpoint(_factory(channel), remote_addr=self.address)
+            channel = await UdpSocket.connect(*self.address)
             self._udp.append(channel)
+            channel.listen(self._on_readable)
+        self._next_udp = itertools.cycle(self._udp)
         self._tcp = TcpChannel(self.address, self._on_tcp_answer, self._on_tcp_failed)
         self._sweeper = asyncio.ensure_future(
             sweep_timeouts(self._clock, self._timeout_ns, self._expire)
         )
 
     def submit(self, op: int, intended_ns: int) -> None:
-        channels = self._udp
-        channel = channels[self._rr]
-        self._rr = self._rr + 1 if self._rr + 1 < len(channels) else 0
-        outstanding = channel.outstanding
-        qid = (
-            None
-            if len(outstanding) >= IDS_PER_SOCKET
-            else next_free_id(outstanding, channel.next_id)
-        )
-        if qid is None:
-            now_ns = self._clock.now_ns()
-            assert self._sink is not None
-            self._sink.complete(op, Outcome.OVERFLOW, intended_ns, now_ns, now_ns)
-            return
+        channel = next(self._next_udp)
+        table = channel.table
+        qid = channel.next_id
+        if table[qid] is not None:  # still taken a lap of IDs later: rare, see UdpSocket
+            qid = channel.free_id(qid)
+            if qid < 0:
+                now_ns = self._now_ns()
+                assert self._sink is not None
+                self._sink.complete(op, Outcome.OVERFLOW, intended_ns, now_ns, now_ns)
+                return
         channel.next_id = (qid + 1) & 0xFFFF
-        sent_ns = self._clock.now_ns()
-        outstanding[qid] = (op, intended_ns, sent_ns)
+        answer_ns = self._answer_ns
+        if answer_ns:
+            sent_ns = answer_ns if answer_ns > intended_ns else intended_ns
+        else:
+            sent_ns = self._now_ns()
+        table[qid] = (op, intended_ns, sent_ns, qid)
+        channel.count += 1
         self._in_flight += 1
-        channel.send(with_id(qid, self._encoded[op]))
+        wire = self._wires[op]
+        wire[0] = qid >> 8
+        wire[1] = qid & 0xFF
+        try:
+            channel.send(wire)
+        except BlockingIOError:
+            channel.send_later(bytes(wire))
+        except OSError:
+            pass  # an ICMP error of an earlier datagram (UdpSocket): this query times out
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
     def pending_intended_ns(self) -> list[tuple[int, int]]:
-        pending = [p for channel in self._udp for p in channel.outstanding.values()]
+        pending = [(s[0], s[1]) for channel in self._udp for s in channel.pending()]
         if self._tcp is not None:
-            pending += self._tcp.pending()
-        return [(op, intended_ns) for op, intended_ns, _ in pending]
+            pending += [(op, intended_ns) for op, intended_ns, _ in self._tcp.pending()]
+        return pending
 
-    def _on_udp_answer(self, channel: UdpChannel, wire: bytes) -> None:
-        qid = answer_id(wire)
-        outstanding = channel.outstanding
-        pending = outstanding.get(qid) if qid is not None else None
-        if qid is None or pending is None or not answers(wire, self._encoded[pending[0]]):
-            self.stray += 1
-            return
-        del outstanding[qid]
-        op = pending[0]
-        outcome = classify(wire, self._encoded[op])
-        if outcome is not Outcome.MALFORMED and is_truncated(wire):
-            assert self._tcp is not None
-            self._tcp.send(pending, self._encoded[op])  # still in flight
-            return
+    def _on_readable(self, channel: UdpSocket) -> None:
+        """Read and complete every datagram waiting on ``channel`` (up to READS_PER_WAKE)."""
+        recv = channel.recv
+        table = channel.table
+        encoded = self._encoded
+        now_ns = self._now_ns
         assert self._sink is not None
-        self._in_flight -= 1
-        self._sink.complete(op, outcome, pending[1], pending[2], self._clock.now_ns())
+        complete = self._sink.complete
+        try:
+            for _ in READS_PER_WAKE:
+                try:
+                    wire = recv(READ_SIZE)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    continue  # an ICMP error of an earlier datagram, reported once
+                done_ns = now_ns()
+                if len(wire) < HEADER_LEN:
+                    self.stray += 1
+                    continue
+                qid = (wire[0] << 8) | wire[1]
+                sent = table[qid]
+                if sent is None:
+                    self.stray += 1
+                    continue
+                op = sent[0]
+                query = encoded[op]
+                if is_plain_ok(wire, query):
+                    outcome = _OK
+                elif not answers(wire, query):
+                    self.stray += 1
+                    continue
+                elif len(wire) > MAX_UDP_ANSWER:
+                    outcome = Outcome.MALFORMED
+                else:
+                    outcome = classify(wire, query)
+                    if outcome is not Outcome.MALFORMED and is_truncated(wire):
+                        table[qid] = None
+                        channel.count -= 1
+                        assert self._tcp is not None
+                        self._tcp.send(sent[:3], query)  # still in flight
+                        continue
+                table[qid] = None
+                channel.count -= 1
+                self._in_flight -= 1
+                self._answer_ns = done_ns
+                complete(op, outcome, sent[1], sent[2], done_ns)
+        finally:
+            self._answer_ns = 0
 
     def _on_tcp_answer(self, pending: Pending | None, wire: bytes) -> bool:
         """Complete ``pending`` (the query waiting on ``wire``'s ID, if any) when ``wire`` answers
@@ -183,13 +250,14 @@ class DnsTarget:
         if sink is None:
             return
         now_ns = self._clock.now_ns()
-        channels: list[UdpChannel | TcpChannel] = [*self._udp]
+        expired: list[Pending] = [
+            s[:3] for channel in self._udp for s in channel.expire(sent_before_ns)
+        ]
         if self._tcp is not None:
-            channels.append(self._tcp)
-        for channel in channels:
-            for op, intended_ns, sent_ns in channel.expire(sent_before_ns):
-                self._in_flight -= 1
-                sink.complete(op, Outcome.TIMEOUT, intended_ns, sent_ns, now_ns)
+            expired += self._tcp.expire(sent_before_ns)
+        for op, intended_ns, sent_ns in expired:
+            self._in_flight -= 1
+            sink.complete(op, Outcome.TIMEOUT, intended_ns, sent_ns, now_ns)
 
     async def drain(self, deadline_ns: int) -> None:
         await wait_until_idle(self._clock, self, deadline_ns)
@@ -205,14 +273,18 @@ class DnsTarget:
         for channel in self._udp:
             channel.close()
         self._udp = []
+        self._next_udp = _Unopened()
         if self._tcp is not None:
             await self._tcp.close()
             self._tcp = None
         self._in_flight = 0
 
 
-def _factory(channel: UdpChannel) -> Callable[[], UdpChannel]:
-    return lambda: channel
+class _Unopened(Iterator[UdpSocket]):
+    """Where ``submit`` takes its next socket from before ``open`` and after ``close``."""
+
+    def __next__(self) -> UdpSocket:
+        raise RuntimeError("DnsTarget: submit before open, or after close")
 
 
 class _ProbeProtocol(asyncio.DatagramProtocol):

@@ -21,7 +21,12 @@ HEADER_LEN = 12
 FLAG_QR = 0x80  # in byte 2: this is a response
 OPCODE_MASK = 0x78  # in byte 2: the opcode; ours is QUERY (0)
 FLAG_TC = 0x02  # in byte 2: truncated, retry over TCP (RFC 7766)
+PLAIN_RESPONSE_MASK = FLAG_QR | OPCODE_MASK | FLAG_TC
+"""Byte 2 masked with this is FLAG_QR alone for a whole (untruncated) response to a QUERY."""
 RCODE_MASK = 0x0F  # in byte 3
+MAX_UDP_ANSWER = 512
+"""RFC 1035 4.2.1: a UDP message is at most 512 bytes without EDNS (we send none); a server with
+more to say sets TC and the query is asked again over TCP. A longer datagram is MALFORMED."""
 QDCOUNT_ONE = b"\x00\x01"
 QDCOUNT_ZERO = b"\x00\x00"
 QTYPE_QCLASS_LEN = 4
@@ -71,6 +76,9 @@ class EncodedQuery:
     qtype_qclass: bytes
     """The question's type and class, four bytes, echoed exactly."""
     expect_nxdomain: bool
+    question: bytes
+    """``qname + qtype_qclass``: the question section as sent, which a response echoing it byte
+    for byte (no 0x20 case change) carries from offset 12 on (``is_plain_ok``)."""
 
 
 def encode_query(query: DnsQuery) -> EncodedQuery:
@@ -85,6 +93,7 @@ def encode_query(query: DnsQuery) -> EncodedQuery:
         question[:-QTYPE_QCLASS_LEN].lower(),
         question[-QTYPE_QCLASS_LEN:],
         query.expect_nxdomain,
+        question,
     )
 
 
@@ -140,6 +149,21 @@ def answers(wire: bytes, encoded: EncodedQuery) -> bool:
         qdcount == QDCOUNT_ONE
         and wire[HEADER_LEN:name_end].lower() == qname
         and wire[name_end : name_end + QTYPE_QCLASS_LEN] == encoded.qtype_qclass
+    )
+
+
+def is_plain_ok(wire: bytes, encoded: EncodedQuery) -> bool:
+    """Whether ``wire`` (at least ``HEADER_LEN`` bytes) is a whole NOERROR response to ``encoded``
+    echoing its question byte for byte: then ``answers`` holds, ``classify`` says OK and it is not
+    truncated, all read from five header bytes and one comparison. The hot path's first test;
+    anything else (an error rcode, a 0x20-cased name, TC) takes the full ``answers``."""
+    return (
+        (wire[2] & PLAIN_RESPONSE_MASK) == FLAG_QR
+        and not wire[3] & RCODE_MASK
+        and wire[4] == 0
+        and wire[5] == 1
+        and wire.startswith(encoded.question, HEADER_LEN)
+        and len(wire) <= MAX_UDP_ANSWER
     )
 
 
