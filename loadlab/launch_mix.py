@@ -377,7 +377,7 @@ def _outcomes(session: Session) -> list[TargetOutcome]:
             TargetOutcome(
                 name=rig.name,
                 address=rig.address,
-                whole_run=window_stats(snaps),
+                whole_run=window_stats(snaps, load_s=session.load_s),
                 steps=tuple(rig.steps),
                 ramped=session.profile.traffic.ramp is not None,
                 slo_p99_ms=rig.slo_p99_ms,

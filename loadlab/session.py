@@ -144,6 +144,9 @@ class Session:
     """In a worker of ``--workers N``: the part of every phase's load this process sends."""
     pool: LoadPool | None = None
     """In the leader of ``--workers N``: the workers that send the load."""
+    load_s: float | None = None
+    """How long a fixed run's load ran (None: a ramp, or not yet run): its whole-run rates are
+    per second of load, not of the run's warm-up and drain around it."""
 
     # -- the interval ticker -------------------------------------------------------------------
 
@@ -334,16 +337,21 @@ class Session:
         *,
         offered_per_s: float | None,
         role: str = "search",
+        load_s: float | None = None,
     ) -> StepVerdict:
         """Judge the intervals in [start, end] as one step; record and write the verdict.
 
         Without an offered rate (a closed loop), what the generator planned stands for it.
+        ``load_s``: how long the load ran, when the window also holds its drain.
         """
         snaps = self.window(rig, start_ns, end_ns)
         if not snaps:  # the ticker could not keep up at all: nothing to judge the server by
             snaps = [rig.recorder.rotate(self.clock.now_ns())]
         stats = window_stats(
-            snaps, offered_per_s=offered_per_s, unanswered=self.unanswered(rig, start_ns, end_ns)
+            snaps,
+            offered_per_s=offered_per_s,
+            unanswered=self.unanswered(rig, start_ns, end_ns),
+            load_s=load_s,
         )
         if offered_per_s is None:
             offered_per_s = stats.planned_per_s
@@ -456,8 +464,15 @@ class Session:
         await self.clock.sleep_until(self.next_boundary_ns(self.clock.now_ns()) + 1)
         await asyncio.sleep(0)
         offered = load.rate_per_s if load.mode == "open" else None
+        self.load_s = (end_ns - start_ns) / NS_PER_S
         for rig in rigs:
-            self.judge(rig, start_ns, end_ns + self.interval_ns, offered_per_s=offered)
+            self.judge(
+                rig,
+                start_ns,
+                end_ns + self.interval_ns,
+                offered_per_s=offered,
+                load_s=self.load_s,
+            )
 
     async def _closed(self, rig: Rig, end_ns: int) -> None:
         if self.pool is not None:

@@ -159,8 +159,13 @@ def window_stats(
     offered_per_s: float | None = None,
     *,
     unanswered: Sequence[tuple[int, int]] = (),
+    load_s: float | None = None,
 ) -> WindowStats:
     """Aggregate consecutive snapshots of one target.
+
+    Rates are per second of the window, or of ``load_s`` when the load ran for less than the
+    window holds (a fixed run's window ends one interval after its load, so that the last
+    answers are counted: they must not dilute its rates).
 
     ``planned`` is what the schedule actually planned (sent + skipped), not offered rate x
     duration: a Poisson schedule's count varies by ~1/sqrt(n) (1% at 10k requests), which would
@@ -179,7 +184,7 @@ def window_stats(
     if len(targets) != 1:
         raise ValueError(f"a window holds one target, got {sorted(targets)}")
     first = snapshots[0]
-    duration_s = sum(s.duration_s for s in snapshots)
+    duration_s = load_s if load_s is not None else sum(s.duration_s for s in snapshots)
     sent = sum(s.sent for s in snapshots)
     skipped = sum(s.skipped for s in snapshots)
     completed = sum(s.completed for s in snapshots)

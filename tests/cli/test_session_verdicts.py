@@ -14,7 +14,7 @@ import pytest
 
 from loadlab.analysis.findings import FindingKind
 from loadlab.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_SLO_FAILED
-from loadlab.launch_mix import judge
+from loadlab.launch_mix import _outcomes, judge
 from loadlab.metrics.stats import WindowStats
 from loadlab.profile import validate_profile
 from loadlab.summary import RunVerdict
@@ -216,3 +216,26 @@ def verdict_window_stub() -> WindowStats:
     from tests.analysis.synthetic import make_stats
 
     return make_stats(offered=50)
+
+
+def test_a_fixed_runs_rates_are_per_second_of_load_not_of_its_drain(tmp_path: Path) -> None:
+    """The judged window ends one interval after the load, to count the last answers; the rates
+    must still be the load's: 50/s for 30 s is 50/s, not 30/31 of it."""
+    profile = validate_profile(
+        {
+            "name": "fake",
+            "api": {"mix": [{"name": "get", "path": "/get", "slo_p99_ms": 200}]},
+            "load": FIXED,
+        }
+    )
+    session = run_fake_session(
+        profile,
+        lambda clock: ScriptedServer(clock, always(Outcome.OK), start_ns=FAKE_START_NS),
+        tmp_path,
+        slo_p99_ms={"get": 200.0},
+    )
+    (step,) = session.rigs[0].steps
+    assert step.sent == pytest.approx(50.0, rel=0.01)
+    assert step.achieved == pytest.approx(50.0, rel=0.01)
+    (target,) = _outcomes(session)
+    assert target.whole_run.achieved_per_s == pytest.approx(50.0, rel=0.01)

@@ -35,7 +35,7 @@ TELEMETRY = "system:serviceaccount:monitoring:telemetry"  # one flow in workload
 NODES = 200
 PODS_PER_NODE = 10
 LEASE_PERIOD_S = 1.0  # kubelet: 10 s (docs/control-plane-model.md); 10x faster for a short test
-LOAD_S = 10.0
+LOAD_S = 7.0
 FLOOD_RATE_PER_S = 150.0
 """Far above what workload-low serves here: ~36 LISTs of 10 seats at once (245 nominal seats
 plus borrowed ones), each held ~2 s -> ~18 LISTs/s."""
