@@ -146,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="1",
         help=(
             "generator processes (default 1; 'auto': one per usable core). Each sends its share "
-            "of the rate over its own connections; their histograms are merged into one set of "
-            "results and one knee (request-mix profiles)"
+            "of the rate over its own connections, or runs its share of an agent scenario's "
+            "nodes (worker i of N: nodes i, i+N, ...); their histograms are merged into one set "
+            "of results, one knee, one verdict per size"
         ),
     )
     run.add_argument(

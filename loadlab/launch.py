@@ -86,6 +86,7 @@ def run_command(
             gate=gate,
             report=report,
             run_id=run_id,
+            workers=worker_count,
         )
     run_id = uuid.uuid4().hex[:12]
     profile = apply_targets(profile, targets, cluster)
@@ -136,6 +137,7 @@ def _sweep_command(
     gate: bool,
     report: bool,
     run_id: str,
+    workers: int = 1,
 ) -> int:
     """An agent scenario over cluster sizes (``loadlab.launch_sweep``)."""
     size_list = parse_sizes(sizes) if sizes else None
@@ -154,6 +156,7 @@ def _sweep_command(
             run_id=run_id,
             gate=gate,
             report=report,
+            workers=workers,
         )
     return code
 

@@ -262,11 +262,6 @@ def check_workers(workers: int, profile: Profile, targets: Targets) -> None:
     """What ``--workers`` above 1 cannot do yet, said before anything starts."""
     if workers == 1:
         return
-    if profile.agents is not None:
-        raise UsageError(
-            f"--workers {workers}: agent scenarios (profile '{profile.name}' has agents:) run in "
-            "one process for now; use --workers 1"
-        )
     if targets.real:
         raise UsageError(
             f"--workers {workers}: runs against a kubeconfig context use one process for now "

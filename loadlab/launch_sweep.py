@@ -67,6 +67,7 @@ from loadlab.sweep_verdict import SizeVerdict, judge_size
 from loadlab.targets.base import PROBE_TIMEOUT_S
 from loadlab.targets.dns import probe_dns
 from loadlab.targets.http import probe_http
+from loadlab.workers.pool import WorkerFailed
 
 SIM_SETTINGS_FILE = "sim-settings.yaml"
 
@@ -91,6 +92,7 @@ def run_sweep(
     run_id: str,
     gate: bool = False,
     report: bool = True,
+    workers: int = 1,
 ) -> int:
     """Run every size; write summary.json after each; print the per-size lines; the exit code
     (with ``gate``, the gate's: ``loadlab.gate``). Against a real cluster the sizes run inside
@@ -136,10 +138,20 @@ def run_sweep(
         cluster = size_cluster(profile, targets, placement)
         for size in run_sizes:
             run = SizeRun(nodes=size, out_dir=out_dir / f"size-{size}")
-            with _control_plane(profile, size, targets, out_dir) as (api_at, dns_at):
-                stopped_by = runloop.run(
-                    _run_one(profile, size, run, api_at, dns_at, progress, quick, cluster)
-                )
+            try:
+                with _control_plane(profile, size, targets, out_dir, workers) as (api_at, dns_at):
+                    stopped_by = runloop.run(
+                        _run_one(
+                            profile, size, run, api_at, dns_at, progress, quick, cluster, workers
+                        )
+                    )
+            except WorkerFailed as failure:
+                # What the size measured until then is kept, marked incomplete; the sweep ends
+                # with the worker's failure (one line, its exit code).
+                progress.stop()
+                verdicts.append(judge_size(profile, run, quick=quick))
+                write_summary(failure.exit_code)
+                raise
             verdicts.append(judge_size(profile, run, quick=quick, stopped_by=stopped_by))
             write_summary(sweep_exit_code(verdicts, stopped_by))
             if stopped_by is not None:
@@ -173,6 +185,7 @@ async def _run_one(
     progress: ProgressSink,
     quick: bool,
     cluster: SizeCluster | None,
+    workers: int = 1,
 ) -> str | None:
     """Probe the targets (one line and exit 3 when nothing answers, as for a request mix), then
     run one size with SIGINT/SIGTERM (and the rails, against a real cluster) stopping it
@@ -196,6 +209,7 @@ async def _run_one(
                 quick=quick,
                 run=run,
                 cluster=None if cluster is None else replace(cluster, on_abort=stopper.stop),
+                workers=workers,
             )
         except asyncio.CancelledError:
             if stopper.reason is None:
@@ -205,11 +219,12 @@ async def _run_one(
 
 @contextlib.contextmanager
 def _control_plane(
-    profile: Profile, size: int, targets: Targets, out_dir: Path
+    profile: Profile, size: int, targets: Targets, out_dir: Path, workers: int = 1
 ) -> Iterator[tuple[str | None, str | None]]:
     """The targets of one size: the given ones, or the embedded control plane seeded with
     ``size`` nodes for whichever is missing (never beside a real cluster: what it would answer
-    says nothing of that cluster)."""
+    says nothing of that cluster). With one generator process, the sim and the generator get
+    cores of their own; with workers the kernel places them all."""
     assert profile.agents is not None
     agents = profile.agents
     api_url, dns_addr = targets.api_url, targets.dns_addr
@@ -228,7 +243,8 @@ def _control_plane(
     elif profile.sim.config is not None:
         args += ["--config", profile.sim.config]
     with start_sim_process(args) as sim:
-        separate_cores(sim.pid)
+        if workers == 1:
+            separate_cores(sim.pid)
         yield (sim.api_url if need_api else api_url), (sim.dns_addr if need_dns else dns_addr)
 
 

@@ -11,57 +11,81 @@ the size's answer is the server's at all.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from loadlab.agents.base import Agent
 from loadlab.agents.rollout import RolloutPlan
 from loadlab.analysis.abort import IntervalFigures
 from loadlab.analysis.steps import StepCriteria
 from loadlab.clock import NS_PER_S, Clock
 from loadlab.cluster.rails import Rails
 from loadlab.cluster.settings import AbortSection
-from loadlab.engine.agents import (
-    AgentRunner,
-    check_agent_sockets,
-    ops_by_kind,
-)
-from loadlab.engine.quietgc import QuietGc
-from loadlab.engine.selfmon import GeneratorMonitor, LoopLagProbe
+from loadlab.engine.selfmon import GeneratorMonitor
 from loadlab.metrics.hlog import TargetHlogs
-from loadlab.metrics.ledger import SendSecondLedger
-from loadlab.metrics.recorder import IntervalSnapshot, Recorder
+from loadlab.metrics.ledger import LookupCounts
+from loadlab.metrics.recorder import IntervalSnapshot
 from loadlab.metrics.stats import window_stats
 from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import Profile
 from loadlab.progress import IntervalView, ProgressSink
-from loadlab.runloop import raise_open_file_limit
-from loadlab.scenario import Phases, Placement, api_op_bounds, build_agents
+from loadlab.scenario import Phases, Placement, api_op_bounds
+from loadlab.sweep_load import (
+    LOOKUP_OP,
+    POOL_CONNECTIONS,
+    AgentLoad,
+    OnInterval,
+    effective_phases,
+)
 from loadlab.sweep_watch import OnsetWatch
-from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
-from loadlab.targets.agent_fast_http import FastAgentHttpClient
 from loadlab.targets.cluster import ClusterAccess
-from loadlab.targets.dns_client import DnsClient
 
-POOL_CONNECTIONS = 256
-"""Connections the agents' ordinary requests share (watches have their own). Not from a
-reference: enough that a saturated API server, not the client pool, is where requests wait, at
-kube-apiserver's 400 + 200 in-flight limit the pool is not the bottleneck of a default server."""
-DNS_SOCKETS = 4
-"""UDP sockets of the agents' DNS client (65,536 query IDs each). Not from a reference: 200 nodes
-x 10 pods resolving every 10 s ask a few hundred questions a second, far below one socket's IDs;
-four spread the kernel's per-socket receive buffer so a burst of answers is not dropped."""
-LOOKUP_OP = "lookup"
-SETTLE_BEFORE_WARM_NS = 2 * NS_PER_S
-"""How long before the warm-up ends the generator's heap is frozen (``QuietGc.settled``): its
-one full collection, about a second at 10,000 nodes, ends before the measuring starts."""
-API_TIMEOUT_S = 60.0
-"""kube-apiserver's own --request-timeout."""
+__all__ = ["LOOKUP_OP", "POOL_CONNECTIONS", "SizeRun", "effective_phases", "run_size"]
+
+
+class LagReading(Protocol):
+    """The generator's event-loop lag: one process's probe, or the worst of the workers'."""
+
+    def p99_ms(self) -> float: ...
+
+
+class SizeLoad(Protocol):
+    """What runs the agents of one size: ``AgentLoad`` in this process, or
+    ``loadlab.workers.agent_pool.PooledAgentLoad`` over worker processes."""
+
+    @property
+    def ops(self) -> dict[str, tuple[str, ...]]: ...
+
+    @property
+    def agent_count(self) -> dict[str, int]: ...
+
+    @property
+    def lookups(self) -> LookupCounts | None:
+        """Lookups by send second, once ``run`` has started."""
+
+    @property
+    def monitor(self) -> GeneratorMonitor: ...
+
+    @property
+    def lag(self) -> LagReading: ...
+
+    def tallies(self) -> dict[str, dict[str, int]]: ...
+
+    def stop(self) -> None: ...
+
+    async def run(
+        self,
+        start_ns: int,
+        until_ns: int,
+        *,
+        api_url: str | None,
+        dns_addr: str | None,
+        interval_ns: int,
+        on_interval: OnInterval,
+        access: ClusterAccess | None = None,
+    ) -> None: ...
 
 
 @dataclass
@@ -73,17 +97,14 @@ class SizeRun:
     start_ns: int = 0
     end_ns: int = 0
     complete: bool = False
-    agents: list[Agent] = field(default_factory=list)
+    agent_count: dict[str, int] = field(default_factory=dict)
+    tallies: dict[str, dict[str, int]] = field(default_factory=dict)
+    """What the agents counted themselves (``loadlab.sweep_load.agent_tallies``)."""
     snapshots: dict[str, list[IntervalSnapshot]] = field(default_factory=dict)
-    lookups: SendSecondLedger | None = None
+    lookups: LookupCounts | None = None
     monitor: GeneratorMonitor | None = None
-    lag: LoopLagProbe | None = None
-
-
-def effective_phases(profile: Profile, quick: bool) -> Phases:
-    if quick and profile.quick is not None and profile.quick.phases is not None:
-        return profile.quick.phases
-    return profile.phases
+    lag: LagReading | None = None
+    workers: int = 1
 
 
 def effective_sizes(profile: Profile, quick: bool, sizes: Sequence[int] | None) -> tuple[int, ...]:
@@ -92,6 +113,47 @@ def effective_sizes(profile: Profile, quick: bool, sizes: Sequence[int] | None) 
     if quick and profile.quick is not None and profile.quick.sizes is not None:
         return profile.quick.sizes
     return profile.size_list
+
+
+async def open_load(
+    profile: Profile,
+    size: int,
+    *,
+    clock: Clock,
+    quick: bool,
+    with_pod_dns: bool,
+    placement: Placement | None,
+    workers: int,
+    api_url: str | None,
+    dns_addr: str | None,
+    out_dir: Path,
+) -> SizeLoad:
+    """The agents of ``size`` nodes, ready to run: in this process, or in ``workers`` worker
+    processes (started here, each with its segment built and its sockets checked)."""
+    if workers == 1:
+        load = AgentLoad(
+            profile,
+            size,
+            clock=clock,
+            quick=quick,
+            with_pod_dns=with_pod_dns,
+            placement=placement,
+        )
+        load.check_sockets()
+        return load
+    from loadlab.workers.agent_pool import PooledAgentLoad
+
+    return await PooledAgentLoad.open(
+        profile,
+        size,
+        workers=workers,
+        clock=clock,
+        quick=quick,
+        with_pod_dns=with_pod_dns,
+        api_url=api_url,
+        dns_addr=dns_addr,
+        out_dir=out_dir,
+    )
 
 
 async def run_size(
@@ -106,146 +168,106 @@ async def run_size(
     quick: bool,
     run: SizeRun,
     cluster: SizeCluster | None = None,
+    workers: int = 1,
 ) -> None:
     """Run the scenario at ``size`` nodes, filling ``run`` as it goes (so a run stopped by a
     signal still has everything up to then). ``cluster``: against a real cluster (TLS and
-    credentials, where the agents put what they create, the rails)."""
+    credentials, where the agents put what they create, the rails). ``workers``: generator
+    processes (``--workers``); their intervals are merged here into one record."""
     assert profile.agents is not None
     phases = effective_phases(profile, quick)
-    run.start_ns = start_ns = clock.now_ns()
-    wall_offset_ns = time.time_ns() - start_ns
-    agents = build_agents(
-        profile.agents,
-        size,
-        steady_s=phases.steady_s,
-        wall_offset_ns=wall_offset_ns,
-        quick=profile.quick if quick else None,
-        placement=cluster.placement if cluster is not None else None,
-        with_pod_dns=dns_addr is not None,
-    )
-    run.agents = agents
-    raise_open_file_limit()
-    check_agent_sockets(agents, pool_connections=POOL_CONNECTIONS, dns_sockets=DNS_SOCKETS)
-    ops = ops_by_kind(agents)
-    agent_count = Counter(a.kind for a in agents)
-    recorders = _recorders(ops, start_ns, run)
-    run.snapshots = {kind: [] for kind in ops}
-    run.monitor = monitor = GeneratorMonitor(clock)
-    run.lag = lag = LoopLagProbe(clock)
     out_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any load
+    load = await open_load(
+        profile,
+        size,
+        clock=clock,
+        quick=quick,
+        with_pod_dns=dns_addr is not None,
+        placement=cluster.placement if cluster is not None else None,
+        workers=workers,
+        api_url=api_url,
+        dns_addr=dns_addr,
+        out_dir=out_dir,
+    )
+    run.start_ns = start_ns = clock.now_ns()
+    run.workers = workers
+    ops = load.ops
+    run.agent_count = agent_count = load.agent_count
+    run.snapshots = {kind: [] for kind in ops}
+    run.monitor = monitor = load.monitor
+    run.lag = load.lag
     timeline = TimelineWriter(out_dir / "timeline.csv", list(ops), ops)
     epoch_s = time.time()
     hlogs = {kind: TargetHlogs(out_dir, kind, start_time_epoch_s=epoch_s) for kind in ops}
     interval_ns = int(profile.interval_s * NS_PER_S)
     until_ns = start_ns + int(phases.duration_s * NS_PER_S)
+    watch = OnsetWatch(
+        StepCriteria(
+            max_error_rate=profile.sweep.max_error_rate,
+            slo_p99_ms=api_op_bounds(profile.agents, profile.slo),
+        ),
+        window_s=profile.sweep.window_s,
+        dns_failure_rate=profile.sweep.dns_failure_rate,
+        warmup_s=phases.warmup_s,
+    )
+    rails: Rails | None = None
 
-    async with contextlib.AsyncExitStack() as stack:
-        access = cluster.access if cluster is not None else None
-        http, dns = await _transports(stack, ops, api_url, dns_addr, clock, access)
-        rails = None
+    async def on_interval(now_ns: int, snaps: Mapping[str, IntervalSnapshot], final: bool) -> None:
+        run.lookups = load.lookups
+        if final:
+            run.end_ns = now_ns
+            run.tallies = load.tallies()
+        for kind, snap in snaps.items():
+            run.snapshots[kind].append(snap)
+            hlogs[kind].write(snap)
+        sample = monitor.sample()
+        stats = timeline.write(dict(snaps), offered_per_s={}, generator=sample)
+        elapsed_s = (now_ns - start_ns) / NS_PER_S
+        phase = _phase_label(size, elapsed_s, phases, profile, quick)
+        api_snaps = {k: v for k, v in run.snapshots.items() if k != "pod-dns"}
+        if rails is not None:
+            rails.observe(api_figures(snaps))
+        lookups = run.lookups.seconds(since_ns=start_ns) if run.lookups is not None else []
+        for line in watch.look(elapsed_s, api_snaps, lookups):
+            progress.note(f"{size:,} nodes: {line}")
+        for kind, st in stats.items():
+            progress.interval(
+                IntervalView(
+                    target=kind,
+                    phase=f"{phase} ({agent_count.get(kind, 0):,} agents)",
+                    elapsed_s=elapsed_s,
+                    offered_per_s=st.sent_per_s,
+                    achieved_per_s=st.achieved_per_s,
+                    errors_per_s=st.per_s(st.errors),
+                    p99_ms=st.latency.p99_ms,
+                    in_flight=0,
+                )
+            )
+
+    access = cluster.access if cluster is not None else None
+    try:
         if cluster is not None and cluster.rails is not None and access is not None:
             rails = Rails(cluster.rails, access, clock, start_ns, on_abort=cluster.on_abort)
             rails.start()
-            stack.push_async_callback(rails.stop)
-        runner = AgentRunner(clock, agents, http=http, dns=dns, recorders=recorders, rng_seed=size)
-
-        watch = OnsetWatch(
-            StepCriteria(
-                max_error_rate=profile.sweep.max_error_rate,
-                slo_p99_ms=api_op_bounds(profile.agents, profile.slo),
-            ),
-            window_s=profile.sweep.window_s,
-            dns_failure_rate=profile.sweep.dns_failure_rate,
-            warmup_s=phases.warmup_s,
+        await load.run(
+            start_ns,
+            until_ns,
+            api_url=api_url,
+            dns_addr=dns_addr,
+            interval_ns=interval_ns,
+            on_interval=on_interval,
+            access=access,
         )
-
-        def rotate(now_ns: int) -> None:
-            snaps = {}
-            for kind, recorder in recorders.items():
-                snap = recorder.rotate(now_ns)
-                run.snapshots[kind].append(snap)
-                hlogs[kind].write(snap)
-                snaps[kind] = snap
-            sample = monitor.sample()
-            stats = timeline.write(snaps, offered_per_s={}, generator=sample)
-            elapsed_s = (now_ns - start_ns) / NS_PER_S
-            phase = _phase_label(size, elapsed_s, phases, profile, quick)
-            api_snaps = {k: v for k, v in run.snapshots.items() if k != "pod-dns"}
-            if rails is not None:
-                rails.observe(api_figures(snaps))
-            lookups = run.lookups.seconds(since_ns=start_ns) if run.lookups is not None else []
-            for line in watch.look(elapsed_s, api_snaps, lookups):
-                progress.note(f"{size:,} nodes: {line}")
-            for kind, st in stats.items():
-                progress.interval(
-                    IntervalView(
-                        target=kind,
-                        phase=f"{phase} ({agent_count[kind]:,} agents)",
-                        elapsed_s=elapsed_s,
-                        offered_per_s=st.sent_per_s,
-                        achieved_per_s=st.achieved_per_s,
-                        errors_per_s=st.per_s(st.errors),
-                        p99_ms=st.latency.p99_ms,
-                        in_flight=0,
-                    )
-                )
-
-        quiet_gc = QuietGc()
-
-        async def tick() -> None:
-            k = 1
-            while True:
-                await clock.sleep_until(start_ns + k * interval_ns)
-                rotate(clock.now_ns())
-                quiet_gc.tick(monitor.samples[-1].rss_mb if monitor.samples else 0.0)
-                k += 1
-
-        ticker = asyncio.ensure_future(tick())
-        probe = asyncio.ensure_future(lag.run(until_ns))
-        warm_ns = start_ns + int(phases.warmup_s * NS_PER_S)
-
-        async def forget_warmup() -> None:
-            # The generator is judged, like the server, on the steady state after the warm-up.
-            # Freeze what the warm-up built a little before it ends, so that the collection
-            # this takes is over before the steady state is measured.
-            await clock.sleep_until(max(start_ns, warm_ns - SETTLE_BEFORE_WARM_NS))
-            quiet_gc.settled()
-            await clock.sleep_until(warm_ns)
-            lag.reset()
-            monitor.samples.clear()
-
-        warmup = asyncio.ensure_future(forget_warmup())
-        try:
-            with quiet_gc:
-                await runner.run(until_ns)
-            run.complete = True
-        finally:
-            ticker.cancel()
-            probe.cancel()
-            warmup.cancel()
-            for task in (ticker, probe, warmup):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            runner.stop()
+        run.complete = True
+    finally:
+        run.lookups = load.lookups
+        if rails is not None:
+            await rails.stop()
+        if run.end_ns == 0:
             run.end_ns = clock.now_ns()
-            rotate(run.end_ns)
-            for writer in hlogs.values():
-                writer.close()
-            timeline.close()
-
-
-def _recorders(
-    ops: Mapping[str, Sequence[str]], start_ns: int, run: SizeRun
-) -> dict[str, Recorder]:
-    """One recorder per agent kind; the kind with lookups also counts them by send second."""
-    recorders: dict[str, Recorder] = {}
-    for kind, names in ops.items():
-        if LOOKUP_OP in names:
-            ledger = SendSecondLedger(kind, names, watched=[LOOKUP_OP], start_ns=start_ns)
-            recorders[kind] = run.lookups = ledger
-        else:
-            recorders[kind] = Recorder(kind, names, start_ns=start_ns)
-    return recorders
+        for writer in hlogs.values():
+            writer.close()
+        timeline.close()
 
 
 def api_figures(snaps: Mapping[str, IntervalSnapshot]) -> IntervalFigures:
@@ -269,33 +291,6 @@ class SizeCluster:
     """None: the rails are off."""
     on_abort: Callable[[str], None] = lambda reason: None
     """How the size's run is stopped when a rail fires (set by the size's own run)."""
-
-
-async def _transports(
-    stack: contextlib.AsyncExitStack,
-    ops: Mapping[str, Sequence[str]],
-    api_url: str | None,
-    dns_addr: str | None,
-    clock: Clock,
-    access: ClusterAccess | None = None,
-) -> tuple[FastAgentHttpClient | None, DnsClient | None]:
-    """The HTTP client when an agent kind talks to the API, the DNS client when pods resolve."""
-    http = None
-    if api_url is not None and any(k != "pod-dns" for k in ops):
-        http = FastAgentHttpClient(
-            api_url,
-            pool_connections=POOL_CONNECTIONS,
-            timeout_s=API_TIMEOUT_S,
-            clock=clock,
-            access=access,
-        )
-        await stack.enter_async_context(http)
-    dns = None
-    if dns_addr is not None and "pod-dns" in ops:
-        host, port = parse_host_port(dns_addr, default_port=DNS_DEFAULT_PORT)
-        dns = DnsClient(host, port, sockets=DNS_SOCKETS)
-        await stack.enter_async_context(dns)
-    return http, dns
 
 
 def _phase_label(size: int, elapsed_s: float, phases: Phases, profile: Profile, quick: bool) -> str:

@@ -7,9 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadlab.agents.kubelet import Kubelet
-from loadlab.agents.pod_dns import PodDns
-from loadlab.agents.stagger import Staggered
 from loadlab.analysis.onset import Breach, api_saturation, dns_failure, onset_s
 from loadlab.analysis.slo import DnsThresholds, SloCheck, SloReport, sweep_slos
 from loadlab.analysis.steps import StepCriteria
@@ -203,6 +200,7 @@ def judge_size(
         "cpu_percent": gen.cpu_percent_mean if gen else 0.0,
         "cpu_percent_max": gen.cpu_percent_max if gen else 0.0,
         "schedule_lag_p99_ms": lag_p99_ms,
+        "workers": run.workers,
     }
     return SizeVerdict(
         nodes=run.nodes,
@@ -237,24 +235,12 @@ def agent_counts(run: SizeRun) -> dict[str, Any]:
                 per_op[outcome.label] = per_op.get(outcome.label, 0) + n
         for name, outcomes in errors.items():
             by_op.setdefault(name, {})["outcomes"] = outcomes
-        out[kind] = {
-            "agents": sum(1 for a in run.agents if a.kind == kind),
-            "ops": by_op,
-        }
-    inner = [a.agent if isinstance(a, Staggered) else a for a in run.agents]
-    kubelets = [a for a in inner if isinstance(a, Kubelet)]
-    if kubelets and "kubelet" in out:
-        out["kubelet"]["relists"] = sum(k.pods.relists for k in kubelets)
-        out["kubelet"]["lists"] = sum(k.pods.lists for k in kubelets)
-    pods = [a for a in inner if isinstance(a, PodDns)]
-    if pods and "pod-dns" in out:
-        caches = [p.cache.stats() for p in pods if p.cache is not None]
-        out["pod-dns"]["cache_hits"] = sum(c.hits for c in caches)
-        out["pod-dns"]["cache_misses"] = sum(c.misses for c in caches)
-        if run.lookups is not None:
-            seconds = run.lookups.seconds()
-            out["pod-dns"]["lookups_ok"] = sum(s.ok for s in seconds)
-            out["pod-dns"]["lookups_failed"] = sum(s.failed for s in seconds)
+        out[kind] = {"agents": run.agent_count.get(kind, 0), "ops": by_op}
+        out[kind].update(run.tallies.get(kind, {}))
+    if run.lookups is not None and "pod-dns" in out:
+        seconds = run.lookups.seconds()
+        out["pod-dns"]["lookups_ok"] = sum(s.ok for s in seconds)
+        out["pod-dns"]["lookups_failed"] = sum(s.failed for s in seconds)
     return out
 
 

@@ -266,14 +266,17 @@ class AgentRunner:
         self._failure: BaseException | None = None
         self._live = 0
 
-    async def run(self, until_ns: int) -> None:
+    async def run(self, until_ns: int, *, start_ns: int | None = None) -> None:
         """Run every flow until ``until_ns``, until all have returned, or until ``stop()``;
-        then stop them all (watches closed). Re-raises the first exception of a flow."""
+        then stop them all (watches closed). Re-raises the first exception of a flow.
+        ``start_ns``: the origin the flows count their schedule from (default: now); a worker
+        passes its leader's, so every worker's agents keep one schedule."""
         if self._tasks:
             raise RuntimeError("an AgentRunner runs once")
         loop = asyncio.get_running_loop()
         self._wake = wake = loop.create_future()
-        start_ns = self._clock.now_ns()
+        if start_ns is None:
+            start_ns = self._clock.now_ns()
         seeds = random.Random(self._rng_seed)
         for state in self._states:
             rng = random.Random(seeds.getrandbits(64))

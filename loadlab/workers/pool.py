@@ -68,6 +68,12 @@ class _Link:
     last_end_ns: int = 0
     cpu_percent: float = 0.0
     rss_mb: float = 0.0
+    lag_p99_ms: float = 0.0
+    """Agent workers: their event loop's lag p99 since the warm-up."""
+    lookup_rows: list[list[Any]] = field(default_factory=list)
+    """Agent workers: lookups by send second not yet taken (``LookupCounts.changes``)."""
+    tallies: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Agent workers: what their agents counted, as of their last interval."""
     closed: bool = False
 
     def tail(self) -> str:
@@ -109,8 +115,28 @@ class WorkerPool:
         epoch_s: float,
         out_dir: Path,
     ) -> dict[str, list[str]]:
-        """Spawn the workers, hand each its segment, wait until all have opened their targets;
-        return the operation names of each target, as the workers opened them."""
+        """Spawn the workers of a request mix, hand each its segment, wait until all have opened
+        their targets; return the operation names of each target, as the workers opened them."""
+        readies = await self.spawn(
+            out_dir,
+            {
+                "profile": profile,
+                "api_url": targets.api_url,
+                "dns_addr": targets.dns_addr,
+                "real": targets.real,
+                "origin_ns": origin_ns,
+                "epoch_s": epoch_s,
+            },
+        )
+        op_names: dict[str, list[str]] = {}
+        for ready in readies:
+            op_names = {str(k): [str(n) for n in v] for k, v in ready["targets"].items()}
+        return op_names
+
+    async def spawn(self, out_dir: Path, start: dict[str, Any]) -> list[dict[str, Any]]:
+        """Spawn the workers, send each the ``start`` message (with its own folder, the
+        interval and the leader's clock added), and return each one's ``ready`` message, in
+        worker order, once all have opened their targets."""
 
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._connected.put((reader, writer))
@@ -133,23 +159,14 @@ class WorkerPool:
                 )  # fmt: skip
             self.links.append(_Link(i, process, log))
         try:
-            return await asyncio.wait_for(
-                self._handshake(profile, targets, origin_ns, epoch_s, out_dir), START_TIMEOUT_S
-            )
+            return await asyncio.wait_for(self._handshake(start, out_dir), START_TIMEOUT_S)
         except TimeoutError:
             raise WorkerFailed(
                 f"the {self.count} workers did not all start within {START_TIMEOUT_S:g} s"
                 f"{self._why_stopped()}"
             ) from None
 
-    async def _handshake(
-        self,
-        profile: dict[str, Any],
-        targets: RunTargets,
-        origin_ns: int,
-        epoch_s: float,
-        out_dir: Path,
-    ) -> dict[str, list[str]]:
+    async def _handshake(self, start: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
         for _ in range(self.count):
             reader, writer = await self._next_connection()
             hello = await wire.receive(reader)
@@ -157,24 +174,19 @@ class WorkerPool:
                 raise WorkerFailed("a worker connected but did not say hello")
             link = self.links[int(hello["index"])]
             link.reader, link.writer = reader, writer
-        op_names: dict[str, list[str]] = {}
         for link in self.links:
             assert link.writer is not None
             await wire.send(
                 link.writer,
                 {
+                    **start,
                     "type": "start",
-                    "profile": profile,
-                    "api_url": targets.api_url,
-                    "dns_addr": targets.dns_addr,
-                    "real": targets.real,
-                    "origin_ns": origin_ns,
-                    "epoch_s": epoch_s,
                     "interval_ns": self.interval_ns,
                     "out_dir": str(out_dir / "workers" / str(link.index)),
                     "leader_now_ns": self.clock.now_ns(),
                 },
             )
+        readies = []
         for link in self.links:
             assert link.reader is not None
             ready = await wire.receive(link.reader)
@@ -182,9 +194,9 @@ class WorkerPool:
                 raise WorkerFailed(f"worker {link.index + 1} stopped while opening its targets")
             if ready["type"] == "error":
                 raise _failure(link, ready["error"])
-            op_names = {str(k): [str(n) for n in v] for k, v in ready["targets"].items()}
+            readies.append(ready)
         self._readers = [asyncio.ensure_future(self._read(link)) for link in self.links]
-        return op_names
+        return readies
 
     async def _next_connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         got = asyncio.ensure_future(self._connected.get())
@@ -250,6 +262,11 @@ class WorkerPool:
             link.last_end_ns = int(message["end_ns"])
             link.cpu_percent = float(message["cpu_percent"])
             link.rss_mb = float(message["rss_mb"])
+            if "agents" in message:
+                agents = message["agents"]
+                link.lag_p99_ms = float(agents["lag_p99_ms"])
+                link.lookup_rows += agents["lookups"]
+                link.tallies = agents["tallies"]
             if message.get("error"):
                 self._fail(_failure(link, message["error"]))
             self._interval.set()
@@ -262,7 +279,7 @@ class WorkerPool:
             for callback in self.on_failure:
                 callback(failure)
 
-    async def _order(self, message: dict[str, Any]) -> None:
+    async def order(self, message: dict[str, Any]) -> None:
         """Send one command to every worker and wait until each has done it (or failed: the
         failure is the session's to act on)."""
         if self.failure is not None:
@@ -293,7 +310,7 @@ class WorkerPool:
                 await asyncio.wait_for(self._interval.wait(), wait_s)
 
     async def open_loop(self, target: str, rate_per_s: float, start_ns: int, end_ns: int) -> None:
-        await self._order(
+        await self.order(
             {
                 "type": "open_loop",
                 "target": target,
@@ -304,10 +321,10 @@ class WorkerPool:
         )
 
     async def closed(self, target: str, end_ns: int) -> None:
-        await self._order({"type": "closed", "target": target, "end_ns": end_ns})
+        await self.order({"type": "closed", "target": target, "end_ns": end_ns})
 
     async def drain(self, target: str, deadline_ns: int) -> None:
-        await self._order({"type": "drain", "target": target, "deadline_ns": deadline_ns})
+        await self.order({"type": "drain", "target": target, "deadline_ns": deadline_ns})
 
     def take(self, target: str) -> list[IntervalSnapshot]:
         """Every snapshot of ``target`` received since the last call."""
@@ -326,7 +343,7 @@ class WorkerPool:
         for link in self.links:
             link.closed = True  # from here on, a worker exiting is the plan, not a failure
         with contextlib.suppress(LoadlabError, ConnectionError):
-            await asyncio.wait_for(self._order({"type": "close"}), CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(self.order({"type": "close"}), CLOSE_TIMEOUT_S)
         for link in self.links:
             if link.writer is not None:
                 link.writer.close()

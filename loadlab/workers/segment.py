@@ -6,9 +6,13 @@ other machines need no coordination beyond their index.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from loadlab.clock import NS_PER_S
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class Segment:
         ``total``; never fewer than ``at_least`` (a worker needs one connection to send)."""
         base, extra = divmod(total, self.count)
         return max(at_least, base + (1 if self.index < extra else 0))
+
+    def pick(self, items: Sequence[T]) -> list[T]:
+        """This worker's items of ``items``: every ``count``-th from its index, so the parts of
+        a list of any length differ in size by one at most."""
+        return list(items[self.index :: self.count])
 
     def rate(self, total_per_s: float) -> float:
         return total_per_s / self.count

@@ -2,10 +2,11 @@
 
 Started by the leader (``python -m loadlab.workers.worker --leader HOST:PORT --index I --count
 N``), it connects, says hello, receives the resolved profile and the targets, and opens its own
-share of the connections. Then it sends one interval snapshot per target on every interval
-boundary of the leader's clock, and runs each phase command it receives. It writes its own
-interval files to the folder the leader names (so a worker's record survives it), and exits when
-the leader says ``close``, closes the connection or goes away: a worker never outlives its run.
+share of the connections (an agent scenario's worker is ``loadlab.workers.agent_worker``). Then
+it sends one interval snapshot per target on every interval boundary of the leader's clock, and
+runs each phase command it receives. It writes its own interval files to the folder the leader
+names (so a worker's record survives it), and exits when the leader says ``close``, closes the
+connection or goes away: a worker never outlives its run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from loadlab.progress import NullProgress
 from loadlab.session import Rig, Session
 from loadlab.wiring import RunTargets, open_rigs
 from loadlab.workers import wire
+from loadlab.workers.agent_worker import AgentWorker, error_dict
 from loadlab.workers.segment import Segment
 
 HELLO_TIMEOUT_S = 30.0
@@ -76,6 +78,10 @@ class Worker:
         if start is None or start["type"] != "start":
             return
         self.offset_ns = int(start["leader_now_ns"]) - self.clock.now_ns()
+        if start.get("mode") == "agents":
+            agents = AgentWorker(self.segment, self.reader, self.writer, self.clock, self.offset_ns)
+            await agents.run(start)
+            return
         try:
             session = await self._open(start)
         except LoadlabError as exc:
@@ -152,7 +158,7 @@ class Worker:
                 "cpu_percent": sample.cpu_percent if sample else 0.0,
                 "rss_mb": sample.rss_mb if sample else 0.0,
                 "targets": {rig.name: self._target_report(rig) for rig in session.rigs},
-                "error": _error_dict(session.fatal),
+                "error": error_dict(session.fatal),
             },
         )
 
@@ -196,13 +202,7 @@ class Worker:
         await wire.send(self.writer, {"type": "done", "id": message["id"]})
 
     async def _error(self, exc: LoadlabError) -> None:
-        await wire.send(self.writer, {"type": "error", "error": _error_dict(exc)})
-
-
-def _error_dict(exc: LoadlabError | None) -> dict[str, Any] | None:
-    if exc is None:
-        return None
-    return {"class": type(exc).__name__, "exit_code": exc.exit_code, "message": str(exc)}
+        await wire.send(self.writer, {"type": "error", "error": error_dict(exc)})
 
 
 async def _main(leader: str, segment: Segment) -> int:

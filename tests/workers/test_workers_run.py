@@ -115,7 +115,6 @@ def test_a_worker_killed_mid_run_fails_the_run_in_one_line(tmp_path: Path) -> No
     [
         (["http-knee", "--workers", "0"], "--workers '0'"),
         (["http-knee", "--workers", "many"], "--workers 'many'"),
-        (["kubelet-baseline", "--workers", "2"], "agent scenarios"),
     ],
 )
 def test_bad_worker_counts_are_one_line_usage_errors(
@@ -124,3 +123,83 @@ def test_bad_worker_counts_are_one_line_usage_errors(
     result = loadlab("run", *args, "--out", str(tmp_path / "x"), "--quiet", timeout_s=60)
     assert result.returncode == 2, result.stderr
     assert needle in assert_one_clear_line(result.stderr)
+
+
+AGENT_PROFILE = """
+name: tiny-agents
+agents:
+  kubelet: {}
+  telemetry: {interval_s: 5, pace_nodes_per_s: 20}
+  pod_dns: {nodes: 20, pods_per_node: 2, interval_s: 2, names: [kubernetes.default, svc-2.app-1]}
+sizes: [60]
+phases: {steady_s: 4, duration_s: 14, warmup_s: 4}
+sweep: {window_s: 3}
+sim: {pods_per_node: 2}
+"""
+KINDS = ("kubelet", "telemetry", "pod-dns")
+
+
+def test_an_agent_scenario_spreads_its_nodes_over_two_workers(tmp_path: Path) -> None:
+    profile = tmp_path / "agents.yaml"
+    profile.write_text(AGENT_PROFILE)
+    out = tmp_path / "run"
+    result = loadlab(
+        "run", str(profile), "--workers", "2", "--out", str(out), "--quiet", "--no-report",
+        timeout_s=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    size = read_summary(out)["sizes"][0]
+    assert size["passed"] is True, size["line"]
+    assert size["generator"]["workers"] == 2
+    agents = size["agents"]
+    # Every node's agents ran, once: the workers' counts add up to the cluster.
+    assert agents["kubelet"]["agents"] == agents["telemetry"]["agents"] == 60
+    assert agents["pod-dns"]["agents"] == 20
+    assert agents["kubelet"]["lists"] >= 60  # each kubelet listed its pods at least once
+    # Every completion either worker recorded is in the size's merged log, once.
+    folder = out / "size-60"
+    for kind in KINDS:
+        parts = [_count(folder / "workers" / str(i) / f"{kind}.hlog") for i in range(2)]
+        assert all(p > 0 for p in parts), (kind, parts)
+        assert _count(folder / f"{kind}.hlog") == sum(parts), kind
+    # The lookups counted by send second (the DNS onset's input) are the lookups recorded.
+    lookups = agents["pod-dns"]["ops"]["lookup"]["outcomes"]
+    assert agents["pod-dns"]["lookups_ok"] + agents["pod-dns"]["lookups_failed"] == sum(
+        lookups.values()
+    )
+
+
+def test_a_killed_agent_worker_ends_the_sweep_in_one_line(tmp_path: Path) -> None:
+    profile = tmp_path / "agents.yaml"
+    profile.write_text(AGENT_PROFILE.replace("duration_s: 14", "duration_s: 40"))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "loadlab", "run", str(profile), "--workers", "2"]
+    proc = subprocess.Popen([*cmd, "--out", str(out), "--quiet"], stderr=subprocess.PIPE, text=True)
+    try:
+        logs = [out / "size-60" / "workers" / str(i) / "kubelet.hlog" for i in range(2)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+            p.exists() and p.stat().st_size > 400 for p in logs
+        ):
+            time.sleep(0.1)
+        workers = [
+            c
+            for c in psutil.Process(proc.pid).children()
+            if "loadlab.workers" in " ".join(c.cmdline())
+        ]
+        assert len(workers) == 2
+        os.kill(workers[0].pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 4, stderr
+    assert "worker 1 of 2" in assert_one_clear_line(stderr)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"]["passed"] is False
+    assert summary["exit_code"] == 4
+    size = summary["sizes"][0]
+    assert size["complete"] is False
+    assert size["passed"] is False
+    assert "nothing is claimed" in size["line"]
