@@ -33,7 +33,7 @@ from loadlab.launch_cluster import (
     check_request_mix,
     resolve_targets,
 )
-from loadlab.launch_mix import check_workers, embedded_control_plane, parse_workers, run_profile
+from loadlab.launch_mix import embedded_control_plane, parse_workers, run_profile
 from loadlab.launch_sweep import parse_sizes, refuse_sweep_flags, run_sweep
 from loadlab.present import gate_line, print_result
 from loadlab.profile import Profile, load_profile
@@ -72,7 +72,6 @@ def run_command(
     cluster = cluster or ClusterArgs()
     # Every address and allowlist is checked, and the kubeconfig read, before anything connects.
     targets = runloop.run(resolve_targets(profile, api=api, dns=dns, cluster=cluster))
-    check_workers(worker_count, profile, targets)
     if profile.agents is not None:
         run_id = uuid.uuid4().hex[:12]
         profile = check_request_mix(profile, targets, run_namespace_name(run_id))

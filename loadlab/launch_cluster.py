@@ -22,7 +22,13 @@ from loadlab.errors import ProfileError, TargetUnreachable
 from loadlab.profile import Profile
 from loadlab.profile_fields import HttpOp
 from loadlab.targets.address import is_loopback, loopback_targets, parse_server_url
-from loadlab.targets.cluster import ClusterAccess, api_access, load_kubeconfig, with_token_file
+from loadlab.targets.cluster import (
+    AccessRecipe,
+    ClusterAccess,
+    api_access,
+    load_kubeconfig,
+    with_token_file,
+)
 
 RUN_NAMESPACE_PLACEHOLDER = "{run_namespace}"
 
@@ -52,6 +58,8 @@ class Targets:
     dns_addr: str | None
     real: bool
     """A real cluster: rails on by default, caps, Retry-After honoured, a run namespace."""
+    recipe: AccessRecipe | None = None
+    """How a worker process rebuilds ``access`` for itself (None: nothing to rebuild)."""
 
     @property
     def context_line(self) -> str:
@@ -69,7 +77,13 @@ async def resolve_targets(
         access = await load_kubeconfig(cluster.kubeconfig, cluster.context, allow_contexts=allowed)
         _, dns_addr = loopback_targets(None, dns, allow_dns=cluster.allow_dns)
         access = _with_tokens(access, cluster.tokens_file)
-        return Targets(access, access.server, dns_addr, real=True)
+        recipe = AccessRecipe(
+            kubeconfig=str(cluster.kubeconfig) if cluster.kubeconfig is not None else None,
+            context=access.context,
+            allow_contexts=tuple(allowed),
+            tokens_file=str(cluster.tokens_file) if cluster.tokens_file is not None else None,
+        )
+        return Targets(access, access.server, dns_addr, real=True, recipe=recipe)
     api_url, dns_addr = loopback_targets(
         api, dns, allow_api=cluster.allow_api, allow_dns=cluster.allow_dns
     )
@@ -79,7 +93,10 @@ async def resolve_targets(
         return Targets(None, None, dns_addr, real=False)
     real = not is_loopback(parse_server_url(api_url, what="--api").connect_host)
     access = _with_tokens(api_access(api_url), cluster.tokens_file)
-    return Targets(access, api_url, dns_addr, real=real)
+    tokens = None
+    if cluster.tokens_file is not None:
+        tokens = AccessRecipe(api=api_url, tokens_file=str(cluster.tokens_file))
+    return Targets(access, api_url, dns_addr, real=real, recipe=tokens)
 
 
 def _with_tokens(access: ClusterAccess, path: Path | None) -> ClusterAccess:

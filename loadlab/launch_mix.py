@@ -144,7 +144,9 @@ async def _run(
         await probe_http(api_url, PROBE_TIMEOUT_S, access=access, users=users)
     if dns_addr is not None:
         await probe_dns(dns_addr, PROBE_TIMEOUT_S)
-    run_targets = RunTargets(api_url, dns_addr, access=access, real=targets.real)
+    run_targets = RunTargets(
+        api_url, dns_addr, access=access, real=targets.real, recipe=targets.recipe
+    )
     try:
         write_json_atomic(out_dir / "profile.resolved.json", resolved_profile(profile, run_targets))
         write_json_atomic(out_dir / MACHINE_FILE, machine_info())
@@ -256,17 +258,6 @@ def parse_workers(value: str) -> int:
             f"--workers {value!r}: expected a whole number from 1 to {MAX_WORKERS}, or 'auto'"
         )
     return count
-
-
-def check_workers(workers: int, profile: Profile, targets: Targets) -> None:
-    """What ``--workers`` above 1 cannot do yet, said before anything starts."""
-    if workers == 1:
-        return
-    if targets.real:
-        raise UsageError(
-            f"--workers {workers}: runs against a kubeconfig context use one process for now "
-            "(the workers would need its credentials); use --workers 1"
-        )
 
 
 async def _open(

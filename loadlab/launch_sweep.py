@@ -357,7 +357,7 @@ def size_cluster(
     if targets.access is None or placement is None:
         return None
     rails = profile.abort if rails_on(profile, targets) else None
-    return SizeCluster(targets.access, placement, rails)
+    return SizeCluster(targets.access, placement, rails, recipe=targets.recipe)
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:

@@ -10,10 +10,11 @@ docs/control-plane-model.md.
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -267,6 +268,20 @@ class Placement:
     node_prefix: str
     taints: tuple[tuple[str, str], ...] = (("loadlab.io/simulated", "NoSchedule"),)
     register_nodes_default: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able, for a worker process (``from_dict`` rebuilds it)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Placement:
+        return cls(
+            lease_namespace=str(data["lease_namespace"]),
+            labels=tuple((str(k), str(v)) for k, v in data["labels"]),
+            node_prefix=str(data["node_prefix"]),
+            taints=tuple((str(k), str(v)) for k, v in data["taints"]),
+            register_nodes_default=bool(data["register_nodes_default"]),
+        )
 
 
 def build_agents(

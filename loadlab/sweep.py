@@ -40,7 +40,7 @@ from loadlab.sweep_load import (
     effective_phases,
 )
 from loadlab.sweep_watch import OnsetWatch
-from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.cluster import AccessRecipe, ClusterAccess
 
 __all__ = ["LOOKUP_OP", "POOL_CONNECTIONS", "SizeRun", "effective_phases", "run_size"]
 
@@ -127,6 +127,7 @@ async def open_load(
     api_url: str | None,
     dns_addr: str | None,
     out_dir: Path,
+    recipe: AccessRecipe | None = None,
 ) -> SizeLoad:
     """The agents of ``size`` nodes, ready to run: in this process, or in ``workers`` worker
     processes (started here, each with its segment built and its sockets checked)."""
@@ -153,6 +154,8 @@ async def open_load(
         api_url=api_url,
         dns_addr=dns_addr,
         out_dir=out_dir,
+        placement=placement,
+        recipe=recipe,
     )
 
 
@@ -188,6 +191,7 @@ async def run_size(
         api_url=api_url,
         dns_addr=dns_addr,
         out_dir=out_dir,
+        recipe=cluster.recipe if cluster is not None else None,
     )
     run.start_ns = start_ns = clock.now_ns()
     run.workers = workers
@@ -291,6 +295,8 @@ class SizeCluster:
     """None: the rails are off."""
     on_abort: Callable[[str], None] = lambda reason: None
     """How the size's run is stopped when a rail fires (set by the size's own run)."""
+    recipe: AccessRecipe | None = None
+    """How workers rebuild ``access`` (``--workers``)."""
 
 
 def _phase_label(size: int, elapsed_s: float, phases: Phases, profile: Profile, quick: bool) -> str:

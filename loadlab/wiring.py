@@ -19,7 +19,7 @@ from loadlab.session import Rig, SwitchableSink
 from loadlab.slos import dns_op_bound, http_op_bound
 from loadlab.targets.address import DNS_DEFAULT_PORT, parse_host_port
 from loadlab.targets.base import Target
-from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.cluster import AccessRecipe, ClusterAccess
 from loadlab.targets.dns import DnsQuery, DnsTarget
 from loadlab.targets.fast_http import FastHttpTarget
 from loadlab.targets.http import HttpOperation
@@ -41,6 +41,8 @@ class RunTargets:
     """TLS and credentials for the API (None: plain HTTP, the sim's identity convention)."""
     real: bool = False
     """A real cluster: Retry-After is honoured unless the profile says otherwise."""
+    recipe: AccessRecipe | None = None
+    """How a worker process rebuilds ``access`` (``--workers``)."""
 
 
 def descriptors_needed(profile: Profile) -> int:

@@ -19,6 +19,7 @@ A context is aimed at only when it is allowlisted (``check_context_allowed``); p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -33,7 +34,13 @@ import yaml
 
 from loadlab.errors import UsageError
 from loadlab.targets.address import is_loopback, parse_server_url
-from loadlab.targets.credentials import Credentials, KubeconfigCredentials, SimIdentity, TokenFile
+from loadlab.targets.credentials import (
+    Credentials,
+    KubeconfigCredentials,
+    SimIdentity,
+    TokenFile,
+    read_token_file,
+)
 
 _LIBRARY_LOGGER = "kubernetes_asyncio.config.kube_config"
 """It logs an exec plugin's failure before raising it; the raised error is the one line shown."""
@@ -373,3 +380,44 @@ def _header(loader: Any) -> str | None:
     if token is None:
         return None
     return str(token).strip() or None
+
+
+@dataclass(frozen=True)
+class AccessRecipe:
+    """What a worker needs to build the run's ``ClusterAccess`` itself: credentials are not
+    sent over the wire; each worker re-reads the same kubeconfig context (its allowlist checked
+    again, its credential plugin run in the worker) or the same tokens file. JSON-able, so a
+    worker on another machine can be handed it with its own copy of the files."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    allow_contexts: tuple[str, ...] = ()
+    tokens_file: str | None = None
+    api: str | None = None
+    """``--api`` URL (with ``tokens_file``); None: a kubeconfig context."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AccessRecipe:
+        return cls(
+            kubeconfig=data.get("kubeconfig"),
+            context=data.get("context"),
+            allow_contexts=tuple(data.get("allow_contexts", ())),
+            tokens_file=data.get("tokens_file"),
+            api=data.get("api"),
+        )
+
+    async def build(self) -> ClusterAccess:
+        """The ``ClusterAccess`` this recipe names, as ``resolve_targets`` built it."""
+        if self.api is not None:
+            access = api_access(self.api)
+        else:
+            kubeconfig = Path(self.kubeconfig) if self.kubeconfig is not None else None
+            access = await load_kubeconfig(
+                kubeconfig, self.context, allow_contexts=self.allow_contexts
+            )
+        if self.tokens_file is None:
+            return access
+        return with_token_file(access, read_token_file(Path(self.tokens_file)))

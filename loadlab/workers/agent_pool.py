@@ -23,8 +23,9 @@ from loadlab.clock import NS_PER_S, Clock
 from loadlab.metrics.ledger import LookupCounts
 from loadlab.metrics.recorder import IntervalSnapshot, Recorder
 from loadlab.profile import Profile
+from loadlab.scenario import Placement
 from loadlab.sweep_load import OnInterval, effective_phases
-from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.cluster import AccessRecipe, ClusterAccess
 from loadlab.workers.merge import merge_snapshots
 from loadlab.workers.pool import PoolMonitor, WorkerPool
 
@@ -75,6 +76,8 @@ class PooledAgentLoad:
         api_url: str | None,
         dns_addr: str | None,
         out_dir: Path,
+        placement: Placement | None = None,
+        recipe: AccessRecipe | None = None,
     ) -> PooledAgentLoad:
         """Start ``workers`` processes, each building its segment of ``size`` nodes' agents and
         checking its sockets; return once all are ready (or raise what stopped one)."""
@@ -90,6 +93,8 @@ class PooledAgentLoad:
                     "with_pod_dns": with_pod_dns,
                     "api_url": api_url,
                     "dns_addr": dns_addr,
+                    "placement": placement.as_dict() if placement is not None else None,
+                    "access": recipe.as_dict() if recipe is not None else None,
                 },
             )
         except BaseException:

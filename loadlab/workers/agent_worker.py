@@ -24,7 +24,9 @@ from loadlab.errors import LoadlabError
 from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.recorder import IntervalSnapshot
 from loadlab.profile import validate_profile
+from loadlab.scenario import Placement
 from loadlab.sweep_load import AgentLoad
+from loadlab.targets.cluster import AccessRecipe, ClusterAccess
 from loadlab.workers import wire
 from loadlab.workers.segment import Segment
 
@@ -47,10 +49,12 @@ class AgentWorker:
         self.load: AgentLoad | None = None
         self.hlogs: dict[str, TargetHlogs] = {}
         self.running: asyncio.Task[None] | None = None
+        self.access: ClusterAccess | None = None
 
     async def run(self, start: dict[str, Any]) -> None:
         try:
             load = self._open(start)
+            self.access = await worker_access(start)
         except LoadlabError as exc:
             await wire.send(self.writer, {"type": "error", "error": error_dict(exc)})
             return
@@ -97,6 +101,7 @@ class AgentWorker:
             clock=self.clock,
             quick=bool(start["quick"]),
             with_pod_dns=bool(start["with_pod_dns"]),
+            placement=Placement.from_dict(start["placement"]) if start.get("placement") else None,
             segment=self.segment,
         )
         load.check_sockets()
@@ -112,6 +117,7 @@ class AgentWorker:
             dns_addr=start.get("dns_addr"),
             interval_ns=int(start["interval_ns"]),
             on_interval=self._send_interval,
+            access=self.access,
         )
         await wire.send(self.writer, {"type": "done", "id": message["id"]})
 
@@ -150,6 +156,14 @@ class AgentWorker:
                 "error": None,
             },
         )
+
+
+async def worker_access(start: Mapping[str, Any]) -> ClusterAccess | None:
+    """The run's credentials, rebuilt by this worker from the leader's recipe (the same
+    kubeconfig context, allowlist checked again, or the same tokens file): credentials
+    themselves never travel between processes."""
+    recipe = start.get("access")
+    return None if not recipe else await AccessRecipe.from_dict(recipe).build()
 
 
 def error_dict(exc: LoadlabError | None) -> dict[str, Any] | None:

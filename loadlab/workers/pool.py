@@ -124,6 +124,7 @@ class WorkerPool:
                 "api_url": targets.api_url,
                 "dns_addr": targets.dns_addr,
                 "real": targets.real,
+                "access": targets.recipe.as_dict() if targets.recipe is not None else None,
                 "origin_ns": origin_ns,
                 "epoch_s": epoch_s,
             },

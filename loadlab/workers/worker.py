@@ -29,7 +29,7 @@ from loadlab.progress import NullProgress
 from loadlab.session import Rig, Session
 from loadlab.wiring import RunTargets, open_rigs
 from loadlab.workers import wire
-from loadlab.workers.agent_worker import AgentWorker, error_dict
+from loadlab.workers.agent_worker import AgentWorker, error_dict, worker_access
 from loadlab.workers.segment import Segment
 
 HELLO_TIMEOUT_S = 30.0
@@ -109,7 +109,12 @@ class Worker:
         profile = segment_profile(start["profile"], self.segment)
         out_dir = Path(start["out_dir"])  # the leader made it
         origin_ns = self.local(int(start["origin_ns"]))
-        targets = RunTargets(start.get("api_url"), start.get("dns_addr"), real=bool(start["real"]))
+        targets = RunTargets(
+            start.get("api_url"),
+            start.get("dns_addr"),
+            access=await worker_access(start),
+            real=bool(start["real"]),
+        )
         rigs, mixes = await open_rigs(
             profile,
             targets,

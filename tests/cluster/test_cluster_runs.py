@@ -273,3 +273,31 @@ def test_loadlab_cleanup_finds_what_a_sigkilled_run_left_by_its_label(
     )
     assert again.returncode == 0
     assert again.stdout.startswith("cleanup of every loadlab run: nothing left to delete")
+
+
+@pytest.mark.needs_kubectl
+def test_workers_reach_a_context_with_its_credentials_and_leave_nothing(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    # Each worker re-reads the allowlisted context itself (no credential crosses processes):
+    # every kubelet of both workers registers its lease through TLS and the context's token.
+    done = loadlab(
+        "run", "kubelet-baseline", *through(sim), "--workers", "2",
+        "--out", str(tmp_path / "run"), *SHORT_SWEEP,
+    )  # fmt: skip
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    (size,) = json.loads((tmp_path / "run" / "summary.json").read_text())["sizes"]
+    assert size["generator"]["workers"] == 2
+    assert size["agents"]["kubelet"]["ops"]["lease-create"]["outcomes"] == {"ok": 20}
+    assert re.search(r"cleanup of run \w+: deleted 20 leases, 1 namespaces", done.stdout)
+    kubectl_finds_nothing_labelled(sim.kubeconfig or "")
+    # A request mix too: each worker's connections carry the context's token.
+    profile = tmp_path / "reads.yaml"
+    profile.write_text(READS.replace("max_per_s: 400", "max_per_s: 100"))
+    done = loadlab(
+        "run", str(profile), *through(sim), "--workers", "2", "--out", str(tmp_path / "mix"),
+    )  # fmt: skip
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    steps = json.loads((tmp_path / "mix" / "summary.json").read_text())["steps"]
+    assert steps
+    assert all(s["ok_count"] == s["sent_count"] > 0 for s in steps), steps
