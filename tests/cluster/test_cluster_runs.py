@@ -293,7 +293,7 @@ def test_workers_reach_a_context_with_its_credentials_and_leave_nothing(
     kubectl_finds_nothing_labelled(sim.kubeconfig or "")
     # A request mix too: each worker's connections carry the context's token.
     profile = tmp_path / "reads.yaml"
-    profile.write_text(READS.replace("max_per_s: 400", "max_per_s: 100"))
+    profile.write_text(READS.replace("max_per_s: 400", "max_per_s: 50"))  # one step
     done = loadlab(
         "run", str(profile), *through(sim), "--workers", "2", "--out", str(tmp_path / "mix"),
     )  # fmt: skip

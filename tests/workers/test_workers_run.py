@@ -132,7 +132,7 @@ agents:
   telemetry: {interval_s: 5, pace_nodes_per_s: 20}
   pod_dns: {nodes: 20, pods_per_node: 2, interval_s: 2, names: [kubernetes.default, svc-2.app-1]}
 sizes: [60]
-phases: {steady_s: 4, duration_s: 14, warmup_s: 4}
+phases: {steady_s: 4, duration_s: 14, warmup_s: 4}  # one lease renewal after the warm-up
 sweep: {window_s: 3}
 sim: {pods_per_node: 2}
 """
