@@ -296,8 +296,10 @@ def test_workers_reach_a_context_with_its_credentials_and_leave_nothing(
     profile.write_text(READS.replace("max_per_s: 400", "max_per_s: 50"))  # one step
     done = loadlab(
         "run", str(profile), *through(sim), "--workers", "2", "--out", str(tmp_path / "mix"),
+        "--set", "load.ramp.step_s=2",
     )  # fmt: skip
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
     steps = json.loads((tmp_path / "mix" / "summary.json").read_text())["steps"]
     assert steps
-    assert all(s["ok_count"] == s["sent_count"] > 0 for s in steps), steps
+    assert all(s["ok_count"] > 0 for s in steps), steps
+    assert all(s["errors_by_outcome"] == {} for s in steps), steps  # no 401 from any worker

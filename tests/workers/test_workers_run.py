@@ -43,6 +43,7 @@ def test_two_workers_find_one_knee_and_their_histograms_add_up(tmp_path: Path) -
             "run", "http-knee", "--api", url, "--workers", "2", "--out", str(out), "--no-report",
             "--set", "load.ramp.start_per_s=500", "--set", "load.ramp.max_per_s=2000",
             "--set", "load.ramp.step_s=2", "--set", "load.ramp.warmup_s=1", "--quiet",
+            "--set", "load.ramp.refine_within=0.2",
             timeout_s=240,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
