@@ -35,7 +35,7 @@ from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import Profile
 from loadlab.progress import IntervalView, ProgressSink, StepView
 from loadlab.results import append_jsonl, rounded
-from loadlab.targets.base import CompletionSink, Outcome, Target
+from loadlab.targets.base import CompleteFn, CompletionSink, Outcome, Target
 from loadlab.workers.segment import Segment
 
 # Between ramp steps, wait this long at most for the previous step's requests to finish.
@@ -53,15 +53,33 @@ DEFAULT_UNANSWERED_MS = 30_000.0
 
 class SwitchableSink:
     """The sink a target is opened with; completions go to ``to``, which a phase may change
-    (a closed loop routes them through its refilling sink, which then calls the recorder)."""
+    (a closed loop routes them through its refilling sink, which then calls the recorder).
+
+    A target on the hot path may ``follow`` it instead of calling ``complete``: it is handed the
+    current sink's own ``complete`` now and on every switch, and saves a call per completion."""
 
     def __init__(self, to: CompletionSink) -> None:
-        self.to = to
+        self._to = to
+        self._followers: list[Callable[[CompleteFn], None]] = []
+
+    @property
+    def to(self) -> CompletionSink:
+        return self._to
+
+    @to.setter
+    def to(self, sink: CompletionSink) -> None:
+        self._to = sink
+        for bind in self._followers:
+            bind(sink.complete)
+
+    def follow(self, bind: Callable[[CompleteFn], None]) -> None:
+        self._followers.append(bind)
+        bind(self._to.complete)
 
     def complete(
         self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
     ) -> None:
-        self.to.complete(op, outcome, intended_ns, sent_ns, done_ns)
+        self._to.complete(op, outcome, intended_ns, sent_ns, done_ns)
 
 
 @dataclass

@@ -72,6 +72,10 @@ _LABELS = {
 }
 
 
+CompleteFn = Callable[[int, Outcome, int, int, int], None]
+"""``CompletionSink.complete`` as a plain callable: ``(op, outcome, intended, sent, done)``."""
+
+
 class CompletionSink(Protocol):
     """Receives every finished request. Called on the event loop thread; must not block."""
 

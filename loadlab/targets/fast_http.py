@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -40,6 +40,7 @@ from loadlab.clock import NS_PER_S, Clock, MonotonicClock
 from loadlab.targets.address import client_endpoint
 from loadlab.targets.base import (
     FD_ERRNOS,
+    CompleteFn,
     CompletionSink,
     Outcome,
     sweep_timeouts,
@@ -365,15 +366,22 @@ class FastHttpTarget:
         self.last_os_error: OSError | None = None
         """The last socket-level error behind a CONN_ERROR: why connections fail."""
         self._sink: CompletionSink | None = None
-        self.sink_complete: Callable[[int, Outcome, int, int, int], None] = self._not_open
+        self.sink_complete: CompleteFn = self._not_open
         self._sweeper: asyncio.Task[None] | None = None
+
+    def _bind(self, complete: CompleteFn) -> None:
+        self.sink_complete = complete
 
     def _not_open(self, op: int, outcome: Outcome, intended: int, sent: int, done: int) -> None:
         raise RuntimeError("FastHttpTarget: submit before open")
 
     async def open(self, sink: CompletionSink) -> None:
         self._sink = sink
-        self.sink_complete = sink.complete
+        follow = getattr(sink, "follow", None)  # session.SwitchableSink: bind what it forwards to
+        if follow is not None:
+            follow(self._bind)
+        else:
+            self.sink_complete = sink.complete
         self.idle = list(reversed(self._slots))  # slot 0 first: fewer connections at low rates
         self._sweeper = asyncio.ensure_future(
             sweep_timeouts(self.clock, self._timeout_ns, self._expire)
