@@ -29,6 +29,7 @@ from loadlab.errors import TargetMisbehaving, TargetUnreachable
 from loadlab.targets.address import parse_host_port
 from loadlab.targets.base import (
     FD_ERRNOS,
+    CompleteFn,
     CompletionSink,
     Outcome,
     sweep_timeouts,
@@ -65,6 +66,10 @@ here is cheaper than a turn of the loop, so twice that."""
 READ_SIZE = MAX_UDP_ANSWER + 1
 """One byte over the UDP limit: a datagram filling it is longer than a UDP answer may be."""
 _OK = Outcome.OK
+
+
+def _not_open(op: int, outcome: Outcome, intended: int, sent: int, done: int) -> None:
+    raise RuntimeError("DnsTarget: an answer before open")
 
 
 class DnsTarget:
@@ -104,6 +109,9 @@ class DnsTarget:
         self._next_udp: Iterator[UdpSocket] = _Unopened()
         self._tcp: TcpChannel | None = None
         self._sink: CompletionSink | None = None
+        self._complete: CompleteFn = _not_open
+        """What an answer's completion calls: the sink's own ``complete``, or, when the sink
+        is a ``session.SwitchableSink``, whatever it forwards to (a call less per answer)."""
         self._sweeper: asyncio.Task[None] | None = None
         self._in_flight = 0
         """Submitted and not yet completed (over UDP, or retried over TCP)."""
@@ -120,6 +128,11 @@ class DnsTarget:
 
     async def open(self, sink: CompletionSink) -> None:
         self._sink = sink
+        follow = getattr(sink, "follow", None)  # session.SwitchableSink: bind what it forwards to
+        if follow is not None:
+            follow(self._bind)
+        else:
+            self._complete = sink.complete
         for _ in range(self._socket_count):
             channel = await UdpSocket.connect(*self.address)
             self._udp.append(channel)
@@ -129,6 +142,9 @@ class DnsTarget:
         self._sweeper = asyncio.ensure_future(
             sweep_timeouts(self._clock, self._timeout_ns, self._expire)
         )
+
+    def _bind(self, complete: CompleteFn) -> None:
+        self._complete = complete
 
     def submit(self, op: int, intended_ns: int) -> None:
         channel = next(self._next_udp)
@@ -176,8 +192,7 @@ class DnsTarget:
         table = channel.table
         encoded = self._encoded
         now_ns = self._now_ns
-        assert self._sink is not None
-        complete = self._sink.complete
+        complete = self._complete
         try:
             for _ in READS_PER_WAKE:
                 try:
