@@ -15,7 +15,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -42,6 +42,10 @@ class Clock(Protocol):
 class MonotonicClock:
     """The real clock: ``time.monotonic_ns`` and the event loop's timers."""
 
+    fast_now_ns = staticmethod(time.monotonic_ns)
+    """The same reading as ``now_ns``, as the builtin itself: a hot path that reads the clock
+    once per request binds it (``now_ns_of``) and saves a Python frame each time."""
+
     def now_ns(self) -> int:
         return time.monotonic_ns()
 
@@ -55,6 +59,12 @@ class MonotonicClock:
         # sleeping until the next send 0.3 ms away would spin at 100% CPU; wait at least 1 ms
         # (a send is then up to ~1 ms late, which the schedule lag reports).
         await asyncio.sleep(max(delay_s, MIN_TIMER_S))
+
+
+def now_ns_of(clock: Clock) -> Callable[[], int]:
+    """The cheapest callable that reads ``clock``: its ``fast_now_ns`` when it has one."""
+    fast: Callable[[], int] | None = getattr(clock, "fast_now_ns", None)
+    return fast if fast is not None else clock.now_ns
 
 
 class FakeClock:

@@ -2,13 +2,14 @@
 
 The table is built once: each operation gets its share of ``length`` slots by largest remainder
 (so every pass through the table has exactly the requested proportions, up to 1/length), then the
-slots are shuffled with a seeded RNG. Per request, ``next_op()`` is an index and a wrap.
+slots are shuffled with a seeded RNG. Per request, ``next_op()`` is one step of a cycle.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 DEFAULT_TABLE_LENGTH = 4096
 """Slots in the table: proportions are exact to 1/4096 (0.025%) per pass."""
@@ -38,18 +39,14 @@ class OpMix:
         table = [op for op, n in enumerate(counts) for _ in range(n)]
         random.Random(seed).shuffle(table)
         self._table: tuple[int, ...] = tuple(table)
-        self._i = 0
+        self.next_op: Callable[[], int] = itertools.cycle(self._table).__next__
+        """The next operation index; the sequence repeats every ``len(self)`` calls. A C-level
+        step (no Python frame): it is called once per request."""
 
     @classmethod
     def single(cls) -> OpMix:
         """A mix of one operation (index 0)."""
         return cls([1.0], seed=0, length=1)
-
-    def next_op(self) -> int:
-        """The next operation index; the sequence repeats every ``len(self)`` calls."""
-        i = self._i
-        self._i = i + 1 if i + 1 < len(self._table) else 0
-        return self._table[i]
 
     def __len__(self) -> int:
         return len(self._table)

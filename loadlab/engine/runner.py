@@ -211,9 +211,26 @@ class ClosedLoopRunner:
         if not self._running:
             return
         self._completed += 1
-        self._deficit += 1
-        if not self._refilling:
-            self._refill(done_ns)
+        if self._refilling or self._deficit:
+            self._deficit += 1
+            if not self._refilling:
+                self._refill(done_ns)
+            return
+        # The steady state, once per request: one completion, one request in its place, sent
+        # at the completion's time (``_refill`` would do the same, with a loop around it).
+        if done_ns >= self._end_ns:
+            self._running = False
+            return
+        self._dispatched += 1
+        next_op = self._mix.next_op()
+        self._observer.on_dispatch(done_ns, done_ns)
+        self._refilling = True
+        try:
+            self._target.submit(next_op, done_ns)
+        finally:
+            self._refilling = False
+        if self._deficit > 0 and self._running:  # it completed at once (refused, overflowed)
+            asyncio.get_running_loop().call_soon(self._refill)
 
     def _refill(self, now_ns: int | None = None) -> None:
         """Submit what is missing; ``now_ns``: the time of the completion that called it (the

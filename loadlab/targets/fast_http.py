@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
-from loadlab.clock import NS_PER_S, Clock, MonotonicClock
+from loadlab.clock import NS_PER_S, Clock, MonotonicClock, now_ns_of
 from loadlab.targets.address import client_endpoint
 from loadlab.targets.base import (
     FD_ERRNOS,
@@ -59,6 +60,9 @@ from loadlab.targets.http import (
 from loadlab.targets.http_wire import DEFAULT_MAX_BODY_BYTES, outcome_of_status, retry_hold_ns
 
 USER_AGENT = "loadlab"
+_OUTCOME_OF_STATUS = tuple(outcome_of_status(status) for status in range(1000))
+"""``outcome_of_status`` of every status llhttp can parse (three digits), looked up per answer
+instead of called."""
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 """Sent with ``Content-Length: 0`` when the operation has no body, as aiohttp does."""
 
@@ -161,10 +165,12 @@ class _Slot:
         self.op, self.intended_ns, self.sent_ns = op, intended_ns, sent_ns
         self.status = self.body_bytes = 0
         target.active += 1
-        self.request = target.next_request(op)
+        if target.credentials.generation != target.generation:  # a token was renewed
+            target.render()
+        self.request = request = target.cycles[op]()
         wire = self.wire
         if wire is not None and wire.transport is not None and not wire.transport.is_closing():
-            wire.transport.write(self.request)
+            wire.transport.write(request)
         else:
             self.drop()  # a connection the server is closing: nothing was sent on it yet
             self.connecting = asyncio.ensure_future(self._connect())
@@ -213,12 +219,15 @@ class _Slot:
         self.op = -1
         target = self.target
         target.active -= 1
-        done_ns = target.clock.now_ns()
+        done_ns = target.now_ns()
         target.sink_complete(op, outcome, self.intended_ns, self.sent_ns, done_ns)
         if hold_ns:
             self.holding = asyncio.ensure_future(self._hold(done_ns + hold_ns))
-        else:
-            self.next(done_ns)
+        elif target.queue and not target.closed:  # ``next``, inline: this runs per request
+            op, intended_ns = target.queue.popleft()
+            self.start(op, intended_ns, done_ns)
+        elif not target.closed:
+            target.idle.append(self)
 
     async def _hold(self, until_ns: int) -> None:
         """Honour Retry-After: this connection waits before its next request (as HttpTarget)."""
@@ -282,7 +291,7 @@ class _Slot:
         self.retry_after = None
         if not wire.parser.should_keep_alive():
             self.drop()  # Connection: close: the next request opens a new connection
-        self.finish(outcome_of_status(status), hold_ns)
+        self.finish(_OUTCOME_OF_STATUS[status], hold_ns)
         if self.wire is not wire:
             raise _Stop  # nothing more is read from a dropped connection
 
@@ -339,10 +348,11 @@ class FastHttpTarget:
         self.base_url = base_url
         self._operations = tuple(operations)
         self._bearer_token = bearer_token
-        self._credentials: Credentials = access.credentials if access else SimIdentity()
-        self._generation = self._credentials.generation
-        self._requests = self._render_all()
-        self._next_variant = [0] * len(operations)
+        self.credentials: Credentials = access.credentials if access else SimIdentity()
+        self.generation = -1
+        self.cycles: list[Callable[[], bytes]] = []
+        """Per operation, the next of its rendered variants, round robin (a C-level step)."""
+        self.render()
         self.ssl_context: ssl.SSLContext | None = None
         if parts.scheme == "https":
             given = access.ssl if access and access.ssl is not None else ssl_context
@@ -353,6 +363,7 @@ class FastHttpTarget:
         self.max_retry_after_ns = int(max_retry_after_s * NS_PER_S)
         self._timeout_ns = int(timeout_s * NS_PER_S)
         self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.now_ns = now_ns_of(self.clock)
         self.queue: deque[tuple[int, int]] = deque()
         self.idle: list[_Slot] = []
         self.active = 0
@@ -390,7 +401,7 @@ class FastHttpTarget:
     def submit(self, op: int, intended_ns: int) -> None:
         self.queue.append((op, intended_ns))
         if self.idle:
-            self.idle.pop().next(self.clock.now_ns())
+            self.idle.pop().next(self.now_ns())
 
     @property
     def in_flight(self) -> int:
@@ -401,19 +412,21 @@ class FastHttpTarget:
         return [*sending, *self.queue]
 
     def next_request(self, op: int) -> bytes:
-        if self._credentials.generation != self._generation:  # a token was renewed
-            self._generation = self._credentials.generation
-            self._requests = self._render_all()
-        variants = self._requests[op]
-        variant = self._next_variant[op]
-        self._next_variant[op] = variant + 1 if variant + 1 < len(variants) else 0
-        return variants[variant]
+        """The bytes of ``op``'s next request (its variants in turn), as ``_Slot.start`` takes
+        them."""
+        if self.credentials.generation != self.generation:
+            self.render()
+        return self.cycles[op]()
 
-    def _render_all(self) -> tuple[tuple[bytes, ...], ...]:
-        return tuple(
-            render_requests(self.base_url, op, self._bearer_token, self._credentials)
+    def render(self) -> None:
+        """Render every operation's variants with the credentials' current headers."""
+        self.generation = self.credentials.generation
+        self.cycles = [
+            itertools.cycle(
+                render_requests(self.base_url, op, self._bearer_token, self.credentials)
+            ).__next__
             for op in self._operations
-        )
+        ]
 
     def note_os_error(self, exc: OSError) -> None:
         self.last_os_error = exc

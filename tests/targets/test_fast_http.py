@@ -19,7 +19,7 @@ from loadlab.engine.mix import OpMix
 from loadlab.engine.runner import ClosedLoopRunner
 from loadlab.targets.base import Outcome
 from loadlab.targets.cluster import ClusterAccess
-from loadlab.targets.credentials import SimIdentity
+from loadlab.targets.credentials import KubeconfigCredentials, SimIdentity
 from loadlab.targets.fast_http import FastHttpTarget, render_requests
 from loadlab.targets.http import HttpOperation
 from loadlab.testing.fakes import Completion, FakeRecorder
@@ -307,6 +307,37 @@ def test_requests_carry_method_spread_path_body_and_each_users_authorization() -
     assert "X-Probe: 1" in lines[3]
     assert not any(ln.startswith("Authorization") for ln in lines[3])
     assert not any(ln.startswith("Content-Length") for ln in lines[3])
+
+
+def test_a_renewed_token_is_on_the_next_request_and_variants_keep_their_turn() -> None:
+    wire = Wire()
+    credentials = KubeconfigCredentials("Bearer old")
+    op = HttpOperation("get", "GET", "/n/{i}", spread=3)
+
+    async def go() -> list[Completion]:
+        async with raw_server(lambda n, path: ok(), wire) as url:
+            access = ClusterAccess(url, "ctx", None, credentials, url)
+            clock = MonotonicClock()
+            target = FastHttpTarget(url, [op], clock=clock, connections=1, access=access)
+            recorder = FakeRecorder()
+            await target.open(recorder)
+            try:
+                for batch in range(2):
+                    if batch:  # what ``refresh`` does when the credential plugin renews
+                        credentials._header = "Bearer new"
+                        credentials.generation += 1
+                    for _ in range(2):
+                        target.submit(0, clock.now_ns())
+                    await target.drain(clock.now_ns() + 5 * NS_PER_S)
+            finally:
+                await target.close()
+            return recorder.completions
+
+    assert [c.outcome for c in asyncio.run(go())] == [Outcome.OK] * 4
+    lines = [head.split("\r\n") for head in wire.heads]
+    tokens = [next(ln for ln in head if ln.startswith("Authorization")) for head in lines]
+    assert tokens == ["Authorization: Bearer old"] * 2 + ["Authorization: Bearer new"] * 2
+    assert [ln[0] for ln in lines][:2] == ["GET /n/0 HTTP/1.1", "GET /n/1 HTTP/1.1"]
 
 
 def test_a_header_with_a_line_break_is_refused_up_front() -> None:
