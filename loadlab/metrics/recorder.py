@@ -194,6 +194,22 @@ class Recorder:
         corrected.append(done_ns - intended_ns)
         uncorrected.append(done_ns - sent_ns)
 
+    def complete_and_dispatch(
+        self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
+    ) -> None:
+        """``complete(...)``, then ``on_dispatch(done_ns, done_ns)``: a closed loop's step, one
+        request ending and the next leaving in its place, on time, in one call."""
+        slot = op * N_OUTCOMES + outcome
+        corrected = self._corrected[slot]
+        uncorrected = self._uncorrected[slot]
+        if corrected is None or uncorrected is None:
+            corrected = self._corrected[slot] = []
+            uncorrected = self._uncorrected[slot] = []
+        corrected.append(done_ns - intended_ns)
+        uncorrected.append(done_ns - sent_ns)
+        self._sent += 1
+        self._lag.append(0)
+
     def on_dispatch(self, intended_ns: int, dispatched_ns: int) -> None:
         """One request left for the wire; its schedule lag is ``dispatched - intended``."""
         self._sent += 1

@@ -40,6 +40,13 @@ class FakeRecorder:
     ) -> None:
         self.completions.append(Completion(op, outcome, intended_ns, sent_ns, done_ns))
 
+    def complete_and_dispatch(
+        self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
+    ) -> None:
+        """As ``Recorder.complete_and_dispatch``: the completion, then an on-time dispatch."""
+        self.complete(op, outcome, intended_ns, sent_ns, done_ns)
+        self.on_dispatch(done_ns, done_ns)
+
 
 class SlotServerTarget:
     """A fake server with ``slots`` workers, each holding a request for ``service_ns``.
