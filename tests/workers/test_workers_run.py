@@ -75,6 +75,34 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def kill_a_worker_once_both_log(
+    cmd: list[str], logs: list[Path], *, index: int = 0
+) -> tuple[str, int]:
+    """Run ``cmd`` (a ``loadlab run --workers 2``), wait until both workers have written an
+    interval to ``logs``, SIGKILL worker ``index`` as the OOM killer would; its stderr and exit
+    code once it ends."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+            p.exists() and p.stat().st_size > 400 for p in logs
+        ):
+            time.sleep(0.1)
+        workers = [
+            c
+            for c in psutil.Process(proc.pid).children()
+            if "loadlab.workers" in " ".join(c.cmdline())
+        ]
+        assert len(workers) == 2
+        os.kill(workers[index].pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return stderr, proc.returncode
+
+
 def test_a_worker_killed_mid_run_fails_the_run_in_one_line(tmp_path: Path) -> None:
     profile = tmp_path / "fixed.yaml"
     profile.write_text(FIXED_PROFILE)
@@ -82,28 +110,9 @@ def test_a_worker_killed_mid_run_fails_the_run_in_one_line(tmp_path: Path) -> No
     with capacity_server(SLOTS, SERVICE_MS, QUEUE) as url:
         cmd = [sys.executable, "-m", "loadlab", "run", str(profile), "--api", url]
         cmd += ["--workers", "2", "--out", str(out), "--quiet", "--no-report"]
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        try:
-            # Wait for the workers' first intervals, then kill one as the OOM killer would.
-            deadline = time.monotonic() + 30
-            logs = [out / "workers" / str(i) / "api.hlog" for i in range(2)]
-            while time.monotonic() < deadline and not all(
-                p.exists() and p.stat().st_size > 400 for p in logs
-            ):
-                time.sleep(0.1)
-            workers = [
-                c
-                for c in psutil.Process(proc.pid).children()
-                if "loadlab.workers" in " ".join(c.cmdline())
-            ]
-            assert len(workers) == 2
-            os.kill(workers[1].pid, signal.SIGKILL)
-            _, stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 4, stderr
+        logs = [out / "workers" / str(i) / "api.hlog" for i in range(2)]
+        stderr, returncode = kill_a_worker_once_both_log(cmd, logs, index=1)
+    assert returncode == 4, stderr
     line = assert_one_clear_line(stderr.split("results:")[0] if "results:" in stderr else stderr)
     assert "worker" in line
     summary = json.loads((out / "summary.json").read_text())
@@ -175,27 +184,9 @@ def test_a_killed_agent_worker_ends_the_sweep_in_one_line(tmp_path: Path) -> Non
     profile.write_text(AGENT_PROFILE.replace("duration_s: 14", "duration_s: 40"))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "loadlab", "run", str(profile), "--workers", "2"]
-    proc = subprocess.Popen([*cmd, "--out", str(out), "--quiet"], stderr=subprocess.PIPE, text=True)
-    try:
-        logs = [out / "size-60" / "workers" / str(i) / "kubelet.hlog" for i in range(2)]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(
-            p.exists() and p.stat().st_size > 400 for p in logs
-        ):
-            time.sleep(0.1)
-        workers = [
-            c
-            for c in psutil.Process(proc.pid).children()
-            if "loadlab.workers" in " ".join(c.cmdline())
-        ]
-        assert len(workers) == 2
-        os.kill(workers[0].pid, signal.SIGKILL)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 4, stderr
+    logs = [out / "size-60" / "workers" / str(i) / "kubelet.hlog" for i in range(2)]
+    stderr, returncode = kill_a_worker_once_both_log([*cmd, "--out", str(out), "--quiet"], logs)
+    assert returncode == 4, stderr
     assert "worker 1 of 2" in assert_one_clear_line(stderr)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"]["passed"] is False
