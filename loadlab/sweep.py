@@ -80,11 +80,8 @@ class SizeLoad(Protocol):
         start_ns: int,
         until_ns: int,
         *,
-        api_url: str | None,
-        dns_addr: str | None,
         interval_ns: int,
         on_interval: OnInterval,
-        access: ClusterAccess | None = None,
     ) -> None: ...
 
 
@@ -121,24 +118,26 @@ async def open_load(
     *,
     clock: Clock,
     quick: bool,
-    with_pod_dns: bool,
-    placement: Placement | None,
     workers: int,
     api_url: str | None,
     dns_addr: str | None,
     out_dir: Path,
-    recipe: AccessRecipe | None = None,
+    cluster: SizeCluster | None = None,
 ) -> SizeLoad:
     """The agents of ``size`` nodes, ready to run: in this process, or in ``workers`` worker
     processes (started here, each with its segment built and its sockets checked)."""
+    placement = cluster.placement if cluster is not None else None
     if workers == 1:
         load = AgentLoad(
             profile,
             size,
             clock=clock,
             quick=quick,
-            with_pod_dns=with_pod_dns,
+            with_pod_dns=dns_addr is not None,
             placement=placement,
+            api_url=api_url,
+            dns_addr=dns_addr,
+            access=cluster.access if cluster is not None else None,
         )
         load.check_sockets()
         return load
@@ -150,12 +149,12 @@ async def open_load(
         workers=workers,
         clock=clock,
         quick=quick,
-        with_pod_dns=with_pod_dns,
+        with_pod_dns=dns_addr is not None,
         api_url=api_url,
         dns_addr=dns_addr,
         out_dir=out_dir,
         placement=placement,
-        recipe=recipe,
+        recipe=cluster.recipe if cluster is not None else None,
     )
 
 
@@ -185,13 +184,11 @@ async def run_size(
         size,
         clock=clock,
         quick=quick,
-        with_pod_dns=dns_addr is not None,
-        placement=cluster.placement if cluster is not None else None,
         workers=workers,
         api_url=api_url,
         dns_addr=dns_addr,
         out_dir=out_dir,
-        recipe=cluster.recipe if cluster is not None else None,
+        cluster=cluster,
     )
     run.start_ns = start_ns = clock.now_ns()
     run.workers = workers
@@ -253,15 +250,7 @@ async def run_size(
         if cluster is not None and cluster.rails is not None and access is not None:
             rails = Rails(cluster.rails, access, clock, start_ns, on_abort=cluster.on_abort)
             rails.start()
-        await load.run(
-            start_ns,
-            until_ns,
-            api_url=api_url,
-            dns_addr=dns_addr,
-            interval_ns=interval_ns,
-            on_interval=on_interval,
-            access=access,
-        )
+        await load.run(start_ns, until_ns, interval_ns=interval_ns, on_interval=on_interval)
         run.complete = True
     finally:
         run.lookups = load.lookups

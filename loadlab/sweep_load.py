@@ -103,8 +103,12 @@ class AgentLoad:
         with_pod_dns: bool,
         placement: Placement | None = None,
         segment: Segment | None = None,
+        api_url: str | None = None,
+        dns_addr: str | None = None,
+        access: ClusterAccess | None = None,
     ) -> None:
         assert profile.agents is not None
+        self.api_url, self.dns_addr, self.access = api_url, dns_addr, access
         self.profile = profile
         self.size = size
         self.clock = clock
@@ -166,11 +170,8 @@ class AgentLoad:
         start_ns: int,
         until_ns: int,
         *,
-        api_url: str | None,
-        dns_addr: str | None,
         interval_ns: int,
         on_interval: OnInterval,
-        access: ClusterAccess | None = None,
     ) -> None:
         """Run the agents from ``start_ns`` (the origin of their schedules and of every interval)
         to ``until_ns``; ``on_interval`` gets each interval, the last one when the run ends
@@ -180,7 +181,7 @@ class AgentLoad:
         warm_ns = start_ns + int(self.phases.warmup_s * NS_PER_S)
         quiet_gc = QuietGc()
         async with contextlib.AsyncExitStack() as stack:
-            http, dns = await self._transports(stack, api_url, dns_addr, access)
+            http, dns = await self._transports(stack)
             seed = self.size + (self.segment.index if self.segment is not None else 0)
             self._runner = runner = AgentRunner(
                 clock, self.agents, http=http, dns=dns, recorders=self.recorders, rng_seed=seed
@@ -225,14 +226,11 @@ class AgentLoad:
                 await on_interval(now_ns, self.rotate(now_ns), True)
 
     async def _transports(
-        self,
-        stack: contextlib.AsyncExitStack,
-        api_url: str | None,
-        dns_addr: str | None,
-        access: ClusterAccess | None,
+        self, stack: contextlib.AsyncExitStack
     ) -> tuple[FastAgentHttpClient | None, DnsClient | None]:
         """The HTTP client when an agent kind talks to the API, the DNS client when pods
         resolve."""
+        api_url, dns_addr = self.api_url, self.dns_addr
         http = None
         if api_url is not None and any(k != "pod-dns" for k in self.ops):
             http = FastAgentHttpClient(
@@ -240,7 +238,7 @@ class AgentLoad:
                 pool_connections=self.pool_connections,
                 timeout_s=API_TIMEOUT_S,
                 clock=self.clock,
-                access=access,
+                access=self.access,
             )
             await stack.enter_async_context(http)
         dns = None

@@ -25,7 +25,7 @@ from loadlab.metrics.recorder import IntervalSnapshot, Recorder
 from loadlab.profile import Profile
 from loadlab.scenario import Placement
 from loadlab.sweep_load import OnInterval, effective_phases
-from loadlab.targets.cluster import AccessRecipe, ClusterAccess
+from loadlab.targets.cluster import AccessRecipe
 from loadlab.workers.merge import merge_snapshots
 from loadlab.workers.pool import PoolMonitor, WorkerPool
 
@@ -142,11 +142,8 @@ class PooledAgentLoad:
         start_ns: int,
         until_ns: int,
         *,
-        api_url: str | None,
-        dns_addr: str | None,
         interval_ns: int,
         on_interval: OnInterval,
-        access: ClusterAccess | None = None,
     ) -> None:
         """Order the workers to run from ``start_ns`` to ``until_ns`` (the leader's clock) and
         hand ``on_interval`` the merged record of each interval. Raises ``WorkerFailed`` when a

@@ -53,8 +53,8 @@ class AgentWorker:
 
     async def run(self, start: dict[str, Any]) -> None:
         try:
-            load = self._open(start)
             self.access = await worker_access(start)
+            load = self._open(start)
         except LoadlabError as exc:
             await wire.send(self.writer, {"type": "error", "error": error_dict(exc)})
             return
@@ -103,6 +103,9 @@ class AgentWorker:
             with_pod_dns=bool(start["with_pod_dns"]),
             placement=Placement.from_dict(start["placement"]) if start.get("placement") else None,
             segment=self.segment,
+            api_url=start.get("api_url"),
+            dns_addr=start.get("dns_addr"),
+            access=self.access,
         )
         load.check_sockets()
         return load
@@ -113,11 +116,8 @@ class AgentWorker:
         await load.run(
             int(message["start_ns"]) - self.offset_ns,
             int(message["until_ns"]) - self.offset_ns,
-            api_url=start.get("api_url"),
-            dns_addr=start.get("dns_addr"),
             interval_ns=int(start["interval_ns"]),
             on_interval=self._send_interval,
-            access=self.access,
         )
         await wire.send(self.writer, {"type": "done", "id": message["id"]})
 
