@@ -198,7 +198,8 @@ class Recorder:
         self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
     ) -> None:
         """``complete(...)``, then ``on_dispatch(done_ns, done_ns)``: a closed loop's step, one
-        request ending and the next leaving in its place, on time, in one call."""
+        request ending and the next leaving in its place, on time, in one call. The body repeats
+        ``complete``'s on purpose: the call it saves is what this method is for."""
         slot = op * N_OUTCOMES + outcome
         corrected = self._corrected[slot]
         uncorrected = self._uncorrected[slot]
