@@ -132,14 +132,18 @@ def test_a_sweep_through_an_allowlisted_context_runs_and_leaves_nothing(
     sim: SimProcess, tmp_path: Path
 ) -> None:
     assert sim.kubeconfig is not None
+    # Over two workers, each of which re-reads the allowlisted context itself (no credential
+    # crosses processes); the SIGTERM test below runs the same sweep in one process.
     done = loadlab(
         "run", "kubelet-baseline", "--kubeconfig", sim.kubeconfig,
         "--allow-context", "loadlab-sim", "--out", str(tmp_path / "run"), *SHORT_SWEEP,
+        "--workers", "2",
     )  # fmt: skip
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     (size,) = summary["sizes"]
-    assert size["agents"]["kubelet"]["ops"]["lease-create"]["outcomes"]["ok"] == 20
+    assert size["generator"]["workers"] == 2
+    assert size["agents"]["kubelet"]["ops"]["lease-create"]["outcomes"] == {"ok": 20}
     assert "node-create" not in size["agents"]["kubelet"]["ops"]  # no Node unless asked
     assert re.search(r"cleanup of run \w+: deleted 20 leases, 1 namespaces", done.stdout)
     kubectl_finds_nothing_labelled(sim.kubeconfig)
@@ -275,23 +279,9 @@ def test_loadlab_cleanup_finds_what_a_sigkilled_run_left_by_its_label(
     assert again.stdout.startswith("cleanup of every loadlab run: nothing left to delete")
 
 
-@pytest.mark.needs_kubectl
-def test_workers_reach_a_context_with_its_credentials_and_leave_nothing(
+def test_a_request_mix_over_workers_carries_the_contexts_token_from_each(
     sim: SimProcess, tmp_path: Path
 ) -> None:
-    # Each worker re-reads the allowlisted context itself (no credential crosses processes):
-    # every kubelet of both workers registers its lease through TLS and the context's token.
-    done = loadlab(
-        "run", "kubelet-baseline", *through(sim), "--workers", "2",
-        "--out", str(tmp_path / "run"), *SHORT_SWEEP,
-    )  # fmt: skip
-    assert done.returncode == EXIT_OK, done.stdout + done.stderr
-    (size,) = json.loads((tmp_path / "run" / "summary.json").read_text())["sizes"]
-    assert size["generator"]["workers"] == 2
-    assert size["agents"]["kubelet"]["ops"]["lease-create"]["outcomes"] == {"ok": 20}
-    assert re.search(r"cleanup of run \w+: deleted 20 leases, 1 namespaces", done.stdout)
-    kubectl_finds_nothing_labelled(sim.kubeconfig or "")
-    # A request mix too: each worker's connections carry the context's token.
     profile = tmp_path / "reads.yaml"
     profile.write_text(READS.replace("max_per_s: 400", "max_per_s: 50"))  # one step
     done = loadlab(
