@@ -99,10 +99,12 @@ http {{
 # -- servers -------------------------------------------------------------------------------------
 
 
-class _RawHttp(asyncio.Protocol):
-    """Answers every request head with one canned 200: GETs without bodies, keep-alive."""
+class CannedHttp(asyncio.Protocol):
+    """Answers every request head with ``answer`` (default: one canned 200): GETs without
+    bodies, keep-alive. The raw server here, and the agents' client benchmarks' server."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes = RAW_RESPONSE) -> None:
+        self._answer = answer
         self._transport: asyncio.WriteTransport | None = None
         self._tail = b""
 
@@ -114,9 +116,9 @@ class _RawHttp(asyncio.Protocol):
         buf = self._tail + data if self._tail else data
         heads = buf.count(END_OF_HEADERS)
         if heads and self._transport is not None:
-            self._transport.write(RAW_RESPONSE * heads)
+            self._transport.write(self._answer * heads)
             buf = buf[buf.rfind(END_OF_HEADERS) + len(END_OF_HEADERS) :]
-        self._tail = buf[-65536:]
+        self._tail = buf[-65536:]  # a head longer than 64 KiB is not one a client here sends
 
 
 async def _serve_raw() -> None:
@@ -124,7 +126,7 @@ async def _serve_raw() -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = await loop.create_server(_RawHttp, "127.0.0.1", 0, backlog=4096)
+    server = await loop.create_server(CannedHttp, "127.0.0.1", 0, backlog=4096)
     port = int(server.sockets[0].getsockname()[1])
     print(json.dumps({"api": f"http://127.0.0.1:{port}"}), flush=True)
     async with server:

@@ -17,10 +17,11 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
+from bench.sidebyside_http import CannedHttp
 from loadlab import runloop
 from loadlab.agents.base import ApiCall, Identity
 from loadlab.targets.agent_fast_http import FastAgentHttpClient
@@ -55,27 +56,11 @@ POOL_CONNECTIONS = 64
 ROUNDS = 20
 
 
-class _CannedHttp(asyncio.Protocol):
-    """Answers every request head (GETs, no bodies) with ``ANSWER``; keep-alive."""
-
-    def __init__(self) -> None:
-        self._transport: asyncio.WriteTransport | None = None
-        self._tail = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.WriteTransport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        buf = self._tail + data
-        heads = buf.count(b"\r\n\r\n")
-        if heads and self._transport is not None:
-            self._transport.write(ANSWER * heads)
-        self._tail = buf[buf.rfind(b"\r\n\r\n") + 4 :] if heads else buf
-
-
 def _serve(listener: socket.socket) -> None:
     async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_CannedHttp, sock=listener)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: CannedHttp(ANSWER), sock=listener
+        )
         async with server:
             await server.serve_forever()
 
