@@ -191,14 +191,17 @@ def test_a_sweep_against_nothing_listening_is_unreachable_in_one_line(tmp_path: 
 
 @pytest.mark.slow
 @pytest.mark.realtime
+@pytest.mark.parametrize("workers", ["1", "2"])  # one process, or two workers merged
 def test_a_sweep_against_an_api_that_answers_500_and_dns_that_refuses_never_passes(
-    tmp_path: Path,
+    tmp_path: Path, workers: str
 ) -> None:
     with (
         start_hostile_process("http", "status_500") as api,
         start_hostile_process("dns", "refuse") as dns,
     ):
-        result = _sweep(tmp_path, "--api", api.url, "--dns", dns.addr, "--gate")
+        result = _sweep(
+            tmp_path, "--api", api.url, "--dns", dns.addr, "--gate", "--workers", workers
+        )
     assert result.returncode == EXIT_SLO_FAILED, result.stdout + result.stderr
     # The gate never passes a lying cluster: it names the size and the check.
     last = result.stdout.strip().splitlines()[-1]
