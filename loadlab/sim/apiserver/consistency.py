@@ -26,10 +26,10 @@ from loadlab.clock import NS_PER_S, Clock
 from loadlab.sim.apiserver.routing import ListOptions
 from loadlab.sim.k8s.validation import (
     FieldError,
-    bad_request,
     field_forbidden,
     field_not_supported,
     invalid,
+    parse_go_bool,
 )
 from loadlab.sim.storage.errors import TooLargeResourceVersion
 from loadlab.sim.storage.store import Store
@@ -42,11 +42,6 @@ RETRY_AFTER_S = 1
 POLL_INTERVAL_S = 0.05
 NOT_OLDER_THAN = "NotOlderThan"
 EXACT = "Exact"
-# strconv.ParseBool, which the query decoder uses for a *bool parameter.
-_GO_BOOLS = {
-    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
-    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
-}
 
 
 @dataclass(frozen=True)
@@ -102,9 +97,7 @@ def send_initial_events(query: Mapping[str, str], opts: ListOptions) -> bool | N
     raw = query.get("sendInitialEvents")
     if raw is None:
         return None
-    value = _GO_BOOLS.get(raw)
-    if value is None:
-        raise bad_request(f'sendInitialEvents: strconv.ParseBool: parsing "{raw}": invalid syntax')
+    value = parse_go_bool(raw, "sendInitialEvents: ")
     match = opts.resource_version_match
     errs: list[FieldError] = []
     if match != NOT_OLDER_THAN:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadlab.sim.k8s.objects import SERVICE_NAME_LABEL, JsonObj
+from loadlab.sim.k8s.strategies import HEADLESS
 
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
@@ -58,8 +59,10 @@ def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def pod_ready(pod: Mapping[str, Any]) -> bool:
-    for condition in (pod.get("status") or {}).get("conditions") or ():
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    """Whether a Pod's or a Node's ``Ready`` condition is ``True`` (conditions are unique by
+    type: their merge key)."""
+    for condition in (obj.get("status") or {}).get("conditions") or ():
         if condition.get("type") == "Ready":
             return bool(condition.get("status") == "True")
     return False
@@ -84,7 +87,7 @@ def pod_addresses(pod: Mapping[str, Any]) -> list[str]:
 def endpoint_of(pod: Mapping[str, Any], service: Mapping[str, Any]) -> JsonObj:
     """podToEndpoint for an IPv4 slice."""
     meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-    serving = pod_ready(pod)
+    serving = is_ready(pod)
     terminating = bool(meta.get("deletionTimestamp"))
     publish = bool((service.get("spec") or {}).get("publishNotReadyAddresses"))
     ready = publish or (serving and not terminating)
@@ -153,7 +156,9 @@ def slice_labels(service: Mapping[str, Any]) -> dict[str, str]:
     """setEndpointSliceLabels: the Service's labels but the reserved ones, plus those."""
     meta, spec = service.get("metadata") or {}, service.get("spec") or {}
     labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _RESERVED_LABELS}
-    if spec.get("clusterIP") in ("None", "", None):
+    # Headless for the slice's label also when no clusterIP was given (not only "None"), as
+    # the EndpointSlice controller labels it.
+    if spec.get("clusterIP") in (HEADLESS, "", None):
         labels[HEADLESS_LABEL] = ""
     labels[SERVICE_NAME_LABEL] = meta.get("name") or ""
     labels[MANAGED_BY_LABEL] = CONTROLLER_NAME

@@ -25,7 +25,7 @@ import itertools
 from collections import deque
 
 from loadlab.clock import NS_PER_S, Clock
-from loadlab.sim.controllers.endpoints import Key, key_of
+from loadlab.sim.controllers.endpoints import Key, is_ready, key_of
 from loadlab.sim.k8s.objects import NODES, PODS, JsonObj, ResourceType, now_timestamp, pod_ip
 from loadlab.sim.storage.store import Store, StoreError
 
@@ -81,8 +81,7 @@ def fits(pod: JsonObj, node: JsonObj) -> bool:
     spec = node.get("spec") or {}
     if spec.get("unschedulable"):
         return False
-    conditions = (node.get("status") or {}).get("conditions") or []
-    if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+    if not is_ready(node):
         return False
     tolerations = (pod.get("spec") or {}).get("tolerations") or []
     return all(

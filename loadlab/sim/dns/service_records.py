@@ -18,6 +18,7 @@ import dns.rdatatype
 from loadlab.sim.dns.owners import RecordKey
 from loadlab.sim.dns.reverse import IpAddress, ReversePair
 from loadlab.sim.k8s.objects import JsonObj
+from loadlab.sim.k8s.strategies import HEADLESS
 
 # House rule: simulated records point only into TEST-NET-1, TEST-NET-2 (RFC 5737) or loopback.
 ALLOWED_NETWORKS = (
@@ -96,7 +97,7 @@ def service_records(key: ServiceKey, service: JsonObj, svc_origin: dns.name.Name
     cluster_ips = [str(ip) for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip]
     ports = [p for p in spec.get("ports") or [] if p.get("name")]
     own = Contribution()
-    if "None" in cluster_ips:
+    if HEADLESS in cluster_ips:
         srv_ports = [
             (srv_name, str(port.get("name")), _port_number(port.get("targetPort")))
             for port in ports

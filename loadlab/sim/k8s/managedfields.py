@@ -21,19 +21,17 @@ from loadlab.sim.k8s.objects import JsonObj
 from loadlab.sim.k8s.validation import (
     ApiError,
     FieldError,
-    bad_request,
     field_forbidden,
     field_invalid,
     field_required,
     invalid,
+    parse_go_bool,
 )
 
 APPLY: Final = "Apply"
 UPDATE: Final = "Update"
 FIELDS_V1: Final = "FieldsV1"
 FIELD_MANAGER_MAX_LENGTH: Final = 128  # meta/v1/validation FieldManagerMaxLength
-_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True}
-_GO_BOOLS |= {"0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 
 
 @dataclass(frozen=True)
@@ -161,10 +159,7 @@ def field_manager(
 
 def force_option(query: Mapping[str, str]) -> bool:
     """``?force=``, parsed as Go's strconv.ParseBool (400 otherwise)."""
-    raw = query.get("force", "false")
-    if raw not in _GO_BOOLS:
-        raise bad_request(f'strconv.ParseBool: parsing "{raw}": invalid syntax')
-    return _GO_BOOLS[raw]
+    return parse_go_bool(query.get("force", "false"))
 
 
 def conflict_error(conflicts: Mapping[ManagerId, FieldSet]) -> ApiError:

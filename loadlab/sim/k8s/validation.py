@@ -80,6 +80,22 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
+_GO_BOOLS = {
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
+"""What Go's strconv.ParseBool accepts, as the query decoder uses it for a bool parameter."""
+
+
+def parse_go_bool(raw: str, prefix: str = "") -> bool:
+    """``raw`` as strconv.ParseBool reads it; otherwise a 400 with its message after
+    ``prefix`` (the parameter, where the real server names it)."""
+    value = _GO_BOOLS.get(raw)
+    if value is None:
+        raise bad_request(f'{prefix}strconv.ParseBool: parsing "{raw}": invalid syntax')
+    return value
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One field.Error of apimachinery pkg/util/validation/field/errors.go."""
