@@ -164,6 +164,8 @@ class PooledAgentLoad:
             k = 1
             while True:
                 boundary = start_ns + k * interval_ns
+                if boundary > until_ns:
+                    break  # the close below takes the workers' last intervals
                 sleep = asyncio.ensure_future(clock.sleep_until(boundary))
                 await asyncio.wait((sleep, order, stopped), return_when=asyncio.FIRST_COMPLETED)
                 if not sleep.done():

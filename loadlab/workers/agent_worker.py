@@ -14,21 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from loadlab.clock import MonotonicClock
-from loadlab.errors import LoadlabError
+from loadlab.errors import InternalError, LoadlabError
 from loadlab.metrics.hlog import TargetHlogs
 from loadlab.metrics.recorder import IntervalSnapshot
 from loadlab.profile import validate_profile
 from loadlab.scenario import Placement
 from loadlab.sweep_load import AgentLoad
-from loadlab.targets.cluster import AccessRecipe, ClusterAccess
+from loadlab.targets.cluster import ClusterAccess
 from loadlab.workers import wire
 from loadlab.workers.segment import Segment
+from loadlab.workers.wire import error_dict, worker_access
 
 
 class AgentWorker:
@@ -113,12 +116,25 @@ class AgentWorker:
     async def _run(self, start: dict[str, Any], message: dict[str, Any]) -> None:
         assert self.load is not None
         load = self.load
-        await load.run(
-            int(message["start_ns"]) - self.offset_ns,
-            int(message["until_ns"]) - self.offset_ns,
-            interval_ns=int(start["interval_ns"]),
-            on_interval=self._send_interval,
-        )
+        try:
+            await load.run(
+                int(message["start_ns"]) - self.offset_ns,
+                int(message["until_ns"]) - self.offset_ns,
+                interval_ns=int(start["interval_ns"]),
+                on_interval=self._send_interval,
+            )
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the leader is gone, or closing us: nobody to tell
+        except LoadlabError as exc:
+            await wire.send(self.writer, {"type": "error", "error": error_dict(exc)})
+            return
+        except Exception as exc:  # a bug in an agent: said to the leader, traceback kept here
+            traceback.print_exc(file=sys.stderr)
+            await wire.send(self.writer, {"type": "error", "error": error_dict(InternalError(
+                f"internal error ({type(exc).__name__}: {exc}); the traceback is in this "
+                "worker's stderr.log"
+            ))})  # fmt: skip
+            return
         await wire.send(self.writer, {"type": "done", "id": message["id"]})
 
     async def _send_interval(
@@ -156,17 +172,3 @@ class AgentWorker:
                 "error": None,
             },
         )
-
-
-async def worker_access(start: Mapping[str, Any]) -> ClusterAccess | None:
-    """The run's credentials, rebuilt by this worker from the leader's recipe (the same
-    kubeconfig context, allowlist checked again, or the same tokens file): credentials
-    themselves never travel between processes."""
-    recipe = start.get("access")
-    return None if not recipe else await AccessRecipe.from_dict(recipe).build()
-
-
-def error_dict(exc: LoadlabError | None) -> dict[str, Any] | None:
-    if exc is None:
-        return None
-    return {"class": type(exc).__name__, "exit_code": exc.exit_code, "message": str(exc)}

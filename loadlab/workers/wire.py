@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from loadlab.errors import LoadlabError
 from loadlab.metrics.recorder import IntervalSnapshot
 from loadlab.targets.base import Outcome
+from loadlab.targets.cluster import AccessRecipe, ClusterAccess
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """A line longer than this is a broken peer. Not from a reference: an interval of a 100-op mix
@@ -102,3 +105,17 @@ def pending_to_wire(pending: list[tuple[int, int]], offset_ns: int) -> list[list
 
 def pending_from_wire(rows: list[list[int]]) -> list[tuple[int, int]]:
     return [(int(op), int(ms) * 1_000_000) for op, ms, n in rows for _ in range(int(n))]
+
+
+async def worker_access(start: Mapping[str, Any]) -> ClusterAccess | None:
+    """The run's credentials, rebuilt by this worker from the leader's recipe (the same
+    kubeconfig context, allowlist checked again, or the same tokens file): credentials
+    themselves never travel between processes."""
+    recipe = start.get("access")
+    return None if not recipe else await AccessRecipe.from_dict(recipe).build()
+
+
+def error_dict(exc: LoadlabError | None) -> dict[str, Any] | None:
+    if exc is None:
+        return None
+    return {"class": type(exc).__name__, "exit_code": exc.exit_code, "message": str(exc)}

@@ -29,8 +29,9 @@ from loadlab.progress import NullProgress
 from loadlab.session import Rig, Session
 from loadlab.wiring import RunTargets, open_rigs
 from loadlab.workers import wire
-from loadlab.workers.agent_worker import AgentWorker, error_dict, worker_access
+from loadlab.workers.agent_worker import AgentWorker
 from loadlab.workers.segment import Segment
+from loadlab.workers.wire import error_dict, worker_access
 
 HELLO_TIMEOUT_S = 30.0
 """How long a worker waits for the leader's start after connecting; the leader sends it as soon

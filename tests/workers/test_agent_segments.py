@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,57 @@ def test_lookups_sent_in_pieces_add_up_to_the_same_seconds() -> None:
         assert worker.changes() == []  # nothing is sent twice
     assert leader.seconds() == single.seconds()
     assert leader.seconds(since_ns=2_000_000_000) == single.seconds(since_ns=2_000_000_000)
+
+
+def test_a_bug_in_an_agent_workers_run_reaches_the_leader_as_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # An agent that raises inside a worker is a bug in loadlab: the worker must say so to its
+    # leader (who ends the run with it) rather than leave the leader waiting for intervals.
+    import asyncio
+
+    from loadlab.clock import MonotonicClock
+    from loadlab.errors import EXIT_INTERNAL
+    from loadlab.sweep_load import AgentLoad
+    from loadlab.workers import wire
+    from loadlab.workers.agent_worker import AgentWorker
+
+    async def broken_run(self: AgentLoad, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("an agent's flow raised")
+
+    monkeypatch.setattr(AgentLoad, "run", broken_run)
+
+    async def go(out_dir: str) -> dict[str, object]:
+        """A leader on loopback that orders one run and keeps the worker's next message."""
+        got: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+        async def leader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            ready = await wire.receive(reader)
+            assert ready is not None
+            assert ready["type"] == "ready"
+            await wire.send(writer, {"type": "run", "id": 1, "start_ns": 0, "until_ns": 1})
+            message = await wire.receive(reader)
+            assert message is not None
+            await got.put(message)
+            writer.close()
+
+        server = await asyncio.start_server(leader, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        worker = AgentWorker(Segment(0, 2), reader, writer, MonotonicClock(), offset_ns=0)
+        await asyncio.wait_for(
+            worker.run({"type": "start", "mode": "agents", "profile": PROFILE, "size": 4,
+                        "quick": False, "with_pod_dns": False, "out_dir": out_dir,
+                        "interval_ns": 1_000_000_000}),
+            timeout=10,
+        )  # fmt: skip
+        writer.close()
+        server.close()
+        return await asyncio.wait_for(got.get(), timeout=1)
+
+    message = asyncio.run(go(str(tmp_path)))
+    assert message["type"] == "error", message
+    error = message["error"]
+    assert isinstance(error, dict)
+    assert error["exit_code"] == EXIT_INTERNAL
+    assert "an agent's flow raised" in error["message"]
