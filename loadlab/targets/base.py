@@ -76,6 +76,17 @@ CompleteFn = Callable[[int, Outcome, int, int, int], None]
 """``CompletionSink.complete`` as a plain callable: ``(op, outcome, intended, sent, done)``."""
 
 
+def bind_completion(sink: CompletionSink, bind: Callable[[CompleteFn], None]) -> None:
+    """Hand ``bind`` the callable a target's completions should go to: the sink's own
+    ``complete``, or, for a sink that can be followed (``session.SwitchableSink``), whatever it
+    forwards to now and after every switch (a call less per completion)."""
+    follow: Callable[[Callable[[CompleteFn], None]], None] | None = getattr(sink, "follow", None)
+    if follow is not None:
+        follow(bind)
+    else:
+        bind(sink.complete)
+
+
 class CompletionSink(Protocol):
     """Receives every finished request. Called on the event loop thread; must not block."""
 

@@ -31,6 +31,7 @@ from loadlab.targets.base import (
     CompleteFn,
     CompletionSink,
     Outcome,
+    bind_completion,
     sweep_timeouts,
     wait_until_idle,
 )
@@ -123,11 +124,7 @@ class DnsTarget:
 
     async def open(self, sink: CompletionSink) -> None:
         self._sink = sink
-        follow = getattr(sink, "follow", None)  # session.SwitchableSink: bind what it forwards to
-        if follow is not None:
-            follow(self._bind)
-        else:
-            self._complete = sink.complete
+        bind_completion(sink, self._bind)
         for _ in range(self._socket_count):
             channel = await UdpSocket.connect(*self.address)
             self._udp.append(channel)

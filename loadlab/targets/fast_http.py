@@ -44,6 +44,7 @@ from loadlab.targets.base import (
     CompleteFn,
     CompletionSink,
     Outcome,
+    bind_completion,
     sweep_timeouts,
     wait_until_idle,
 )
@@ -388,11 +389,7 @@ class FastHttpTarget:
 
     async def open(self, sink: CompletionSink) -> None:
         self._sink = sink
-        follow = getattr(sink, "follow", None)  # session.SwitchableSink: bind what it forwards to
-        if follow is not None:
-            follow(self._bind)
-        else:
-            self.sink_complete = sink.complete
+        bind_completion(sink, self._bind)
         self.idle = list(reversed(self._slots))  # slot 0 first: fewer connections at low rates
         self._sweeper = asyncio.ensure_future(
             sweep_timeouts(self.clock, self._timeout_ns, self._expire)
@@ -410,13 +407,6 @@ class FastHttpTarget:
     def pending_intended_ns(self) -> list[tuple[int, int]]:
         sending = [(s.op, s.intended_ns) for s in self._slots if s.op >= 0]
         return [*sending, *self.queue]
-
-    def next_request(self, op: int) -> bytes:
-        """The bytes of ``op``'s next request (its variants in turn), as ``_Slot.start`` takes
-        them."""
-        if self.credentials.generation != self.generation:
-            self.render()
-        return self.cycles[op]()
 
     def render(self) -> None:
         """Render every operation's variants with the credentials' current headers."""

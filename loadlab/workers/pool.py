@@ -129,10 +129,8 @@ class WorkerPool:
                 "epoch_s": epoch_s,
             },
         )
-        op_names: dict[str, list[str]] = {}
-        for ready in readies:
-            op_names = {str(k): [str(n) for n in v] for k, v in ready["targets"].items()}
-        return op_names
+        # Every worker opened the same targets: the last one's names stand for all.
+        return {str(k): [str(n) for n in v] for k, v in readies[-1]["targets"].items()}
 
     async def spawn(self, out_dir: Path, start: dict[str, Any]) -> list[dict[str, Any]]:
         """Spawn the workers, send each the ``start`` message (with its own folder, the

@@ -75,6 +75,15 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+HLOG_HEADER_BYTES = 400
+"""An hlog's comment and legend lines take fewer bytes than this (about 260 in a sweep's
+kubelet.hlog here): a file larger than that holds at least one interval."""
+
+
+def logged_an_interval(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > HLOG_HEADER_BYTES
+
+
 def kill_a_worker_once_both_log(
     cmd: list[str], logs: list[Path], *, index: int = 0
 ) -> tuple[str, int]:
@@ -84,10 +93,9 @@ def kill_a_worker_once_both_log(
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(
-            p.exists() and p.stat().st_size > 400 for p in logs
-        ):
+        while time.monotonic() < deadline and not all(logged_an_interval(p) for p in logs):
             time.sleep(0.1)
+        assert all(logged_an_interval(p) for p in logs), f"the workers never logged: {logs}"
         workers = [
             c
             for c in psutil.Process(proc.pid).children()
