@@ -77,6 +77,20 @@ def test_bench_closed_loop_dispatch_of_one_completion(benchmark: Any) -> None:
     assert asyncio.run(main()) > 100  # one submit per completion after the first 100
 
 
+def test_bench_closed_loop_step_of_one_completion(benchmark: Any) -> None:
+    """A completion as a target with ``set_step`` hands it to a closed loop: the recorder's step
+    records it and its on-time replacement and names the next op (the target then writes that
+    request itself). Compare with the runner's path above."""
+    recorder = Recorder("dns", ("get",), start_ns=0)
+
+    def late(op: int, outcome: Outcome, intended: int, sent: int, done: int) -> int:
+        raise AssertionError("the benchmark never reaches the end")
+
+    step, steps_taken = recorder.closed_step(OpMix([1.0], seed=1).next_op, FOREVER_NS, late)
+    assert benchmark(step, 0, Outcome.OK, 0, 0, 1) == 0
+    assert steps_taken() > 0
+
+
 def test_bench_constant_rate_tick(benchmark: Any) -> None:
     benchmark(ConstantRate(100_000, start_ns=0, end_ns=FOREVER_NS).next_ns)
 

@@ -11,14 +11,14 @@ linear scan (~0.9 ms, docs/peers.md), so ``loadlab.metrics.stats`` computes them
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
 
 from loadlab.clock import NS_PER_S, NS_PER_US
 from loadlab.metrics.batch import record_many
-from loadlab.targets.base import Outcome
+from loadlab.targets.base import Outcome, StepFn
 
 LOWEST_US = 1
 """Smallest distinguishable latency: 1 us."""
@@ -175,7 +175,11 @@ class Recorder:
         self._uncorrected: list[list[int] | None] = [None] * n_slots
         """Per slot, this interval's ``done - sent`` in ns."""
         self._lag: list[int] = []
-        """This interval's ``dispatched - intended`` in ns."""
+        """This interval's ``dispatched - intended`` in ns, but for the sends counted in
+        ``_on_time``."""
+        self._on_time = 0
+        """This interval's sends by a closed loop's step: each left when the request it replaces
+        completed, on time (a lag of 0), and is counted here rather than listed in ``_lag``."""
         self._interval_start_ns = start_ns
         self._sent = 0
         self._skipped = 0
@@ -208,8 +212,41 @@ class Recorder:
             uncorrected = self._uncorrected[slot] = []
         corrected.append(done_ns - intended_ns)
         uncorrected.append(done_ns - sent_ns)
-        self._sent += 1
-        self._lag.append(0)
+        self._on_time += 1
+
+    def closed_step(
+        self, next_op: Callable[[], int], end_ns: int, late: StepFn
+    ) -> tuple[StepFn, Callable[[], int]]:
+        """A closed loop's step for a target's ``set_step``, and a count of the steps it took.
+
+        Until ``end_ns`` the step is ``complete_and_dispatch`` and returns ``next_op()``, as one
+        closure (a call less per request than a runner calling the recorder); a completion at or
+        after ``end_ns`` goes to ``late``, whose answer it returns.
+        """
+        corrected_by_slot = self._corrected
+        uncorrected_by_slot = self._uncorrected
+        taken = 0
+
+        def step(op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int) -> int:
+            nonlocal taken
+            if done_ns >= end_ns:
+                return late(op, outcome, intended_ns, sent_ns, done_ns)
+            slot = op * N_OUTCOMES + outcome
+            corrected = corrected_by_slot[slot]
+            uncorrected = uncorrected_by_slot[slot]
+            if corrected is None or uncorrected is None:
+                corrected = corrected_by_slot[slot] = []
+                uncorrected = uncorrected_by_slot[slot] = []
+            corrected.append(done_ns - intended_ns)
+            uncorrected.append(done_ns - sent_ns)
+            self._on_time += 1
+            taken += 1
+            return next_op()
+
+        def steps_taken() -> int:
+            return taken
+
+        return step, steps_taken
 
     def on_dispatch(self, intended_ns: int, dispatched_ns: int) -> None:
         """One request left for the wire; its schedule lag is ``dispatched - intended``."""
@@ -252,27 +289,30 @@ class Recorder:
             origin_ns=self.start_ns,
             start_ns=self._interval_start_ns,
             end_ns=now_ns,
-            sent=self._sent,
+            sent=self._sent + self._on_time,
             skipped=self._skipped,
             completed=completed,
             errors=errors,
             counts=counts,
             corrected=corrected,
             uncorrected=uncorrected,
-            lag=_encoded(self._lag),
+            lag=_encoded(self._lag, zeros=self._on_time),
         )
         self._lag = []
+        self._on_time = 0
         self._interval_start_ns = now_ns
         self._sent = 0
         self._skipped = 0
         return snapshot
 
 
-def _encoded(values_ns: Sequence[int]) -> bytes:
-    """A fresh histogram of ``values_ns`` in microseconds, encoded. A negative value (a clock
-    step, or a completion stamped before its send) counts as 0 and one over an hour as an hour:
-    hdrh would drop both, and every sample must count."""
+def _encoded(values_ns: Sequence[int], *, zeros: int = 0) -> bytes:
+    """A fresh histogram of ``values_ns`` in microseconds, and ``zeros`` more values of 0,
+    encoded. A negative value (a clock step, or a completion stamped before its send) counts as
+    0 and one over an hour as an hour: hdrh would drop both, and every sample must count."""
     hist = new_histogram()
     record_many(hist, values_ns, scale=NS_PER_US)
+    if zeros:
+        hist.record_value(0, zeros)
     blob: bytes = hist.encode()
     return blob

@@ -75,6 +75,12 @@ _LABELS = {
 CompleteFn = Callable[[int, Outcome, int, int, int], None]
 """``CompletionSink.complete`` as a plain callable: ``(op, outcome, intended, sent, done)``."""
 
+StepFn = Callable[[int, Outcome, int, int, int], int]
+"""A closed loop's step, which a target that has ``set_step`` calls instead of its sink: it takes
+one completion, ``(op, outcome, intended, sent, done)``, and returns the operation of the request
+that replaces it, which the target sends at once, intended and sent at ``done``, in the same
+connection or socket turn (no ``submit``); -1: none (the step completed it the slow way)."""
+
 
 def bind_completion(sink: CompletionSink, bind: Callable[[CompleteFn], None]) -> None:
     """Hand ``bind`` the callable a target's completions should go to: the sink's own

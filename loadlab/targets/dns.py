@@ -1,19 +1,21 @@
 """The DNS target: a query mix over UDP (bare non-blocking sockets), TCP on truncation.
 
-Hot path, the shape of the lean HTTP client (``fast_http``). Per query: take the next socket in
-turn and its next free 16-bit ID, write the ID into the op's pre-built wire, ``send``; one clock
-read stamps the send. Per answer: the socket is read by the target itself, every datagram waiting
-at a wake-up in one callback (no protocol call, future or task per datagram); one clock read
-stamps it; its ID indexes the socket's 65,536-slot table (a list, no dict) and it completes the
-query there only if it also echoes that query's question (``is_plain_ok``, else ``answers``;
-RFC 5452 section 3). Any other answer is counted in ``stray`` and completes nothing, so its query
-still times out unless the right answer comes. A completion is one ``sink.complete`` (the
-recorder files it with one list append per latency, ``loadlab.metrics.recorder``). A query sent
-from within a completion (the closed loop refilling) takes the answer's clock reading, or its own
-intended time if later, as its send time: both were read before the send, so the latency from send
-is never understated, and the clock is read once per answer instead of twice. Timeouts come from
-one periodic sweep, not a timer per query. dnspython's per-query ``asyncquery.udp`` reaches ~7.5k
-qps on one core here (docs/peers.md) and is never used here.
+Hot path, the shape of the lean HTTP client (``fast_http``). Per query: take the next socket in turn
+and its next free 16-bit ID, write the ID into the op's pre-built wire, ``send``; one clock read
+stamps the send. In a closed loop's steady state (``set_step``) the query that replaces an answered
+one leaves at once on the socket the answer came in on, without ``submit``. Per answer: the socket
+is read by the target itself, every datagram waiting at a wake-up in one callback (no protocol call,
+future or task per datagram); one clock read stamps it; its ID indexes the socket's 65,536-slot
+table (a list, no dict) and it completes the query there only if it also echoes that query's
+question (``is_plain_ok``, else ``answers``; RFC 5452 section 3). Any other answer is counted in
+``stray`` and completes nothing, so its query still times out unless the right answer comes. A
+completion is one ``sink.complete`` (the recorder files it with one list append per latency,
+``loadlab.metrics.recorder``). A query sent from within a completion (the closed loop refilling)
+takes the answer's clock reading, or its own intended time if later, as its send time: both were
+read before the send, so the latency from send is never understated, and the clock is read once per
+answer instead of twice. Timeouts come from one periodic sweep, not a timer per query. dnspython's
+per-query ``asyncquery.udp`` reaches ~7.5k qps on one core here (docs/peers.md) and is never used
+here.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from loadlab.targets.base import (
     CompleteFn,
     CompletionSink,
     Outcome,
+    StepFn,
     bind_completion,
     sweep_timeouts,
     wait_until_idle,
 )
-from loadlab.targets.dns_channels import Pending, TcpChannel, UdpSocket
+from loadlab.targets.dns_channels import Pending, Sent, TcpChannel, UdpSocket
 from loadlab.targets.dns_wire import (
     HEADER_LEN,
     ID_SPACE,
@@ -108,6 +111,8 @@ class DnsTarget:
         self._complete: CompleteFn = _not_open
         """What an answer's completion calls: the sink's own ``complete``, or, when the sink
         is a ``session.SwitchableSink``, whatever it forwards to (a call less per answer)."""
+        self._step: StepFn | None = None
+        """A closed loop's step (``set_step``), called in place of ``_complete``."""
         self._sweeper: asyncio.Task[None] | None = None
         self._in_flight = 0
         """Submitted and not yet completed (over UDP, or retried over TCP)."""
@@ -134,6 +139,12 @@ class DnsTarget:
         self._sweeper = asyncio.ensure_future(
             sweep_timeouts(self._clock, self._timeout_ns, self._expire)
         )
+
+    def set_step(self, step: StepFn | None) -> None:
+        """Have a closed loop's ``step`` take each UDP answer's completion and name the query
+        sent in its place at once (answers over TCP, timeouts and overflows still go to the
+        sink); None: completions go to the sink again."""
+        self._step = step
 
     def _bind(self, complete: CompleteFn) -> None:
         self._complete = complete
@@ -181,6 +192,8 @@ class DnsTarget:
     def _on_readable(self, channel: UdpSocket) -> None:
         """Read and complete every datagram waiting on ``channel`` (up to READS_PER_WAKE)."""
         recv = channel.recv
+        send = channel.send
+        wires = self._wires
         table = channel.table
         encoded = self._encoded
         now_ns = self._now_ns
@@ -194,38 +207,73 @@ class DnsTarget:
                 except OSError:
                     continue  # an ICMP error of an earlier datagram, reported once
                 done_ns = now_ns()
-                if len(wire) < HEADER_LEN:
-                    self.stray += 1
-                    continue
-                qid = (wire[0] << 8) | wire[1]
-                sent = table[qid]
-                if sent is None:
+                qid = (wire[0] << 8) | wire[1] if len(wire) >= HEADER_LEN else -1
+                sent = table[qid] if qid >= 0 else None
+                if sent is None:  # not DNS, or no query waits on its ID
                     self.stray += 1
                     continue
                 op = sent[0]
                 query = encoded[op]
                 if is_plain_ok(wire, query):
                     outcome = _OK
-                elif not answers(wire, query):
-                    self.stray += 1
-                    continue
-                elif len(wire) > MAX_UDP_ANSWER:
-                    outcome = Outcome.MALFORMED
                 else:
-                    outcome = classify(wire, query)
-                    if outcome is not Outcome.MALFORMED and is_truncated(wire):
-                        table[qid] = None
-                        channel.count -= 1
-                        assert self._tcp is not None
-                        self._tcp.send(sent[:3], query)  # still in flight
+                    unusual = self._unusual_answer(channel, wire, sent, query)
+                    if unusual is None:
                         continue
+                    outcome = unusual
                 table[qid] = None
                 channel.count -= 1
                 self._in_flight -= 1
                 self._answer_ns = done_ns
-                complete(op, outcome, sent[1], sent[2], done_ns)
+                step = self._step
+                if step is None:
+                    complete(op, outcome, sent[1], sent[2], done_ns)
+                    continue
+                # A closed loop's steady state: the query that replaces this one leaves at once
+                # on this socket, sent at the answer's time (``submit``, inlined: this runs once
+                # per answer; the slow way when the next ID is still taken).
+                op = step(op, outcome, sent[1], sent[2], done_ns)
+                if op < 0:
+                    continue
+                qid = channel.next_id
+                if table[qid] is not None:
+                    self.submit(op, done_ns)
+                    continue
+                channel.next_id = (qid + 1) & 0xFFFF
+                table[qid] = (op, done_ns, done_ns, qid)
+                channel.count += 1
+                self._in_flight += 1
+                query_wire = wires[op]
+                query_wire[0] = qid >> 8
+                query_wire[1] = qid & 0xFF
+                try:
+                    send(query_wire)
+                except BlockingIOError:
+                    channel.send_later(bytes(query_wire))
+                except OSError:
+                    pass  # an ICMP error of an earlier datagram (UdpSocket): this query times out
         finally:
             self._answer_ns = 0
+
+    def _unusual_answer(
+        self, channel: UdpSocket, wire: bytes, sent: Sent, query: EncodedQuery
+    ) -> Outcome | None:
+        """The outcome of a UDP answer to ``sent`` that is not a plain OK (``is_plain_ok``), or
+        None when it completes nothing now: it answers another question (a stray), or it is
+        truncated and its query goes on over TCP."""
+        if not answers(wire, query):
+            self.stray += 1
+            return None
+        if len(wire) > MAX_UDP_ANSWER:
+            return Outcome.MALFORMED
+        outcome = classify(wire, query)
+        if outcome is not Outcome.MALFORMED and is_truncated(wire):
+            channel.table[sent[3]] = None
+            channel.count -= 1
+            assert self._tcp is not None
+            self._tcp.send(sent[:3], query)  # still in flight
+            return None
+        return outcome
 
     def _on_tcp_answer(self, pending: Pending | None, wire: bytes) -> bool:
         """Complete ``pending`` (the query waiting on ``wire``'s ID, if any) when ``wire`` answers
@@ -271,6 +319,7 @@ class DnsTarget:
         self._expire(self._clock.now_ns() + 1)
 
     async def close(self) -> None:
+        self._step = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

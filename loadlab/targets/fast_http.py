@@ -44,6 +44,7 @@ from loadlab.targets.base import (
     CompleteFn,
     CompletionSink,
     Outcome,
+    StepFn,
     bind_completion,
     sweep_timeouts,
     wait_until_idle,
@@ -158,6 +159,7 @@ class _Slot:
         self.body_bytes = 0
         self.eof_body = False
         self.retry_after: str | None = None
+        self.max_body_bytes = target.max_body_bytes
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -221,7 +223,14 @@ class _Slot:
         target = self.target
         target.active -= 1
         done_ns = target.now_ns()
-        target.sink_complete(op, outcome, self.intended_ns, self.sent_ns, done_ns)
+        step = target.step
+        if step is None or hold_ns or target.queue:  # queued requests go first, in order
+            target.sink_complete(op, outcome, self.intended_ns, self.sent_ns, done_ns)
+        else:  # a closed loop's steady state: the next request goes out on this slot at once
+            op = step(op, outcome, self.intended_ns, self.sent_ns, done_ns)
+            if op >= 0:
+                self.start(op, done_ns, done_ns)
+                return
         if hold_ns:
             self.holding = asyncio.ensure_future(self._hold(done_ns + hold_ns))
         elif target.queue and not target.closed:  # ``next``, inline: this runs per request
@@ -274,27 +283,52 @@ class _Slot:
         wire = self.wire
         assert wire is not None
         self.status = wire.parser.get_status_code()
+        # Not keep-alive: a close ends the body, or follows it (llhttp decides this once the
+        # headers are in, so it holds for the message's end too).
         self.eof_body = not wire.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
-        if self.body_bytes > self.target.max_body_bytes:
+        if self.body_bytes > self.max_body_bytes:
             self.fail(Outcome.TOO_LARGE)
             raise _Stop
 
     def on_message_complete(self) -> None:
+        target = self.target
+        step = target.step
         wire = self.wire
-        assert wire is not None
-        status = self.status
-        hold_ns = 0
-        if status == 429 and self.target.honour_retry_after:
-            hold_ns = retry_hold_ns(self.retry_after, self.target.max_retry_after_ns)
-        self.retry_after = None
-        if not wire.parser.should_keep_alive():
-            self.drop()  # Connection: close: the next request opens a new connection
-        self.finish(_OUTCOME_OF_STATUS[status], hold_ns)
+        transport = wire.transport if wire is not None else None
+        if (
+            step is None
+            or self.eof_body
+            or target.queue
+            or transport is None
+            or transport.is_closing()
+        ):
+            if self.eof_body:
+                self.drop()  # Connection: close: the next request opens a new connection
+            self.finish(_OUTCOME_OF_STATUS[self.status])
+            if self.wire is not wire:
+                raise _Stop  # nothing more is read from a dropped connection
+            return
+        # A closed loop's steady state, once per request: ``finish``, the step and ``start``
+        # inlined (two Python calls fewer, ~4 % of the request rate against nginx; see
+        # bench/http_layers.py), the next request written on this connection at once.
+        done_ns = target.now_ns()
+        op = step(self.op, _OUTCOME_OF_STATUS[self.status], self.intended_ns, self.sent_ns, done_ns)
+        if op < 0:  # the end: the step completed it the slow way
+            self.op = -1
+            target.active -= 1
+            self.next(done_ns)
+        else:
+            if target.credentials.generation != target.generation:  # a token was renewed
+                target.render()
+            self.op, self.intended_ns, self.sent_ns = op, done_ns, done_ns
+            self.status = self.body_bytes = 0
+            self.request = request = target.cycles[op]()
+            transport.write(request)
         if self.wire is not wire:
-            raise _Stop  # nothing more is read from a dropped connection
+            raise _Stop
 
 
 _RETRY_AFTER = b"retry-after"
@@ -308,6 +342,20 @@ class _RetryAfterSlot(_Slot):
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) == len(_RETRY_AFTER) and name.lower() == _RETRY_AFTER:
             self.retry_after = value.decode("latin-1")
+
+    def on_message_complete(self) -> None:
+        """As ``_Slot``'s, and a 429's connection waits for its Retry-After."""
+        wire = self.wire
+        status = self.status
+        hold_ns = 0
+        if status == 429:
+            hold_ns = retry_hold_ns(self.retry_after, self.target.max_retry_after_ns)
+        self.retry_after = None
+        if self.eof_body:
+            self.drop()
+        self.finish(_OUTCOME_OF_STATUS[status], hold_ns)
+        if self.wire is not wire:
+            raise _Stop
 
 
 class FastHttpTarget:
@@ -379,7 +427,15 @@ class FastHttpTarget:
         """The last socket-level error behind a CONN_ERROR: why connections fail."""
         self._sink: CompletionSink | None = None
         self.sink_complete: CompleteFn = self._not_open
+        self.step: StepFn | None = None
+        """A closed loop's step (``set_step``), called in place of ``sink_complete``."""
         self._sweeper: asyncio.Task[None] | None = None
+
+    def set_step(self, step: StepFn | None) -> None:
+        """Have a closed loop's ``step`` take each completion and name its replacement, sent on
+        the slot the completion left free (a request held for Retry-After still goes to the
+        sink); None: completions go to the sink again."""
+        self.step = step
 
     def _bind(self, complete: CompleteFn) -> None:
         self.sink_complete = complete
@@ -444,6 +500,7 @@ class FastHttpTarget:
     async def close(self) -> None:
         """Time out what is active or queued, and close every connection."""
         self.closed = True
+        self.step = None
         tasks = [self._sweeper] if self._sweeper is not None else []
         for slot in self._slots:
             tasks += [t for t in (slot.connecting, slot.holding) if t is not None]

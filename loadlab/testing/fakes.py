@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loadlab.clock import NS_PER_MS, NS_PER_S, Clock, FakeClock
-from loadlab.targets.base import CompletionSink, Outcome, wait_until_idle
+from loadlab.targets.base import CompletionSink, Outcome, StepFn, wait_until_idle
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,23 @@ class FakeRecorder:
         """As ``Recorder.complete_and_dispatch``: the completion, then an on-time dispatch."""
         self.complete(op, outcome, intended_ns, sent_ns, done_ns)
         self.on_dispatch(done_ns, done_ns)
+
+    def closed_step(
+        self, next_op: Callable[[], int], end_ns: int, late: StepFn
+    ) -> tuple[StepFn, Callable[[], int]]:
+        """As ``Recorder.closed_step``: before ``end_ns``, ``complete_and_dispatch`` and the next
+        op; from it on, ``late``."""
+        taken = 0
+
+        def step(op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int) -> int:
+            nonlocal taken
+            if done_ns >= end_ns:
+                return late(op, outcome, intended_ns, sent_ns, done_ns)
+            self.complete_and_dispatch(op, outcome, intended_ns, sent_ns, done_ns)
+            taken += 1
+            return next_op()
+
+        return step, lambda: taken
 
 
 class SlotServerTarget:
@@ -96,7 +113,6 @@ class SlotServerTarget:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     async def _serve(self) -> None:
-        assert self._sink is not None
         while self._queue:
             item = self._queue.popleft()
             op, intended_ns, sent_ns = item
@@ -104,8 +120,12 @@ class SlotServerTarget:
             await self._clock.sleep_until(self._clock.now_ns() + self._service_ns)
             self._serving.remove(item)
             self._in_flight -= 1
-            self._sink.complete(op, Outcome.OK, intended_ns, sent_ns, self._clock.now_ns())
+            self._done(op, intended_ns, sent_ns, self._clock.now_ns())
         self._active -= 1
+
+    def _done(self, op: int, intended_ns: int, sent_ns: int, done_ns: int) -> None:
+        assert self._sink is not None
+        self._sink.complete(op, Outcome.OK, intended_ns, sent_ns, done_ns)
 
     @property
     def in_flight(self) -> int:
@@ -121,6 +141,32 @@ class SlotServerTarget:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class SteppedSlotServerTarget(SlotServerTarget):
+    """A ``SlotServerTarget`` that takes a closed loop's step (``set_step``), as the lean HTTP
+    target does: with a step and nothing queued, a completion's replacement is served at once
+    by the same worker, without ``submit``."""
+
+    def __init__(self, clock: FakeClock, *, slots: int, service_ns: int) -> None:
+        super().__init__(clock, slots=slots, service_ns=service_ns)
+        self.step: StepFn | None = None
+        self.steps = 0
+        """Replacements the step named."""
+
+    def set_step(self, step: StepFn | None) -> None:
+        self.step = step
+
+    def _done(self, op: int, intended_ns: int, sent_ns: int, done_ns: int) -> None:
+        if self.step is None or self._queue:
+            super()._done(op, intended_ns, sent_ns, done_ns)
+            return
+        next_op = self.step(op, Outcome.OK, intended_ns, sent_ns, done_ns)
+        if next_op >= 0:
+            self.steps += 1
+            self._queue.appendleft((next_op, done_ns, done_ns))  # this worker serves it next
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
 
 class FailAtOnceTarget:

@@ -13,7 +13,12 @@ from loadlab.engine.mix import OpMix
 from loadlab.engine.runner import ClosedLoopRunner, OpenLoopRunner, OpenLoopStats
 from loadlab.engine.schedule import ConstantRate
 from loadlab.targets.base import Outcome
-from loadlab.testing.fakes import FailAtOnceTarget, FakeRecorder, SlotServerTarget
+from loadlab.testing.fakes import (
+    FailAtOnceTarget,
+    FakeRecorder,
+    SlotServerTarget,
+    SteppedSlotServerTarget,
+)
 
 T = TypeVar("T")
 START_NS = 1_000 * NS_PER_S
@@ -144,18 +149,21 @@ def test_open_loop_batches_every_send_that_is_already_due() -> None:
 
 
 class StepLessRecorder(FakeRecorder):
-    """An observer without ``complete_and_dispatch``: the runner takes its general path."""
+    """An observer without ``complete_and_dispatch`` or ``closed_step``: the runner takes its
+    general path."""
 
     complete_and_dispatch = None  # type: ignore[assignment]
+    closed_step = None  # type: ignore[assignment]
 
 
 @pytest.mark.parametrize("recorder", [FakeRecorder, StepLessRecorder])
+@pytest.mark.parametrize("target_type", [SlotServerTarget, SteppedSlotServerTarget])
 def test_closed_loop_keeps_concurrency_in_flight_and_achieves_concurrency_over_latency(
-    recorder: type[FakeRecorder],
+    recorder: type[FakeRecorder], target_type: type[SlotServerTarget]
 ) -> None:
     clock = FakeClock(START_NS)
     end_ns = START_NS + NS_PER_S
-    target = SlotServerTarget(clock, slots=100, service_ns=10 * NS_PER_MS)
+    target = target_type(clock, slots=100, service_ns=10 * NS_PER_MS)
     rec = recorder()
 
     async def go() -> tuple[int, int]:
@@ -176,12 +184,22 @@ def test_closed_loop_keeps_concurrency_in_flight_and_achieves_concurrency_over_l
     # Every dispatch the runner counted was recorded, on time (a closed loop never lags).
     assert len(rec.dispatches) == dispatched
     assert {d - i for i, d in rec.dispatches} == {0}
+    if isinstance(target, SteppedSlotServerTarget):
+        # With a recorder that makes a step, all but the first 8 requests were the step's, and
+        # the target was given it back when the run ended.
+        stepping = recorder is FakeRecorder
+        assert target.steps == (dispatched - 8 if stepping else 0)
+        assert target.step is None
 
 
-def test_closed_loop_against_fewer_server_slots_queues_and_achieves_the_server_rate() -> None:
+@pytest.mark.parametrize("target_type", [SlotServerTarget, SteppedSlotServerTarget])
+def test_closed_loop_against_fewer_server_slots_queues_and_achieves_the_server_rate(
+    target_type: type[SlotServerTarget],
+) -> None:
+    # With a step, the queued requests still go first: none waits more than one service time.
     clock = FakeClock(START_NS)
     end_ns = START_NS + NS_PER_S
-    target = SlotServerTarget(clock, slots=4, service_ns=10 * NS_PER_MS)
+    target = target_type(clock, slots=4, service_ns=10 * NS_PER_MS)
     rec = FakeRecorder()
 
     async def go() -> int:
@@ -195,6 +213,7 @@ def test_closed_loop_against_fewer_server_slots_queues_and_achieves_the_server_r
     assert completed == pytest.approx(400, abs=4)
     late = rec.completions[-1]
     assert late.done_ns - late.intended_ns == 20 * NS_PER_MS  # waits one service time in queue
+    assert max(c.done_ns - c.intended_ns for c in rec.completions) == 20 * NS_PER_MS
 
 
 def test_closed_loop_against_a_target_failing_at_once_ends_at_end_time() -> None:

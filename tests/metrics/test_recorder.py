@@ -110,3 +110,71 @@ def test_snapshots_pickle_and_merge_into_one_window() -> None:
 def test_recorder_rejects_ok_outcomes_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match="2 operations"):
         Recorder("api", ["get", "list"], ok_outcomes=[frozenset({Outcome.OK})], start_ns=0)
+
+
+def _histogram_facts(blob: bytes) -> tuple[int, int, int, list[int]]:
+    hist = HdrHistogram.decode(blob)
+    return hist.get_total_count(), hist.get_min_value(), hist.get_max_value(), list(hist.counts)
+
+
+def _snapshot_facts(snap: IntervalSnapshot) -> dict[str, object]:
+    return {
+        "sent": snap.sent,
+        "completed": snap.completed,
+        "errors": snap.errors,
+        "counts": dict(snap.counts),
+        "corrected": {k: _histogram_facts(v) for k, v in snap.corrected.items()},
+        "uncorrected": {k: _histogram_facts(v) for k, v in snap.uncorrected.items()},
+        "lag": _histogram_facts(snap.lag),
+    }
+
+
+def test_a_closed_loop_step_records_what_a_completion_and_an_on_time_dispatch_record() -> None:
+    # Completions of two operations and two outcomes, with one late dispatch among them: the
+    # three ways a closed loop can record them give the same interval.
+    completions = [
+        (
+            i % 2,
+            Outcome.OK if i % 3 else Outcome.SERVER_ERROR,
+            T0 + i * MS,
+            T0 + i * MS + 7,
+            T0 + (i + 3) * MS,
+        )
+        for i in range(200)
+    ]
+    by_calls, in_one, stepped = (Recorder("api", ["a", "b"], start_ns=T0) for _ in range(3))
+    ops = iter(range(1, 1000))
+    step, steps_taken = stepped.closed_step(ops.__next__, T0 + S, lambda *c: -1)
+    for recorder in (by_calls, in_one, stepped):
+        recorder.on_dispatch(T0, T0 + 5 * MS)
+    answers = []
+    for c in completions:
+        by_calls.complete(*c)
+        by_calls.on_dispatch(c[4], c[4])
+        in_one.complete_and_dispatch(*c)
+        answers.append(step(*c))
+
+    assert answers == list(range(1, 201))  # each step names the next op of the mix
+    assert steps_taken() == 200
+    facts = [_snapshot_facts(r.rotate(T0 + S)) for r in (by_calls, in_one, stepped)]
+    assert facts[0] == facts[1] == facts[2]
+    assert facts[0]["sent"] == 201
+    # The next interval starts with no on-time sends left over.
+    assert stepped.rotate(T0 + 2 * S).sent == 0
+
+
+def test_a_closed_loop_step_hands_completions_from_the_end_on_to_late() -> None:
+    rec = Recorder("api", ["a"], start_ns=T0)
+    late_calls: list[tuple[int, Outcome, int, int, int]] = []
+
+    def late(op: int, outcome: Outcome, intended: int, sent: int, done: int) -> int:
+        late_calls.append((op, outcome, intended, sent, done))
+        return -1
+
+    step, steps_taken = rec.closed_step(lambda: 0, T0 + S, late)
+    assert step(0, Outcome.OK, T0, T0, T0 + S - 1) == 0
+    assert step(0, Outcome.TIMEOUT, T0, T0, T0 + S) == -1  # at the end: late's answer
+    assert late_calls == [(0, Outcome.TIMEOUT, T0, T0, T0 + S)]
+    assert steps_taken() == 1
+    snap = rec.rotate(T0 + 2 * S)
+    assert (snap.sent, snap.completed) == (1, 1)  # what late did with it is late's business
