@@ -68,7 +68,8 @@ check: lint typecheck fast
 test: lint typecheck unit
 
 # Micro-benchmarks of the hot paths, then loadlab's throughput profiles beside wrk (against nginx)
-# and dnsperf (against unbound), A B A B; each writes bench/results/<date>-{http,dns}.json.
+# and dnsperf (against unbound), A B A B; each writes bench/results/<date>-{http,dns}.json
+# (-2, -3 ... for later runs that day).
 bench: $(VENV)/.installed-test
 	@missing=""; \
 	for p in $(BENCH_DEBS); do \

@@ -12,7 +12,10 @@ connections, 64 requests in flight:
   bookkeeping.
 - ``recorded``: the same, with the sink also calling ``Recorder.complete``.
 - ``loop``: the whole closed loop as ``loadlab run http-throughput`` drives it
-  (``ClosedLoopRunner``, the op mix, the dispatch record, the session's ``SwitchableSink``).
+  (``ClosedLoopRunner``, the op mix, the dispatch record, the session's ``SwitchableSink``). The
+  runner hands the target the recorder's step, so each request is recorded and replaced inside
+  the slot's ``on_message_complete``: this layer skips ``submit``, which ``target`` and
+  ``recorded`` still go through, and can be the fastest of the three.
 
 The layers run ``--rounds`` times in turn (A B C D A B C D ...), then ``wrk -t1 -c64`` once for
 scale. It prints the median rate of each layer and the microseconds each layer adds per request.

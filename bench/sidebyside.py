@@ -328,8 +328,21 @@ def document(
     }
 
 
+def default_results_path(kind: str, directory: Path = RESULTS_DIR) -> Path:
+    """``<UTC date>-<kind>.json`` in ``directory``, or ``<date>-<kind>-2.json`` (3, ...) when the
+    day already has one: a second run that day (another machine, another change) keeps the
+    first one's figures."""
+    stem = f"{datetime.now(UTC):%Y-%m-%d}-{kind}"
+    out = directory / f"{stem}.json"
+    n = 2
+    while out.exists():
+        out = directory / f"{stem}-{n}.json"
+        n += 1
+    return out
+
+
 def save_and_print(args: argparse.Namespace, doc: Mapping[str, Any], kind: str) -> None:
-    out = args.out or RESULTS_DIR / f"{datetime.now(UTC):%Y-%m-%d}-{kind}.json"
+    out = args.out or default_results_path(kind)
     if not args.no_save:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=2) + "\n")

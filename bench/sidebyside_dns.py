@@ -9,7 +9,7 @@ generators to the other. Then, ``--rounds`` times in turn, for ``--duration`` se
 ``dnsperf -q 100`` over a query file of the profile's questions, and ``loadlab run dns-throughput``
 (100 outstanding over the profile's sockets, as a user runs it). dnsperf reports only an average
 latency, so p50/p99 are loadlab's alone. The JSON document goes to ``--out`` (default
-``bench/results/<UTC date>-dns.json``).
+``bench/results/<UTC date>-dns.json``, or ``-dns-2.json`` and so on after a run that day).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ read ~2000/s) is pinned to one core and the generators to the other. Then, ``--r
 turn, for ``--duration`` seconds each: ``wrk -t1 -c64 --latency`` on the profile's path, and
 ``loadlab run http-throughput`` (64 connections, 64 in flight, as a user runs it). Then, unless
 ``--no-open``, one open-loop run of the same profile at ``--open-fraction`` of loadlab's median.
-The JSON document goes to ``--out`` (default ``bench/results/<UTC date>-http.json``).
+The JSON document goes to ``--out`` (default ``bench/results/<UTC date>-http.json``,
+or ``-http-2.json`` and so on after a run that day).
 """
 
 from __future__ import annotations
