@@ -9,13 +9,13 @@ future or task per datagram); one clock read stamps it; its ID indexes the socke
 table (a list, no dict) and it completes the query there only if it also echoes that query's
 question (``is_plain_ok``, else ``answers``; RFC 5452 section 3). Any other answer is counted in
 ``stray`` and completes nothing, so its query still times out unless the right answer comes. A
-completion is one ``sink.complete`` (the recorder files it with one list append per latency,
-``loadlab.metrics.recorder``). A query sent from within a completion (the closed loop refilling)
-takes the answer's clock reading, or its own intended time if later, as its send time: both were
-read before the send, so the latency from send is never understated, and the clock is read once per
-answer instead of twice. Timeouts come from one periodic sweep, not a timer per query. dnspython's
-per-query ``asyncquery.udp`` reaches ~7.5k qps on one core here (docs/peers.md) and is never used
-here.
+completion is one ``sink.complete``, or one call of a closed loop's step (the recorder files it with
+one list append per latency, ``loadlab.metrics.recorder``). A query sent from within a completion
+(the closed loop refilling) takes the answer's clock reading, or its own intended time if later, as
+its send time: both were read before the send, so the latency from send is never understated, and
+the clock is read once per answer instead of twice. Timeouts come from one periodic sweep, not a
+timer per query. dnspython's per-query ``asyncquery.udp`` reaches ~7.5k qps on one core here
+(docs/peers.md) and is never used here.
 """
 
 from __future__ import annotations

@@ -7,11 +7,18 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
 from loadlab.clock import NS_PER_MS, NS_PER_S, FakeClock
 from loadlab.engine.mix import OpMix
-from loadlab.engine.runner import ClosedLoopRunner, OpenLoopRunner, OpenLoopStats
+from loadlab.engine.runner import (
+    ClosedLoopRunner,
+    ClosedLoopStats,
+    OpenLoopRunner,
+    OpenLoopStats,
+)
 from loadlab.engine.schedule import ConstantRate
+from loadlab.metrics.recorder import IntervalSnapshot, Recorder
 from loadlab.targets.base import Outcome
 from loadlab.testing.fakes import (
     FailAtOnceTarget,
@@ -190,6 +197,57 @@ def test_closed_loop_keeps_concurrency_in_flight_and_achieves_concurrency_over_l
         stepping = recorder is FakeRecorder
         assert target.steps == (dispatched - 8 if stepping else 0)
         assert target.step is None
+
+
+def test_the_recorders_own_step_records_every_send_and_completion_of_a_closed_loop() -> None:
+    clock = FakeClock(START_NS)
+    end_ns = START_NS + NS_PER_S
+    target = SteppedSlotServerTarget(clock, slots=100, service_ns=10 * NS_PER_MS)
+    rec = Recorder(target.name, target.op_names, start_ns=START_NS)
+
+    async def go() -> tuple[ClosedLoopStats, IntervalSnapshot]:
+        runner = ClosedLoopRunner(clock, target, OpMix.single(), rec, concurrency=8, end_ns=end_ns)
+        await target.open(runner.sink)
+        stats = await runner.run()
+        await target.drain(end_ns + NS_PER_S)
+        return stats, rec.rotate(clock.now_ns())
+
+    stats, snap = run_fake(clock, go())
+    assert target.steps == stats.dispatched - 8 > 0
+    assert target.step is None
+    assert snap.sent == stats.dispatched
+    # The last 8 complete at the end, after the runner stopped counting: the recorder has them.
+    assert snap.completed == stats.completed + 8 == stats.dispatched
+    lag = HdrHistogram.decode(snap.lag)
+    assert (lag.get_total_count(), lag.get_max_value()) == (stats.dispatched, 0)
+    latency = HdrHistogram.decode(snap.corrected[(0, Outcome.OK)])
+    assert latency.get_total_count() == snap.completed
+    # Every one took one service time, 10 ms: one bucket, from 10,000 us.
+    assert latency.get_min_value() == 10_000
+    assert latency.get_lowest_equivalent_value(latency.get_max_value()) == 10_000
+
+
+def test_a_cancelled_closed_loop_takes_its_step_back_from_the_target() -> None:
+    clock = FakeClock(START_NS)
+    target = SteppedSlotServerTarget(clock, slots=100, service_ns=10 * NS_PER_MS)
+    rec = FakeRecorder()
+
+    async def go() -> None:
+        runner = ClosedLoopRunner(
+            clock, target, OpMix.single(), rec, concurrency=4, end_ns=START_NS + 60 * NS_PER_S
+        )
+        await target.open(runner.sink)
+        running = asyncio.ensure_future(runner.run())
+        await clock.sleep_until(START_NS + NS_PER_S)
+        assert target.step is not None
+        assert target.steps > 0
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await target.close()
+
+    run_fake(clock, go())
+    assert target.step is None
 
 
 @pytest.mark.parametrize("target_type", [SlotServerTarget, SteppedSlotServerTarget])

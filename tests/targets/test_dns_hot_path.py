@@ -129,6 +129,55 @@ def test_a_query_is_never_stamped_sent_after_the_server_got_it() -> None:
 
 
 @pytest.mark.realtime
+def test_a_closed_loop_over_every_kind_of_answer_completes_each_query_once() -> None:
+    """With the closed loop's step in place: plain answers, NXDOMAIN, truncated ones (retried
+    over TCP), answers to another question (strays: their queries time out) and silence. Each
+    query the server got completes once, and the target ends with nothing in flight."""
+    served: list[str] = []
+    tcp_seen: list[bytes] = []
+    kinds = ("ok", "nxdomain", "truncated", "stray", "silent")
+
+    def respond(wire: bytes) -> bytes | None:
+        kind = kinds[len(served) % len(kinds)]
+        served.append(kind)
+        if kind == "nxdomain":
+            return answer_to(wire, rcode=dns.rcode.NXDOMAIN)
+        if kind == "truncated":
+            return answer_to(wire, tc=True)
+        if kind == "stray":  # this query's ID, another question
+            return wire[:2] + answer_to(query_wire(DnsQuery(QUERY.name, "AAAA")))[2:]
+        return None if kind == "silent" else answer_to(wire)
+
+    rec = FakeRecorder()
+
+    async def go() -> DnsTarget:
+        async with fake_dns(respond, tcp_seen=tcp_seen) as (host, port):
+            clock = MonotonicClock()
+            target = DnsTarget(host, port, [QUERY], sockets=2, timeout_s=0.2, clock=clock)
+            end_ns = clock.now_ns() + NS_PER_S // 2
+            runner = ClosedLoopRunner(
+                clock, target, OpMix.single(), rec, concurrency=10, end_ns=end_ns
+            )
+            await target.open(runner.sink)
+            try:
+                await runner.run()
+                await target.drain(clock.now_ns() + 5 * NS_PER_S)
+            finally:
+                await target.close()
+            return target
+
+    target = asyncio.run(go())
+    outcomes = [c.outcome for c in rec.completions]
+    assert len(outcomes) == len(served) > 20
+    assert outcomes.count(Outcome.OK) == served.count("ok") + served.count("truncated")
+    assert len(tcp_seen) == served.count("truncated")
+    assert outcomes.count(Outcome.NXDOMAIN) == served.count("nxdomain")
+    assert outcomes.count(Outcome.TIMEOUT) == served.count("stray") + served.count("silent")
+    assert target.stray == served.count("stray")
+    assert target.in_flight == 0
+
+
+@pytest.mark.realtime
 def test_free_ids_skip_the_taken_wrap_and_run_out() -> None:
     async def go() -> None:
         channel = await UdpSocket.connect("127.0.0.1", closed_udp_port())

@@ -415,6 +415,30 @@ def test_pending_lists_queued_and_active_requests_and_close_times_them_out() -> 
     assert wire.requests == 2  # the other three never left the queue
 
 
+def test_a_sink_that_resubmits_while_the_target_closes_meets_an_error_not_a_hang() -> None:
+    # A closed loop still running while its target closes would resubmit each request close()
+    # times out; before, close() then spun forever timing out what it had just been given.
+    wire = Wire()
+
+    async def go() -> None:
+        async with raw_server(lambda n, path: SILENT, wire) as url:
+            target = FastHttpTarget(url, [GET], connections=1)
+            rec = FakeRecorder()
+
+            class Resubmitting:
+                def complete(self, op: int, outcome: Outcome, i: int, s: int, done: int) -> None:
+                    rec.complete(op, outcome, i, s, done)
+                    target.submit(op, done)
+
+            await target.open(Resubmitting())
+            target.submit(0, 0)
+            await wait_for(lambda: wire.requests == 1, "the request at the server")
+            with pytest.raises(RuntimeError, match="submit after close"):
+                await target.close()
+
+    asyncio.run(go())
+
+
 def test_a_closed_port_is_a_conn_error_that_does_not_claim_fd_exhaustion() -> None:
     async def go() -> tuple[list[Completion], FastHttpTarget]:
         url = f"http://127.0.0.1:{closed_tcp_port()}"
@@ -481,6 +505,37 @@ def test_with_more_requests_than_connections_the_closed_loops_step_serves_the_qu
     assert len(completions) == seen > 100
     assert {c.outcome for c in completions} == {Outcome.OK}
     assert max(c.done_ns - c.intended_ns for c in completions) < run_s / 2 * NS_PER_S
+
+
+@pytest.mark.parametrize("honour_retry_after", [False, True])
+def test_a_server_that_answers_twice_in_one_read_never_completes_a_request_twice(
+    honour_retry_after: bool,
+) -> None:
+    # The closed loop's step writes the next request from the first answer's callback, and the
+    # parser goes on to the second answer of the same read. Once the run is over, that second
+    # answer belongs to no request: the connection is dropped, nothing is completed for it.
+    async def go() -> tuple[list[Completion], FastHttpTarget]:
+        async with raw_server(lambda n, path: ok() + ok(), Wire()) as url:
+            clock = MonotonicClock()
+            target = FastHttpTarget(
+                url, [GET], connections=2, clock=clock, honour_retry_after=honour_retry_after
+            )
+            rec = FakeRecorder()
+            end_ns = clock.now_ns() + NS_PER_S // 5
+            runner = ClosedLoopRunner(
+                clock, target, OpMix.single(), rec, concurrency=2, end_ns=end_ns
+            )
+            await target.open(runner.sink)
+            await runner.run()
+            await target.drain(clock.now_ns() + 5 * NS_PER_S)
+            await target.close()
+            return rec.completions, target
+
+    completions, target = asyncio.run(go())
+    assert len(completions) > 10
+    assert {c.op for c in completions} == {0}
+    assert (target.in_flight, target.active) == (0, 0)
+    assert len(completions) == len({(c.intended_ns, c.sent_ns) for c in completions})
 
 
 def test_tls_verifies_against_the_access_context_and_its_server_name(tmp_path: Path) -> None:
