@@ -48,7 +48,7 @@ from loadlab.targets.agent_http import (
 )
 from loadlab.targets.agent_http_pool import ConnectionPool, PendingCall
 from loadlab.targets.base import Outcome
-from loadlab.targets.cluster import ClusterAccess
+from loadlab.targets.cluster import ClusterAccess, client_tls
 from loadlab.targets.credentials import Credentials, SimIdentity
 from loadlab.targets.http import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S
 from loadlab.targets.http_wire import retry_after_s
@@ -96,11 +96,7 @@ class FastAgentHttpClient:
         self.pool_connections = pool_connections
         self._host_header = parts.netloc.rpartition("@")[2]
         self._path_prefix = parts.path.rstrip("/")
-        self._ssl: ssl.SSLContext | None = None
-        if parts.scheme == "https":
-            given = access.ssl if access is not None and access.ssl is not None else ssl_context
-            self._ssl = given if given is not None else ssl.create_default_context()
-        self._server_hostname = access.tls_server_name if access else None
+        self._ssl, self._server_hostname = client_tls(parts.scheme, access, ssl_context)
         self._credentials: Credentials = access.credentials if access else SimIdentity()
         self._timeout_s = timeout_s
         self._max_body_bytes = max_body_bytes

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
+import time
 
 import pytest
 
@@ -209,6 +211,45 @@ def test_close_ends_calls_in_flight_and_waiting_as_conn_errors() -> None:
     replies = asyncio.run(go())
     assert [(r.status, r.outcome) for r in replies] == [(0, Outcome.CONN_ERROR)] * 3
     assert wire.requests == 1
+
+
+@pytest.mark.realtime
+def test_a_tls_handshake_that_never_comes_fails_the_call_at_the_connect_timeout() -> None:
+    """A loopback listener that accepts and never answers: the TLS handshake waits for nothing.
+    The pool gives up at its connect timeout (the client's ``timeout_s``), well before the call's
+    own 5 s, and the next call connects again."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def accept_and_stay_silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        connections.append(writer)
+        await reader.read()
+
+    async def go() -> tuple[list[ApiReply], int, float]:
+        server = await asyncio.start_server(accept_and_stay_silent, "127.0.0.1", 0)
+        started = time.monotonic()
+        port = server.sockets[0].getsockname()[1]
+        call = ApiCall("get-lease", "GET", "/lease", timeout_s=5.0)
+        try:
+            async with FastAgentHttpClient(
+                f"https://127.0.0.1:{port}",
+                timeout_s=0.3,
+                ssl_context=ssl.create_default_context(),
+            ) as client:
+                replies = [await client.call(NODE_1, call) for _ in range(2)]
+                took_s = time.monotonic() - started
+        finally:
+            for writer in connections:
+                writer.close()
+            server.close()
+            await server.wait_closed()
+        return replies, len(connections), took_s
+
+    replies, seen, took_s = asyncio.run(go())
+    assert [(r.status, r.outcome) for r in replies] == [(0, Outcome.CONN_ERROR)] * 2
+    assert seen == 2
+    assert took_s < 5.0  # two connect timeouts of 0.3 s, not a call's 5 s
 
 
 def test_requests_are_rendered_with_agent_http_headers_host_and_length() -> None:
