@@ -13,10 +13,22 @@ from collections import deque
 from collections.abc import Iterator
 
 from loadlab.sim.k8s.objects import JsonObj, ResourceType
+from loadlab.sim.storage.errors import Invalid
 from loadlab.sim.storage.selection import FieldSelector, field_value
 from loadlab.sim.storage.watch import Change, Watcher
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped resources
+
+
+def key_of(rtype: ResourceType, obj: JsonObj) -> Key:
+    """``obj``'s key in a collection of ``rtype``; Invalid when it has no name."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise Invalid(f"{rtype.kind}: metadata.name is required")
+    return ((meta.get("namespace") or "") if rtype.namespaced else "", name)
+
+
 NAME_TRIGGER = "metadata.name"
 _KEY_MAX = "\U0010ffff"
 # Not from a reference: a first guess at one object's JSON size, about a seeded pod's (~700 B) or

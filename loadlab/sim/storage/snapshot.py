@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 
 from loadlab.sim.k8s.objects import JsonObj
-from loadlab.sim.storage.collection import Collection, Key
+from loadlab.sim.storage.collection import Collection, Key, key_of
 from loadlab.sim.storage.errors import Invalid
 from loadlab.sim.storage.selection import FieldSelector, LabelSelector
 
@@ -63,9 +63,8 @@ def undone_since(table: Collection, rv: int) -> dict[Key, JsonObj | None]:
     for change in reversed(table.log):
         if change.rv <= rv:
             break
-        meta = change.obj["metadata"]
-        key = ((meta.get("namespace") or "") if table.rtype.namespaced else "", meta["name"])
-        undone[key] = change.old  # walking back: the first change after rv is written last
+        # Walking back: the first change after rv is written last.
+        undone[key_of(table.rtype, change.obj)] = change.old
     return undone
 
 

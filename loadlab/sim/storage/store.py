@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from loadlab.sim.k8s.objects import NAMESPACES, RESOURCE_TYPES, JsonObj, ResourceType, now_timestamp
 from loadlab.sim.k8s.patches import merge_patch
 from loadlab.sim.storage import namespaces
-from loadlab.sim.storage.collection import Collection, Key
+from loadlab.sim.storage.collection import Collection, Key, key_of
 from loadlab.sim.storage.errors import AlreadyExists as AlreadyExists
 from loadlab.sim.storage.errors import Conflict as Conflict
 from loadlab.sim.storage.errors import ContinueExpired as ContinueExpired
@@ -57,14 +57,6 @@ SIZE_AVERAGE_WEIGHT = 4
 GENERATED_NAME_SUFFIX_CHARS = 5
 
 
-def _key_of(rtype: ResourceType, obj: JsonObj) -> Key:
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
-        raise Invalid(f"{rtype.kind}: metadata.name is required")
-    return ((meta.get("namespace") or "") if rtype.namespaced else "", name)
-
-
 class Store:
     """All objects of the simulated cluster, keyed by resource type."""
 
@@ -99,7 +91,7 @@ class Store:
         data = table.encoded.get(id(obj))
         if data is None:
             data = encode_json(obj)
-            if table.objects.get(_key_of(rtype, obj)) is obj:
+            if table.objects.get(key_of(rtype, obj)) is obj:
                 table.encoded[id(obj)] = data
         return data
 
@@ -218,7 +210,7 @@ class Store:
             meta.pop("namespace", None)
         new = dict(obj)
         new["metadata"] = meta
-        key = _key_of(rtype, new)
+        key = key_of(rtype, new)
         if rtype.namespaced:  # NamespaceLifecycle admission runs before storage
             space = self._tables[NAMESPACES].objects.get(("", key[0]))
             problem = namespaces.refuse_create(rtype, key[0], key[1], space)
@@ -251,7 +243,7 @@ class Store:
     ) -> JsonObj:
         """PUT: replace; a stale metadata.resourceVersion is a Conflict, an empty one is not."""
         table = self._tables[rtype]
-        key = _key_of(rtype, obj)
+        key = key_of(rtype, obj)
         old = table.objects.get(key)
         if old is None:
             raise NotFound(f'{rtype.plural} "{key[1]}" not found')
