@@ -1,5 +1,5 @@
-"""Shared by the target tests: sending a batch through a target, DNS query and answer wires, and
-whether the DNS sweeper waits."""
+"""Shared by the target tests: sending a batch through a target, or running one under a closed
+loop, DNS query and answer wires, and whether the DNS sweeper waits."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import dns.message
 import dns.rcode
 
 from loadlab.clock import NS_PER_S, Clock, FakeClock
+from loadlab.engine.mix import OpMix
+from loadlab.engine.runner import ClosedLoopRunner
 from loadlab.targets.base import Target
 from loadlab.targets.dns_wire import DnsQuery, encode_query, with_id
 from loadlab.testing.fakes import Completion, FakeRecorder
@@ -32,6 +34,26 @@ async def send_and_drain(
             target.submit(op, clock.now_ns())
         await target.drain(clock.now_ns() + int(drain_s * NS_PER_S))
         assert target.in_flight == 0
+    finally:
+        await target.close()
+    return recorder.completions
+
+
+async def closed_loop(
+    target: Target, clock: Clock, *, concurrency: int, run_s: float
+) -> list[Completion]:
+    """Open ``target`` (whose clock is ``clock``) under a ``ClosedLoopRunner`` of one operation
+    for ``run_s``, drain and close: every completion, in the order they came. The recorder makes
+    a step, so a target with ``set_step`` takes it."""
+    recorder = FakeRecorder()
+    end_ns = clock.now_ns() + int(run_s * NS_PER_S)
+    runner = ClosedLoopRunner(
+        clock, target, OpMix.single(), recorder, concurrency=concurrency, end_ns=end_ns
+    )
+    await target.open(runner.sink)
+    try:
+        await runner.run()
+        await target.drain(clock.now_ns() + int(DRAIN_S * NS_PER_S))
     finally:
         await target.close()
     return recorder.completions

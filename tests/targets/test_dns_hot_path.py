@@ -13,8 +13,6 @@ import dns.rcode
 import pytest
 
 from loadlab.clock import NS_PER_MS, NS_PER_S, FakeClock, MonotonicClock
-from loadlab.engine.mix import OpMix
-from loadlab.engine.runner import ClosedLoopRunner
 from loadlab.targets.base import Outcome
 from loadlab.targets.dns import DnsQuery, DnsTarget
 from loadlab.targets.dns_channels import UdpSocket
@@ -26,11 +24,11 @@ from loadlab.targets.dns_wire import (
     is_plain_ok,
     is_truncated,
 )
-from loadlab.testing.fakes import FakeRecorder
+from loadlab.testing.fakes import Completion, FakeRecorder
 from loadlab.testing.ports import closed_udp_port
 from loadlab.testing.waiting import wait_for
 
-from .helpers import answer_to, query_wire, sweeper_asleep
+from .helpers import answer_to, closed_loop, query_wire, sweeper_asleep
 from .test_dns import fake_dns
 
 QUERY = DnsQuery("kubernetes.default.svc.cluster.local", "A")
@@ -98,33 +96,23 @@ def test_a_query_is_never_stamped_sent_after_the_server_got_it() -> None:
     reading (or the intended time, if later): every stamp must precede the server's receipt,
     read from the same clock. Sorted, the n-th send precedes the n-th receipt."""
     received_ns: list[int] = []
-    rec = FakeRecorder()
 
     def respond(wire: bytes) -> bytes:
         received_ns.append(time.monotonic_ns())
         return answer_to(wire)
 
-    async def go() -> None:
+    async def go() -> list[Completion]:
         async with fake_dns(respond) as (host, port):
             clock = MonotonicClock()
             target = DnsTarget(host, port, [QUERY], sockets=2, clock=clock)
-            end_ns = clock.now_ns() + NS_PER_S // 5
-            runner = ClosedLoopRunner(
-                clock, target, OpMix.single(), rec, concurrency=10, end_ns=end_ns
-            )
-            await target.open(runner.sink)
-            try:
-                await runner.run()
-                await target.drain(clock.now_ns() + 5 * NS_PER_S)
-            finally:
-                await target.close()
+            return await closed_loop(target, clock, concurrency=10, run_s=0.2)
 
-    asyncio.run(go())
-    assert len(rec.completions) == len(received_ns) > 10
-    assert {c.outcome for c in rec.completions} == {Outcome.OK}
-    for c in rec.completions:
+    completions = asyncio.run(go())
+    assert len(completions) == len(received_ns) > 10
+    assert {c.outcome for c in completions} == {Outcome.OK}
+    for c in completions:
         assert c.intended_ns <= c.sent_ns <= c.done_ns
-    sent = sorted(c.sent_ns for c in rec.completions)
+    sent = sorted(c.sent_ns for c in completions)
     assert all(s <= r for s, r in zip(sent, sorted(received_ns), strict=True))
 
 
@@ -148,26 +136,14 @@ def test_a_closed_loop_over_every_kind_of_answer_completes_each_query_once() -> 
             return wire[:2] + answer_to(query_wire(DnsQuery(QUERY.name, "AAAA")))[2:]
         return None if kind == "silent" else answer_to(wire)
 
-    rec = FakeRecorder()
-
-    async def go() -> DnsTarget:
+    async def go() -> tuple[list[Completion], DnsTarget]:
         async with fake_dns(respond, tcp_seen=tcp_seen) as (host, port):
             clock = MonotonicClock()
             target = DnsTarget(host, port, [QUERY], sockets=2, timeout_s=0.2, clock=clock)
-            end_ns = clock.now_ns() + NS_PER_S // 2
-            runner = ClosedLoopRunner(
-                clock, target, OpMix.single(), rec, concurrency=10, end_ns=end_ns
-            )
-            await target.open(runner.sink)
-            try:
-                await runner.run()
-                await target.drain(clock.now_ns() + 5 * NS_PER_S)
-            finally:
-                await target.close()
-            return target
+            return await closed_loop(target, clock, concurrency=10, run_s=0.5), target
 
-    target = asyncio.run(go())
-    outcomes = [c.outcome for c in rec.completions]
+    completions, target = asyncio.run(go())
+    outcomes = [c.outcome for c in completions]
     assert len(outcomes) == len(served) > 20
     assert outcomes.count(Outcome.OK) == served.count("ok") + served.count("truncated")
     assert len(tcp_seen) == served.count("truncated")

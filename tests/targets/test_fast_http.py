@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 
 from loadlab.clock import NS_PER_S, FakeClock, MonotonicClock
-from loadlab.engine.mix import OpMix
-from loadlab.engine.runner import ClosedLoopRunner
 from loadlab.targets.base import Outcome
 from loadlab.targets.cluster import ClusterAccess
 from loadlab.targets.credentials import KubeconfigCredentials, SimIdentity
@@ -26,7 +24,7 @@ from loadlab.testing.fakes import Completion, FakeRecorder
 from loadlab.testing.hostile import HostileHttpServer, HttpBehaviour
 from loadlab.testing.ports import closed_tcp_port
 from loadlab.testing.waiting import wait_for
-from tests.targets.helpers import send_and_drain, sweeper_asleep
+from tests.targets.helpers import closed_loop, send_and_drain, sweeper_asleep
 from tests.targets.pki import CertificateAuthority
 
 pytestmark = pytest.mark.realtime
@@ -463,17 +461,9 @@ def test_the_closed_loop_runner_gets_one_completion_per_request_the_server_saw()
         async with HostileHttpServer(HttpBehaviour.STATUS_500, good_for_requests=300) as server:
             clock = MonotonicClock()
             target = FastHttpTarget(server.url, [GET], connections=8, clock=clock)
-            rec = FakeRecorder()
-            end_ns = clock.now_ns() + NS_PER_S // 2
-            runner = ClosedLoopRunner(
-                clock, target, OpMix.single(), rec, concurrency=8, end_ns=end_ns
-            )
-            await target.open(runner.sink)
-            await runner.run()
-            await target.drain(clock.now_ns() + 5 * NS_PER_S)
-            await target.close()
-            oks = sum(c.outcome is Outcome.OK for c in rec.completions)
-            return len(rec.completions), server.stats().requests, oks
+            completions = await closed_loop(target, clock, concurrency=8, run_s=0.5)
+            oks = sum(c.outcome is Outcome.OK for c in completions)
+            return len(completions), server.stats().requests, oks
 
     completions, seen, oks = asyncio.run(go())
     assert completions == seen > 300
@@ -490,16 +480,8 @@ def test_with_more_requests_than_connections_the_closed_loops_step_serves_the_qu
         async with HostileHttpServer(HttpBehaviour.OK) as server:
             clock = MonotonicClock()
             target = FastHttpTarget(server.url, [GET], connections=2, clock=clock)
-            rec = FakeRecorder()
-            end_ns = clock.now_ns() + int(run_s * NS_PER_S)
-            runner = ClosedLoopRunner(
-                clock, target, OpMix.single(), rec, concurrency=6, end_ns=end_ns
-            )
-            await target.open(runner.sink)
-            await runner.run()
-            await target.drain(clock.now_ns() + 5 * NS_PER_S)
-            await target.close()
-            return rec.completions, server.stats().requests
+            completions = await closed_loop(target, clock, concurrency=6, run_s=run_s)
+            return completions, server.stats().requests
 
     completions, seen = asyncio.run(go())
     assert len(completions) == seen > 100
@@ -520,16 +502,7 @@ def test_a_server_that_answers_twice_in_one_read_never_completes_a_request_twice
             target = FastHttpTarget(
                 url, [GET], connections=2, clock=clock, honour_retry_after=honour_retry_after
             )
-            rec = FakeRecorder()
-            end_ns = clock.now_ns() + NS_PER_S // 5
-            runner = ClosedLoopRunner(
-                clock, target, OpMix.single(), rec, concurrency=2, end_ns=end_ns
-            )
-            await target.open(runner.sink)
-            await runner.run()
-            await target.drain(clock.now_ns() + 5 * NS_PER_S)
-            await target.close()
-            return rec.completions, target
+            return await closed_loop(target, clock, concurrency=2, run_s=0.2), target
 
     completions, target = asyncio.run(go())
     assert len(completions) > 10
