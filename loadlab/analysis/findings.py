@@ -218,9 +218,19 @@ def fixed_finding(
         target,
         FindingKind.HELD,
         f"{target}: held {window.offered:,.0f}/s: {window.ok_count:,} of {window.sent_count:,} "
-        f"requests succeeded, p99 {window.p99_ms:,.1f} ms, error rate {window.error_rate:.2%}",
+        f"requests succeeded{_in_flight_suffix(window)}, p99 {window.p99_ms:,.1f} ms, "
+        f"error rate {window.error_rate:.2%}",
         offered=window.offered,
     )
+
+
+def _in_flight_suffix(window: StepVerdict) -> str:
+    """`` (64 still in flight at the window's end)`` when the window sent more than it saw
+    answered, errors included: without it, "15,340 of 15,403 succeeded" with no error reads as
+    63 requests lost."""
+    answered = window.ok_count + sum(window.errors_by_outcome.values())
+    pending = window.sent_count - answered
+    return f" ({pending:,} still in flight at the window's end)" if pending > 0 else ""
 
 
 def exit_code(findings: Sequence[Finding]) -> int:
