@@ -29,7 +29,7 @@ def print_result(summary: dict[str, Any], out_dir: Path, *, report: Path | None 
     if totals["requests"]:
         lines.append(
             f"api: {totals['requests']:,} requests, {totals['achieved_rps']:,.0f}/s achieved, "
-            f"{totals['errors']:,} errors"
+            f"{totals['errors']:,} errors" + _stray(summary, "api")
         )
     if totals["dns_queries"]:
         lines.append(
@@ -67,6 +67,9 @@ _VERDICT_LABELS = {
 }
 
 
+_STRAY_WHY = {"api": "answers to no request", "dns": "wrong ID or question"}
+
+
 def _stray(summary: dict[str, Any], target: str) -> str:
     n = int(summary.get("stray_answers", {}).get(target) or 0)
-    return f", {n:,} stray answers (wrong ID or question)" if n else ""
+    return f", {n:,} stray answers ({_STRAY_WHY[target]})" if n else ""

@@ -178,8 +178,13 @@ class Recorder:
         """This interval's ``dispatched - intended`` in ns, but for the sends counted in
         ``_on_time``."""
         self._on_time = 0
-        """This interval's sends by a closed loop's step: each left when the request it replaces
-        completed, on time (a lag of 0), and is counted here rather than listed in ``_lag``."""
+        """This interval's sends by ``complete_and_dispatch``: each left when the request it
+        replaces completed, on time (a lag of 0), and is counted here rather than listed in
+        ``_lag``. The steps of ``closed_step`` count theirs in their closures (``_steps``)."""
+        self._steps: list[Callable[[], int]] = []
+        """The step counts of every ``closed_step`` made, read at each rotation."""
+        self._steps_before = 0
+        """Their sum at the last rotation."""
         self._interval_start_ns = start_ns
         self._sent = 0
         self._skipped = 0
@@ -239,13 +244,13 @@ class Recorder:
                 uncorrected = uncorrected_by_slot[slot] = []
             corrected.append(done_ns - intended_ns)
             uncorrected.append(done_ns - sent_ns)
-            self._on_time += 1
-            taken += 1
+            taken += 1  # an on-time send, too: ``rotate`` reads the count
             return next_op()
 
         def steps_taken() -> int:
             return taken
 
+        self._steps.append(steps_taken)
         return step, steps_taken
 
     def on_dispatch(self, intended_ns: int, dispatched_ns: int) -> None:
@@ -261,6 +266,9 @@ class Recorder:
 
     def rotate(self, now_ns: int) -> IntervalSnapshot:
         """Close the current interval at ``now_ns`` and open the next one."""
+        steps = sum(taken() for taken in self._steps)
+        on_time = self._on_time + steps - self._steps_before
+        self._steps_before = steps
         counts: dict[HistKey, int] = {}
         corrected: dict[HistKey, bytes] = {}
         uncorrected: dict[HistKey, bytes] = {}
@@ -289,14 +297,14 @@ class Recorder:
             origin_ns=self.start_ns,
             start_ns=self._interval_start_ns,
             end_ns=now_ns,
-            sent=self._sent + self._on_time,
+            sent=self._sent + on_time,
             skipped=self._skipped,
             completed=completed,
             errors=errors,
             counts=counts,
             corrected=corrected,
             uncorrected=uncorrected,
-            lag=_encoded(self._lag, zeros=self._on_time),
+            lag=_encoded(self._lag, zeros=on_time),
         )
         self._lag = []
         self._on_time = 0

@@ -16,7 +16,9 @@ Honest counts, as ``HttpTarget``: a request is written once and never again (no 
 reused connection that turns out closed: it ends as CONN_ERROR); bodies are counted and dropped,
 and a body over ``max_body_bytes`` ends as TOO_LARGE on a connection that is closed. A request
 without an answer after ``timeout_s`` (a sweep every timeout/10, as ``DnsTarget``) ends as TIMEOUT
-and its connection is closed; the slot reconnects for its next request.
+and its connection is closed; the slot reconnects for its next request. A second answer completed
+in the same read as the first answers nothing loadlab sent (it never pipelines): it is counted in
+``stray``, its connection is dropped and the request then in flight on it ends as MALFORMED.
 
 Simplifications, on purpose: a body delimited by the server closing the connection (neither
 Content-Length nor chunked) counts as complete when the close comes, so a truncated
@@ -32,7 +34,7 @@ import itertools
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import NoReturn, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -108,13 +110,15 @@ def render_requests(
 
 class _Wire(asyncio.Protocol):
     """One TCP connection of a slot. ``live`` turns False when the slot drops it: whatever the
-    dropped connection still reports (a late ``connection_lost``) is ignored."""
+    dropped connection still reports (a late ``connection_lost``) is ignored. ``answered``: an
+    answer was completed in the read being parsed."""
 
-    __slots__ = ("live", "parser", "slot", "transport")
+    __slots__ = ("answered", "live", "parser", "slot", "transport")
 
     def __init__(self, slot: _Slot) -> None:
         self.slot = slot
         self.live = True
+        self.answered = False
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(slot)
 
@@ -125,9 +129,12 @@ class _Wire(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.live:
             return
-        if self.slot.op < 0:  # an answer to no request: the server is not speaking HTTP to us
-            self.slot.drop()
+        slot = self.slot
+        if slot.op < 0:  # an answer to no request: the server is not speaking HTTP to us
+            slot.target.stray += 1
+            slot.drop()
             return
+        self.answered = False
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, _Stop):
@@ -137,6 +144,10 @@ class _Wire(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.live:
             self.slot.lost(exc)
+
+
+_NO_PARSER = httptools.HttpResponseParser(object())
+"""A slot's parser before its first connection: never fed."""
 
 
 class _Slot:
@@ -149,6 +160,8 @@ class _Slot:
         self.target = target
         self.index = index
         self.wire: _Wire | None = None
+        self.parser = _NO_PARSER
+        """The parser of ``wire``, whose callbacks this slot is (set with ``wire``)."""
         self.connecting: asyncio.Task[None] | None = None
         self.holding: asyncio.Task[None] | None = None
         self.op = -1
@@ -181,6 +194,7 @@ class _Slot:
     async def _connect(self) -> None:
         target = self.target
         wire = _Wire(self)
+        self.parser = wire.parser  # the slot has no other connection now (``start`` dropped it)
         try:
             await asyncio.get_running_loop().create_connection(
                 lambda: wire,
@@ -280,12 +294,11 @@ class _Slot:
     # -- httptools callbacks ---------------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
-        wire = self.wire
-        assert wire is not None
-        self.status = wire.parser.get_status_code()
+        parser = self.parser
+        self.status = parser.get_status_code()
         # Not keep-alive: a close ends the body, or follows it (llhttp decides this once the
         # headers are in, so it holds for the message's end too).
-        self.eof_body = not wire.parser.should_keep_alive()
+        self.eof_body = not parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -293,15 +306,25 @@ class _Slot:
             self.fail(Outcome.TOO_LARGE)
             raise _Stop
 
+    def unsolicited(self) -> NoReturn:
+        """A second answer completed in one read. loadlab never pipelines: when the read came,
+        one request was in flight on this connection, so this answer is to nothing sent (a
+        duplicate, or an answer the server made up). Counted as a stray; the connection, out of
+        step with its requests, is dropped, and the request now in flight on it (written after
+        the first answer) ends as MALFORMED."""
+        self.target.stray += 1
+        self.fail(Outcome.MALFORMED)
+        raise _Stop
+
     def on_message_complete(self) -> None:
         op = self.op
-        if op < 0:  # a second answer in one read, to no request: not HTTP as we speak it
-            self.drop()
-            raise _Stop
+        wire = self.wire
+        if wire is None or wire.answered or op < 0:
+            self.unsolicited()
+        wire.answered = True
         target = self.target
         step = target.step
-        wire = self.wire
-        transport = wire.transport if wire is not None else None
+        transport = wire.transport
         if (
             step is None
             or self.eof_body
@@ -323,9 +346,7 @@ class _Slot:
         target.active -= 1
         done_ns = target.now_ns()
         op = step(op, _OUTCOME_OF_STATUS[self.status], self.intended_ns, self.sent_ns, done_ns)
-        if op < 0:  # the end: the step completed it the slow way
-            self.next(done_ns)
-        else:
+        if op >= 0:
             self.op, self.intended_ns, self.sent_ns = op, done_ns, done_ns
             self.status = self.body_bytes = 0
             target.active += 1
@@ -333,7 +354,9 @@ class _Slot:
                 target.render()
             self.request = request = target.cycles[op]()
             transport.write(request)
-        if self.wire is not wire:
+            return
+        self.next(done_ns)  # the end: the step completed it the slow way
+        if self.wire is not wire:  # ``next`` found the connection closing
             raise _Stop
 
 
@@ -351,10 +374,10 @@ class _RetryAfterSlot(_Slot):
 
     def on_message_complete(self) -> None:
         """As ``_Slot``'s, and a 429's connection waits for its Retry-After."""
-        if self.op < 0:
-            self.drop()
-            raise _Stop
         wire = self.wire
+        if wire is None or wire.answered or self.op < 0:
+            self.unsolicited()
+        wire.answered = True
         status = self.status
         hold_ns = 0
         if status == 429:
@@ -427,7 +450,9 @@ class FastHttpTarget:
         self.fd_exhausted = False
         """Set (and never cleared) when a connect failed with EMFILE/ENFILE."""
         self.stray = 0
-        """Always 0: on HTTP/1.1 a response belongs to the request sent on its connection."""
+        """Answers to no request: data on a connection with no request on it, or a second
+        answer in the same read as the first (``_Slot.unsolicited``). Each drops its
+        connection."""
         self.last_os_error: OSError | None = None
         """The last socket-level error behind a CONN_ERROR: why connections fail."""
         self._sink: CompletionSink | None = None

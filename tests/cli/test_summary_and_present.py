@@ -89,6 +89,16 @@ def test_an_interrupted_summary_is_incomplete_and_claims_nothing(
     assert "INTERRUPTED, nothing claimed" in capsys.readouterr().out
 
 
+def test_stray_answers_are_named_on_the_totals_line(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = summary_for(0.0)
+    print_result(summary, Path("out"))
+    assert "stray" not in capsys.readouterr().out
+    summary["stray_answers"] = {"api": 3}
+    print_result(summary, Path("out"))
+    (totals,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("api: ")][1:]
+    assert totals.endswith(" errors, 3 stray answers (answers to no request)"), totals
+
+
 def ramp_outcome(capacity: float) -> TargetOutcome:
     """A ramp over 100, 200, 400, 800/s against a server whose p99 of get-lease blows its 1 s
     SLO above ``capacity``."""

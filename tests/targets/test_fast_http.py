@@ -494,8 +494,9 @@ def test_a_server_that_answers_twice_in_one_read_never_completes_a_request_twice
     honour_retry_after: bool,
 ) -> None:
     # The closed loop's step writes the next request from the first answer's callback, and the
-    # parser goes on to the second answer of the same read. Once the run is over, that second
-    # answer belongs to no request: the connection is dropped, nothing is completed for it.
+    # parser goes on to the second answer of the same read. That answer is to nothing sent: it
+    # is a stray, its connection is dropped, and the request just written there is MALFORMED;
+    # it never completes a request of its own (nor, after the run's end, a request -1).
     async def go() -> tuple[list[Completion], FastHttpTarget]:
         async with raw_server(lambda n, path: ok() + ok(), Wire()) as url:
             clock = MonotonicClock()
@@ -509,6 +510,9 @@ def test_a_server_that_answers_twice_in_one_read_never_completes_a_request_twice
     assert {c.op for c in completions} == {0}
     assert (target.in_flight, target.active) == (0, 0)
     assert len(completions) == len({(c.intended_ns, c.sent_ns) for c in completions})
+    malformed = sum(c.outcome is Outcome.MALFORMED for c in completions)
+    assert {c.outcome for c in completions} <= {Outcome.OK, Outcome.MALFORMED}
+    assert target.stray >= malformed > 0
 
 
 def test_tls_verifies_against_the_access_context_and_its_server_name(tmp_path: Path) -> None:
