@@ -128,29 +128,6 @@ def test_bench_interval_of_1k_completions_then_rotate(benchmark: BenchmarkFixtur
     benchmark(interval)
 
 
-def test_bench_rotate_a_second_at_160k_per_s_unfiled(benchmark: Any) -> None:
-    """The event loop's longest recorder pause before ``file_pending``: one rotation of a whole
-    second at 160k completions a second (three lists of 160k values)."""
-    rec = Recorder("api", OPS, start_ns=0)
-
-    def fill() -> tuple[tuple[int], dict[str, object]]:
-        _fill(rec, 0, 160_000)
-        return (S,), {}
-
-    benchmark.pedantic(rec.rotate, setup=fill, rounds=5)
-
-
-def test_bench_file_pending_a_tenth_of_it(benchmark: Any) -> None:
-    """The longest pause with ``Session.file_forever``: filing a tenth of that second."""
-    rec = Recorder("api", OPS, start_ns=0)
-
-    def fill() -> tuple[tuple[()], dict[str, object]]:
-        _fill(rec, 0, 16_000)
-        return (), {}
-
-    benchmark.pedantic(rec.file_pending, setup=fill, rounds=20)
-
-
 def test_bench_encode(benchmark: BenchmarkFixture) -> None:
     hist = new_histogram()
     for v in range(1, 200_000, 37):

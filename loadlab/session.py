@@ -49,11 +49,6 @@ STALL_S = 10.0
 # as unanswered. kube-apiserver's own --request-timeout default is 60 s; we take the sig-scalability
 # LIST bound (30 s), the loosest latency SLO there is.
 DEFAULT_UNANSWERED_MS = 30_000.0
-FILE_EVERY_NS = NS_PER_S // 10
-"""How often the recorders file what they have appended into their histograms between two
-rotations (``Recorder.file_pending``). Measured here: rotating 160k completions at once stalled
-the event loop ~20 ms, which showed as the schedule lag p99 of an open loop at that rate and
-in every latency sent during it; filed ten times a second, each pause is a tenth of that."""
 
 
 class SwitchableSink:
@@ -179,27 +174,14 @@ class Session:
 
     async def tick_forever(self) -> None:
         """Rotate every recorder on each interval boundary and write the interval out; stop the
-        run when the results cannot be written or the generator ran out of descriptors. In
-        between, the recorders file their latencies every ``FILE_EVERY_NS``."""
-        filer = asyncio.ensure_future(self.file_forever())
-        try:
-            while self.fatal is None:
-                boundary = self.next_boundary_ns(self.clock.now_ns())
-                await self.clock.sleep_until(boundary)
-                if self.pool is not None:
-                    await self.pool.collect(boundary)
-                self.write_safely(lambda: self.rotate_all(self.clock.now_ns()))
-                self._check_descriptors()
-        finally:
-            await cancel_quietly(filer)
-
-    async def file_forever(self) -> None:
-        """Every ``FILE_EVERY_NS``, have each recorder file its pending latencies: what a
-        rotation then has left is a tenth of an interval's."""
-        while True:
-            await self.clock.sleep_until(self.clock.now_ns() + FILE_EVERY_NS)
-            for rig in self.rigs:
-                rig.recorder.file_pending()
+        run when the results cannot be written or the generator ran out of descriptors."""
+        while self.fatal is None:
+            boundary = self.next_boundary_ns(self.clock.now_ns())
+            await self.clock.sleep_until(boundary)
+            if self.pool is not None:
+                await self.pool.collect(boundary)
+            self.write_safely(lambda: self.rotate_all(self.clock.now_ns()))
+            self._check_descriptors()
 
     def write_safely(self, write: Callable[[], object]) -> None:
         """Run ``write``; a write error (disk full, quota, read-only) stops the run at once: load

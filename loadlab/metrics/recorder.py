@@ -140,10 +140,9 @@ class Recorder:
     """Records one target's completions and dispatches; it is the engine's ``CompletionSink``.
 
     Hot path: an index into a flat per-(op, outcome) table and two list appends of raw
-    nanosecond differences; no histogram is touched until ``file_pending`` (a few times an
-    interval) or ``rotate``, which record each list in one vectorised pass
-    (``loadlab.metrics.batch.record_many``, exactly hdrh's buckets); ``rotate`` then encodes
-    the interval's histograms into the snapshot. A completion costs tens of
+    nanosecond differences; no histogram is touched until ``rotate``, which records each list in
+    one vectorised pass (``loadlab.metrics.batch.record_many``, exactly hdrh's buckets) and
+    encodes the interval's histograms into the snapshot. A completion costs tens of
     nanoseconds here instead of two ``record_value`` calls (~0.6 us each).
     """
 
@@ -178,10 +177,6 @@ class Recorder:
         self._lag: list[int] = []
         """This interval's ``dispatched - intended`` in ns, but for the sends counted in
         ``_on_time``."""
-        self._filed_corrected: list[HdrHistogram | None] = [None] * n_slots
-        """Per slot, this interval's corrected latencies filed so far (``file_pending``)."""
-        self._filed_uncorrected: list[HdrHistogram | None] = [None] * n_slots
-        self._filed_lag: HdrHistogram | None = None
         self._on_time = 0
         """This interval's sends by ``complete_and_dispatch``: each left when the request it
         replaces completed, on time (a lag of 0), and is counted here rather than listed in
@@ -269,31 +264,8 @@ class Recorder:
 
     # -- interval boundary --------------------------------------------------------------------
 
-    def file_pending(self) -> None:
-        """File the latencies appended since the last filing into this interval's histograms
-        (``record_many``, exactly hdrh's buckets). ``rotate`` files what is left; called every
-        fraction of an interval in between (``Session.file_forever``), it spreads that work, so
-        that a rotation at a high rate is not one long stall of the event loop: 20 ms a second
-        at 160k requests a second, which the schedule lag and every latency then showed."""
-        for slot, values in enumerate(self._corrected):
-            if values is None:
-                continue
-            other = self._uncorrected[slot]
-            self._corrected[slot] = None
-            self._uncorrected[slot] = None
-            if not values or other is None:
-                continue
-            _file(self._filed_corrected, slot, values)
-            _file(self._filed_uncorrected, slot, other)
-        if self._lag:
-            if self._filed_lag is None:
-                self._filed_lag = new_histogram()
-            record_many(self._filed_lag, self._lag, scale=NS_PER_US)
-            self._lag = []
-
     def rotate(self, now_ns: int) -> IntervalSnapshot:
         """Close the current interval at ``now_ns`` and open the next one."""
-        self.file_pending()
         steps = sum(taken() for taken in self._steps)
         on_time = self._on_time + steps - self._steps_before
         self._steps_before = steps
@@ -302,24 +274,22 @@ class Recorder:
         uncorrected: dict[HistKey, bytes] = {}
         completed = 0
         errors = 0
-        for slot, hist in enumerate(self._filed_corrected):
-            other = self._filed_uncorrected[slot]
-            if hist is None or other is None:
+        for slot, values in enumerate(self._corrected):
+            if values is None:
                 continue
-            self._filed_corrected[slot] = None
-            self._filed_uncorrected[slot] = None
+            other = self._uncorrected[slot]
+            self._corrected[slot] = None
+            self._uncorrected[slot] = None
+            n = len(values)
+            if n == 0 or other is None:
+                continue
             key = (slot // N_OUTCOMES, Outcome(slot % N_OUTCOMES))
-            n = int(hist.total_count)
             counts[key] = n
-            corrected[key] = hist.encode()
-            uncorrected[key] = other.encode()
+            corrected[key] = _encoded(values)
+            uncorrected[key] = _encoded(other)
             completed += n
             if self._is_error[slot]:
                 errors += n
-        lag = self._filed_lag if self._filed_lag is not None else new_histogram()
-        self._filed_lag = None
-        if on_time:
-            lag.record_value(0, on_time)
         snapshot = IntervalSnapshot(
             target=self.target,
             op_names=self.op_names,
@@ -334,8 +304,9 @@ class Recorder:
             counts=counts,
             corrected=corrected,
             uncorrected=uncorrected,
-            lag=lag.encode(),
+            lag=_encoded(self._lag, zeros=on_time),
         )
+        self._lag = []
         self._on_time = 0
         self._interval_start_ns = now_ns
         self._sent = 0
@@ -343,11 +314,13 @@ class Recorder:
         return snapshot
 
 
-def _file(filed: list[HdrHistogram | None], slot: int, values_ns: Sequence[int]) -> None:
-    """Record ``values_ns`` into ``filed[slot]`` in microseconds, creating it when needed. A
-    negative value (a clock step, or a completion stamped before its send) counts as 0 and one
-    over an hour as an hour: hdrh would drop both, and every sample must count."""
-    hist = filed[slot]
-    if hist is None:
-        hist = filed[slot] = new_histogram()
+def _encoded(values_ns: Sequence[int], *, zeros: int = 0) -> bytes:
+    """A fresh histogram of ``values_ns`` in microseconds, and ``zeros`` more values of 0,
+    encoded. A negative value (a clock step, or a completion stamped before its send) counts as
+    0 and one over an hour as an hour: hdrh would drop both, and every sample must count."""
+    hist = new_histogram()
     record_many(hist, values_ns, scale=NS_PER_US)
+    if zeros:
+        hist.record_value(0, zeros)
+    blob: bytes = hist.encode()
+    return blob

@@ -26,7 +26,7 @@ from loadlab.errors import LoadlabError
 from loadlab.metrics.timeline import TimelineWriter
 from loadlab.profile import Profile, validate_profile
 from loadlab.progress import NullProgress
-from loadlab.session import Rig, Session, cancel_quietly
+from loadlab.session import Rig, Session
 from loadlab.wiring import RunTargets, open_rigs
 from loadlab.workers import wire
 from loadlab.workers.agent_worker import AgentWorker
@@ -147,14 +147,10 @@ class Worker:
         return leader_ns - self.offset_ns
 
     async def _tick(self, session: Session) -> None:
-        filer = asyncio.ensure_future(session.file_forever())
-        try:
-            while True:
-                boundary = session.next_boundary_ns(self.clock.now_ns())
-                await self.clock.sleep_until(boundary)
-                await self._send_interval(session, self.clock.now_ns())
-        finally:
-            await cancel_quietly(filer)
+        while True:
+            boundary = session.next_boundary_ns(self.clock.now_ns())
+            await self.clock.sleep_until(boundary)
+            await self._send_interval(session, self.clock.now_ns())
 
     async def _send_interval(self, session: Session, now_ns: int, *, final: bool = False) -> None:
         session.write_safely(lambda: session.rotate_all(now_ns))

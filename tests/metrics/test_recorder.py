@@ -178,29 +178,3 @@ def test_a_closed_loop_step_hands_completions_from_the_end_on_to_late() -> None:
     assert steps_taken() == 1
     snap = rec.rotate(T0 + 2 * S)
     assert (snap.sent, snap.completed) == (1, 1)  # what late did with it is late's business
-
-
-def test_filing_part_of_an_interval_early_leaves_its_snapshot_as_it_was() -> None:
-    # Clamped values (negative, over an hour) and errors among them, dispatches with a lag, and
-    # a closed loop's steps: filed every 37 completions or only at rotation, the same interval.
-    at_once, in_parts = (Recorder("api", ["a", "b"], start_ns=T0) for _ in range(2))
-    end_ns = T0 + 3 * 3_600 * S
-    steps = [r.closed_step(lambda: 0, end_ns, lambda *c: -1)[0] for r in (at_once, in_parts)]
-    for i in range(1_000):
-        done = T0 + (i % 5_000) * MS if i % 97 else T0 + 2 * 3_600 * S
-        intended = T0 + MS if i % 89 else done + MS  # a completion stamped before its send
-        outcome = Outcome.OK if i % 7 else Outcome.TIMEOUT
-        for recorder, step in zip((at_once, in_parts), steps, strict=True):
-            recorder.complete(i % 2, outcome, intended, intended + 5, done)
-            recorder.on_dispatch(T0, T0 + (i % 13) * MS)
-            step(i % 2, Outcome.OK, intended, intended, done)
-        if i % 37 == 0:
-            in_parts.file_pending()
-    first = [_snapshot_facts(r.rotate(T0 + S)) for r in (at_once, in_parts)]
-    assert first[0] == first[1]
-    assert first[0]["completed"] == 2_000
-    assert first[0]["sent"] == 2_000
-    in_parts.complete(0, Outcome.OK, T0, T0, T0 + MS)
-    in_parts.file_pending()
-    again = _snapshot_facts(in_parts.rotate(T0 + 2 * S))
-    assert (again["completed"], again["sent"]) == (1, 0)  # nothing left over from before
