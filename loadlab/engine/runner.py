@@ -20,7 +20,7 @@ from typing import Protocol, cast
 from loadlab.clock import Clock
 from loadlab.engine.mix import OpMix
 from loadlab.engine.schedule import Schedule
-from loadlab.targets.base import CompleteFn, CompletionSink, Outcome, StepFn, Target
+from loadlab.targets.base import CompletionSink, Outcome, StepFn, Target
 
 MAX_BATCH = 4096
 """Sends dispatched per wake-up at most. Not from a reference: large enough that batching costs
@@ -215,9 +215,6 @@ class ClosedLoopRunner:
         self._completed = 0
         self.sink: CompletionSink = self
         """Open the target with this sink: completions go to the observer, then refill."""
-        self._step: CompleteFn | None = getattr(observer, "complete_and_dispatch", None)
-        """The observer's one call for a completion and its replacement's dispatch
-        (``Recorder.complete_and_dispatch``), when it has one."""
 
     async def run(self) -> ClosedLoopStats:
         self._running = True
@@ -248,43 +245,15 @@ class ClosedLoopRunner:
         return steps_taken
 
     def _late(self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int) -> int:
-        """The step for a completion at or after the end: the slow way, nothing in its place."""
-        self._complete_slowly(op, outcome, intended_ns, sent_ns, done_ns)
+        """The step for a completion at or after the end: the sink's way, nothing in its place."""
+        self.complete(op, outcome, intended_ns, sent_ns, done_ns)
         return -1
 
     def complete(
         self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
     ) -> None:
-        """The ``CompletionSink`` call: record the completion, then submit the next request."""
-        step = self._step
-        if (
-            step is None
-            or not self._running
-            or self._refilling
-            or self._deficit
-            or done_ns >= self._end_ns
-        ):
-            self._complete_slowly(op, outcome, intended_ns, sent_ns, done_ns)
-            return
-        # The steady state, once per request: one completion, one request in its place, sent
-        # at the completion's time (``_refill`` would do the same, with a loop around it).
-        step(op, outcome, intended_ns, sent_ns, done_ns)
-        self._completed += 1
-        self._dispatched += 1
-        next_op = self._mix.next_op()
-        self._refilling = True
-        try:
-            self._target.submit(next_op, done_ns)
-        finally:
-            self._refilling = False
-        if self._deficit > 0 and self._running:  # it completed at once (refused, overflowed)
-            asyncio.get_running_loop().call_soon(self._refill)
-
-    def _complete_slowly(
-        self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
-    ) -> None:
-        """A completion outside the steady state: at the end, during a refill, or with
-        requests missing."""
+        """The ``CompletionSink`` call: record the completion, then submit the next request
+        (the way of every completion a target's step does not take)."""
         self._observer.complete(op, outcome, intended_ns, sent_ns, done_ns)
         if not self._running:
             return

@@ -175,12 +175,8 @@ class Recorder:
         self._uncorrected: list[list[int] | None] = [None] * n_slots
         """Per slot, this interval's ``done - sent`` in ns."""
         self._lag: list[int] = []
-        """This interval's ``dispatched - intended`` in ns, but for the sends counted in
-        ``_on_time``."""
-        self._on_time = 0
-        """This interval's sends by ``complete_and_dispatch``: each left when the request it
-        replaces completed, on time (a lag of 0), and is counted here rather than listed in
-        ``_lag``. The steps of ``closed_step`` count theirs in their closures (``_steps``)."""
+        """This interval's ``dispatched - intended`` in ns, but for the sends of a closed loop's
+        steps, which their closures count (``_steps``)."""
         self._steps: list[Callable[[], int]] = []
         """The step counts of every ``closed_step`` made, read at each rotation."""
         self._steps_before = 0
@@ -203,30 +199,15 @@ class Recorder:
         corrected.append(done_ns - intended_ns)
         uncorrected.append(done_ns - sent_ns)
 
-    def complete_and_dispatch(
-        self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
-    ) -> None:
-        """``complete(...)``, then ``on_dispatch(done_ns, done_ns)``: a closed loop's step, one
-        request ending and the next leaving in its place, on time, in one call. The body repeats
-        ``complete``'s on purpose: the call it saves is what this method is for."""
-        slot = op * N_OUTCOMES + outcome
-        corrected = self._corrected[slot]
-        uncorrected = self._uncorrected[slot]
-        if corrected is None or uncorrected is None:
-            corrected = self._corrected[slot] = []
-            uncorrected = self._uncorrected[slot] = []
-        corrected.append(done_ns - intended_ns)
-        uncorrected.append(done_ns - sent_ns)
-        self._on_time += 1
-
     def closed_step(
         self, next_op: Callable[[], int], end_ns: int, late: StepFn
     ) -> tuple[StepFn, Callable[[], int]]:
         """A closed loop's step for a target's ``set_step``, and a count of the steps it took.
 
-        Until ``end_ns`` the step is ``complete_and_dispatch`` and returns ``next_op()``, as one
-        closure (a call less per request than a runner calling the recorder); a completion at or
-        after ``end_ns`` goes to ``late``, whose answer it returns.
+        Until ``end_ns`` the step records as ``complete`` and ``on_dispatch(done, done)`` would
+        (the replacement's lag, 0, counted rather than listed) and returns ``next_op()``, in one
+        closure: the body repeats ``complete``'s on purpose, since the calls it saves are what it
+        is for. A completion at or after ``end_ns`` goes to ``late``, whose answer it returns.
         """
         corrected_by_slot = self._corrected
         uncorrected_by_slot = self._uncorrected
@@ -267,7 +248,7 @@ class Recorder:
     def rotate(self, now_ns: int) -> IntervalSnapshot:
         """Close the current interval at ``now_ns`` and open the next one."""
         steps = sum(taken() for taken in self._steps)
-        on_time = self._on_time + steps - self._steps_before
+        on_time = steps - self._steps_before
         self._steps_before = steps
         counts: dict[HistKey, int] = {}
         corrected: dict[HistKey, bytes] = {}
@@ -307,7 +288,6 @@ class Recorder:
             lag=_encoded(self._lag, zeros=on_time),
         )
         self._lag = []
-        self._on_time = 0
         self._interval_start_ns = now_ns
         self._sent = 0
         self._skipped = 0

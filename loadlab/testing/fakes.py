@@ -40,25 +40,19 @@ class FakeRecorder:
     ) -> None:
         self.completions.append(Completion(op, outcome, intended_ns, sent_ns, done_ns))
 
-    def complete_and_dispatch(
-        self, op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int
-    ) -> None:
-        """As ``Recorder.complete_and_dispatch``: the completion, then an on-time dispatch."""
-        self.complete(op, outcome, intended_ns, sent_ns, done_ns)
-        self.on_dispatch(done_ns, done_ns)
-
     def closed_step(
         self, next_op: Callable[[], int], end_ns: int, late: StepFn
     ) -> tuple[StepFn, Callable[[], int]]:
-        """As ``Recorder.closed_step``: before ``end_ns``, ``complete_and_dispatch`` and the next
-        op; from it on, ``late``."""
+        """As ``Recorder.closed_step``: before ``end_ns``, the completion, an on-time dispatch
+        and the next op; from it on, ``late``."""
         taken = 0
 
         def step(op: int, outcome: Outcome, intended_ns: int, sent_ns: int, done_ns: int) -> int:
             nonlocal taken
             if done_ns >= end_ns:
                 return late(op, outcome, intended_ns, sent_ns, done_ns)
-            self.complete_and_dispatch(op, outcome, intended_ns, sent_ns, done_ns)
+            self.complete(op, outcome, intended_ns, sent_ns, done_ns)
+            self.on_dispatch(done_ns, done_ns)
             taken += 1
             return next_op()
 

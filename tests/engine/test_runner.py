@@ -156,10 +156,8 @@ def test_open_loop_batches_every_send_that_is_already_due() -> None:
 
 
 class StepLessRecorder(FakeRecorder):
-    """An observer without ``complete_and_dispatch`` or ``closed_step``: the runner takes its
-    general path."""
+    """An observer without ``closed_step``: the runner takes its general path."""
 
-    complete_and_dispatch = None  # type: ignore[assignment]
     closed_step = None  # type: ignore[assignment]
 
 
