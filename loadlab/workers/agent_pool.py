@@ -164,12 +164,14 @@ class PooledAgentLoad:
             k = 1
             while True:
                 boundary = start_ns + k * interval_ns
-                if boundary > until_ns:
-                    break  # the close below takes the workers' last intervals
-                sleep = asyncio.ensure_future(clock.sleep_until(boundary))
+                # Past the last whole interval, wait for the run's end itself: the close below
+                # takes the workers' last, partial intervals (the workers run to until_ns).
+                sleep = asyncio.ensure_future(clock.sleep_until(min(boundary, until_ns)))
                 await asyncio.wait((sleep, order, stopped), return_when=asyncio.FIRST_COMPLETED)
                 if not sleep.done():
                     sleep.cancel()
+                    break
+                if boundary > until_ns:
                     break
                 await self.pool.collect(boundary)
                 if self._stop.is_set():

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from loadlab.metrics.hlog import read_hlog
+from loadlab.metrics.timeline import read_timeline
 from loadlab.testing.cli_output import assert_one_clear_line
 from tests.acceptance.helpers import capacity_server, loadlab, read_summary
 
@@ -159,7 +160,8 @@ KINDS = ("kubelet", "telemetry", "pod-dns")
 
 def test_an_agent_scenario_spreads_its_nodes_over_two_workers(tmp_path: Path) -> None:
     profile = tmp_path / "agents.yaml"
-    profile.write_text(AGENT_PROFILE)
+    # A duration that is not a whole number of intervals: the last, partial one is run too.
+    profile.write_text(AGENT_PROFILE.replace("duration_s: 14", "duration_s: 14.5"))
     out = tmp_path / "run"
     result = loadlab(
         "run", str(profile), "--workers", "2", "--out", str(out), "--quiet", "--no-report",
@@ -180,6 +182,10 @@ def test_an_agent_scenario_spreads_its_nodes_over_two_workers(tmp_path: Path) ->
         parts = [_count(folder / "workers" / str(i) / f"{kind}.hlog") for i in range(2)]
         assert all(p > 0 for p in parts), (kind, parts)
         assert _count(folder / f"{kind}.hlog") == sum(parts), kind
+    rows = read_timeline(folder / "timeline.csv")
+    last_s = rows[-1]["t_s"]
+    assert last_s is not None
+    assert last_s >= 14.5, [r["t_s"] for r in rows]
     # The lookups counted by send second (the DNS onset's input) are the lookups recorded.
     lookups = agents["pod-dns"]["ops"]["lookup"]["outcomes"]
     assert agents["pod-dns"]["lookups_ok"] + agents["pod-dns"]["lookups_failed"] == sum(
