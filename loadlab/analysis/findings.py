@@ -228,8 +228,7 @@ def _in_flight_suffix(window: StepVerdict) -> str:
     """`` (64 still in flight at the window's end)`` when the window sent more than it saw
     answered, errors included: without it, "15,340 of 15,403 succeeded" with no error reads as
     63 requests lost."""
-    answered = window.ok_count + sum(window.errors_by_outcome.values())
-    pending = window.sent_count - answered
+    pending = window.sent_count - window.answered_count
     return f" ({pending:,} still in flight at the window's end)" if pending > 0 else ""
 
 
@@ -253,7 +252,7 @@ def _ok(step: StepVerdict) -> float:
 
 
 def _ok_share(step: StepVerdict) -> str:
-    total = step.ok_count + sum(step.errors_by_outcome.values())
+    total = step.answered_count
     return f"{step.ok_count / total:.0%} ok" if total else "no answer at all"
 
 

@@ -84,6 +84,11 @@ class StepVerdict:
     """Corrected p99 per operation that completed in the window (what the SLOs are held to)."""
 
     @property
+    def answered_count(self) -> int:
+        """Completions in the window, successes and errors."""
+        return self.ok_count + sum(self.errors_by_outcome.values())
+
+    @property
     def failed(self) -> bool:
         """A failure of the server (a generator-limited step is not one)."""
         return not self.passed and not self.generator_limited

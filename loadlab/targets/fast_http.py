@@ -436,7 +436,6 @@ class FastHttpTarget:
         self.render()
         self.ssl_context, self.server_hostname = client_tls(parts.scheme, access, ssl_context)
         self.max_body_bytes = max_body_bytes
-        self.honour_retry_after = honour_retry_after
         self.max_retry_after_ns = int(max_retry_after_s * NS_PER_S)
         self._timeout_ns = int(timeout_s * NS_PER_S)
         self.clock: Clock = clock if clock is not None else MonotonicClock()
